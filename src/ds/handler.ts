@@ -1,0 +1,23 @@
+// The port between the transport (src/server) and the DS operations (src/ds).
+// The server hands over opaque DSRequest bytes and gets DSResponse bytes back;
+// it never interprets the DS protocol itself.
+
+/** What the transport knows about the caller, for authorization and rate limits. */
+export interface RequestContext {
+  /** DS domain of the peer, from its verified TLS client certificate (federation calls). */
+  readonly peerDomain?: string;
+  /** Remote address, for logs and rate limits. */
+  readonly remoteAddress?: string;
+}
+
+/** Result of handling one DSRequest. */
+export interface HandledRequest {
+  /** TLS-serialized DSResponse (of type error when `error` is set). */
+  readonly response: Uint8Array;
+  /** Set when the DSResponse is an error, so the transport can pick the RPC status. */
+  readonly error?: { readonly code: number; readonly message: string };
+}
+
+export interface DSRequestHandler {
+  handle(dsRequest: Uint8Array, ctx: RequestContext): Promise<HandledRequest>;
+}
