@@ -1,0 +1,141 @@
+// Versioned schema of the SQLite adapter. The schema version lives in
+// PRAGMA user_version; MIGRATIONS[i] moves the schema from version i to i+1.
+// Later changes APPEND a migration; never edit one that has shipped.
+
+import type Database from "better-sqlite3";
+import { StoreError } from "../errors.js";
+
+export interface Migration {
+  readonly name: string;
+  readonly up: (db: Database.Database) => void;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    name: "initial schema",
+    up: (db) => {
+      db.exec(`
+        -- Small, hot row per group: the CAS on epoch touches only this row.
+        CREATE TABLE groups (
+          group_id   TEXT PRIMARY KEY,
+          epoch      INTEGER NOT NULL,
+          metadata   BLOB,
+          created_at INTEGER NOT NULL,
+          updated_at INTEGER NOT NULL
+        );
+        -- Latest full state, kept apart so a commit does not rewrite it.
+        CREATE TABLE group_snapshots (
+          group_id TEXT PRIMARY KEY,
+          epoch    INTEGER NOT NULL,
+          state    BLOB NOT NULL
+        );
+        -- One entry per accepted commit after the snapshot.
+        CREATE TABLE group_log (
+          group_id   TEXT NOT NULL,
+          epoch      INTEGER NOT NULL,
+          entry      BLOB NOT NULL,
+          created_at INTEGER NOT NULL,
+          UNIQUE (group_id, epoch)
+        );
+        CREATE TABLE proposals (
+          id        INTEGER PRIMARY KEY AUTOINCREMENT,
+          group_id  TEXT NOT NULL,
+          epoch     INTEGER NOT NULL,
+          ref       BLOB NOT NULL,
+          proposal  BLOB NOT NULL,
+          UNIQUE (group_id, ref)
+        );
+        CREATE INDEX proposals_by_epoch ON proposals (group_id, epoch, id);
+        CREATE TABLE history_epochs (
+          group_id     TEXT NOT NULL,
+          epoch        INTEGER NOT NULL,
+          ratchet_tree BLOB NOT NULL,
+          group_info   BLOB,
+          expires_at   INTEGER NOT NULL,
+          PRIMARY KEY (group_id, epoch)
+        );
+        CREATE INDEX history_by_expiry ON history_epochs (expires_at);
+        CREATE TABLE history_joiners (
+          group_id TEXT NOT NULL,
+          epoch    INTEGER NOT NULL,
+          kp_ref   BLOB NOT NULL,
+          PRIMARY KEY (group_id, kp_ref, epoch)
+        ) WITHOUT ROWID;
+        CREATE INDEX history_joiners_by_epoch ON history_joiners (group_id, epoch);
+        CREATE TABLE fanout_tokens (
+          group_id  TEXT NOT NULL,
+          client_id TEXT NOT NULL,
+          token     BLOB NOT NULL,
+          PRIMARY KEY (group_id, client_id)
+        );
+        CREATE TABLE clients (
+          client_id  TEXT PRIMARY KEY,
+          sig_key    BLOB NOT NULL,
+          auth_data  BLOB,
+          created_at INTEGER NOT NULL,
+          updated_at INTEGER NOT NULL
+        );
+        CREATE TABLE key_packages (
+          id          INTEGER PRIMARY KEY AUTOINCREMENT,
+          client_id   TEXT NOT NULL,
+          ciphersuite INTEGER NOT NULL,
+          ref         BLOB NOT NULL UNIQUE,
+          key_package BLOB NOT NULL,
+          last_resort INTEGER NOT NULL,
+          expires_at  INTEGER,
+          created_at  INTEGER NOT NULL
+        );
+        CREATE INDEX key_packages_by_client ON key_packages (client_id, last_resort, ciphersuite, id);
+        CREATE UNIQUE INDEX key_packages_one_last_resort ON key_packages (client_id, ciphersuite) WHERE last_resort = 1;
+        -- Per-queue counter: sequences stay gap-free and never reused even after acks empty the queue.
+        CREATE TABLE queues (
+          queue    TEXT PRIMARY KEY,
+          last_seq INTEGER NOT NULL
+        );
+        CREATE TABLE queue_entries (
+          queue       TEXT NOT NULL,
+          seq         INTEGER NOT NULL,
+          payload     BLOB NOT NULL,
+          enqueued_at INTEGER NOT NULL,
+          UNIQUE (queue, seq)
+        );
+        -- Guest-side at-most-once: high-water mark per source stream.
+        CREATE TABLE processed (
+          source   TEXT PRIMARY KEY,
+          last_seq INTEGER NOT NULL
+        );
+        CREATE TABLE rate_limits (
+          key          TEXT PRIMARY KEY,
+          window_start INTEGER NOT NULL,
+          window_end   INTEGER NOT NULL,
+          count        INTEGER NOT NULL
+        );
+        CREATE INDEX rate_limits_by_end ON rate_limits (window_end);
+      `);
+    },
+  },
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/** The database was written by a newer build; refusing to run protects its data. */
+export class SchemaTooNewError extends StoreError {
+  constructor(readonly found: number, readonly supported: number) {
+    super(`database schema version ${found} is newer than this build supports (${supported})`);
+  }
+}
+
+/** Bring the schema to SCHEMA_VERSION; each step and its version bump commit together. */
+export function migrate(db: Database.Database, migrations: readonly Migration[] = MIGRATIONS): number {
+  const current = Number(db.pragma("user_version", { simple: true }));
+  if (current > migrations.length) throw new SchemaTooNewError(current, migrations.length);
+  for (let v = current; v < migrations.length; v++) {
+    const m = migrations[v]!;
+    db.transaction(() => {
+      m.up(db);
+      // PRAGMA takes no bound parameters; v is a number we control.
+      db.pragma(`user_version = ${v + 1}`);
+    }).immediate();
+  }
+  return migrations.length;
+}

@@ -1,0 +1,648 @@
+// The embedded adapter: better-sqlite3 in one file, WAL journal, and
+// synchronous=FULL by default so that an acknowledged write survives kill -9
+// and power loss. better-sqlite3 is synchronous: each port call runs to
+// completion on the event loop (a commit costs one WAL fsync) and is wrapped in
+// a resolved Promise. Every apply is one BEGIN IMMEDIATE transaction, so
+// batches are serialized with each other, also across processes sharing the
+// file (busy_timeout makes writers wait instead of failing).
+//
+// Wake-ups are in-process only: a second process writing the same file does
+// not wake this one's waiters. Scale-out uses the MongoDB adapter.
+
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import Database from "better-sqlite3";
+import { AppendNotifier, checkUint63, plainBytes, rateWindow } from "../common.js";
+import {
+  DuplicateKeyPackageError,
+  EpochConflictError,
+  GroupExistsError,
+  StoreClosedError,
+  StoreError,
+  StoreUnavailableError,
+  UnknownClientError,
+  UnknownGroupError,
+} from "../errors.js";
+import type {
+  AppendListener,
+  AppliedWrite,
+  ClientRecord,
+  EpochLogEntry,
+  HistoryEntry,
+  LoadedGroup,
+  PurgeResult,
+  QueueEntry,
+  QueueId,
+  QueueInfo,
+  RateLimitResult,
+  RateLimitRule,
+  Store,
+  StoreWrite,
+  StoredKeyPackage,
+  StoredProposal,
+  Unsubscribe,
+  WriteOp,
+} from "../port.js";
+import { migrate } from "./migrations.js";
+
+export interface SqliteStoreOptions {
+  /** Database file (its directory is created), or ':memory:' (tests only). */
+  readonly path: string;
+  /** FULL (default): durable on power loss. NORMAL in WAL: survives process crash, may lose the last commits on power loss. */
+  readonly synchronous?: "FULL" | "NORMAL";
+  /** How long a writer waits for another process's transaction (default 5000 ms). */
+  readonly busyTimeoutMs?: number;
+  /** Clock, for tests (default Date.now). */
+  readonly now?: () => number;
+}
+
+type Row = Record<string, unknown>;
+const num = (v: unknown): number => Number(v as bigint);
+const big = (v: unknown): bigint => v as bigint;
+const bytes = (v: unknown): Uint8Array => plainBytes(v as Buffer | null);
+
+/** Thrown inside a transaction to roll a duplicate batch back; never escapes. */
+class DuplicateBatch extends Error {}
+
+// SQLite result codes that mean "the database cannot serve now", not "your request is wrong".
+const UNAVAILABLE = /^SQLITE_(BUSY|LOCKED|IOERR|FULL|CANTOPEN|READONLY|CORRUPT|NOTADB|PROTOCOL|NOMEM)/;
+
+function translate(err: unknown): unknown {
+  if (err instanceof StoreError) return err;
+  if (err instanceof Database.SqliteError && UNAVAILABLE.test(err.code)) {
+    return new StoreUnavailableError(`sqlite: ${err.message}`, { cause: err });
+  }
+  if (err instanceof TypeError && /database connection is not open/.test(err.message)) return new StoreClosedError();
+  return err;
+}
+
+export async function openSqliteStore(options: SqliteStoreOptions): Promise<SqliteStore> {
+  return SqliteStore.open(options);
+}
+
+export class SqliteStore implements Store {
+  readonly #db: Database.Database;
+  readonly #now: () => number;
+  readonly #notifier = new AppendNotifier();
+  readonly #s: ReturnType<typeof prepare>;
+  readonly #applyTx: (ops: readonly WriteOp[]) => { result: AppliedWrite; appended: Map<QueueId, bigint> };
+  #closed = false;
+
+  private constructor(db: Database.Database, now: () => number) {
+    this.#db = db;
+    this.#now = now;
+    this.#s = prepare(db);
+    const tx = db.transaction((ops: readonly WriteOp[]) => this.#applyOps(ops));
+    // IMMEDIATE: take the write lock at BEGIN, so concurrent writers queue on busy_timeout instead of deadlocking on upgrade.
+    this.#applyTx = (ops) => tx.immediate(ops);
+  }
+
+  static open(options: SqliteStoreOptions): SqliteStore {
+    const memory = options.path === ":memory:";
+    if (!memory) mkdirSync(dirname(options.path), { recursive: true });
+    let db: Database.Database | undefined;
+    try {
+      db = new Database(options.path);
+      db.defaultSafeIntegers(true);
+      db.pragma(`busy_timeout = ${Math.max(0, Math.floor(options.busyTimeoutMs ?? 5000))}`);
+      if (!memory) {
+        const mode = String(db.pragma("journal_mode = WAL", { simple: true }));
+        if (mode.toLowerCase() !== "wal") throw new StoreUnavailableError(`sqlite: cannot enable WAL (journal_mode=${mode})`);
+      }
+      db.pragma(`synchronous = ${options.synchronous === "NORMAL" ? "NORMAL" : "FULL"}`);
+      migrate(db);
+      return new SqliteStore(db, options.now ?? Date.now);
+    } catch (err) {
+      db?.close();
+      throw translate(err);
+    }
+  }
+
+  /** The underlying connection, for diagnostics and tests (pragmas, schema checks). */
+  get database(): Database.Database {
+    return this.#db;
+  }
+
+  // -------------------------------------------------------------------------
+  // apply
+
+  async apply(batch: StoreWrite): Promise<AppliedWrite> {
+    return this.#run(() => {
+      let out: { result: AppliedWrite; appended: Map<QueueId, bigint> };
+      try {
+        out = this.#applyTx(batch.ops);
+      } catch (err) {
+        if (err instanceof DuplicateBatch) return { duplicate: true, appended: [], keyPackages: [], epochs: [] };
+        throw err;
+      }
+      // Committed (and fsynced): now wake readers.
+      for (const [queue, last] of out.appended) this.#notifier.notify(queue, last);
+      return out.result;
+    });
+  }
+
+  #applyOps(ops: readonly WriteOp[]): { result: AppliedWrite; appended: Map<QueueId, bigint> } {
+    const s = this.#s;
+    const now = this.#now();
+    const appended: { queue: QueueId; seq: bigint }[] = [];
+    const keyPackages: (StoredKeyPackage | undefined)[] = [];
+    const epochs: { groupId: string; epoch: bigint }[] = [];
+    const lastByQueue = new Map<QueueId, bigint>();
+
+    const requireEpoch = (groupId: string, expected?: bigint): bigint => {
+      const row = s.groupEpoch.get(groupId) as Row | undefined;
+      if (!row) throw new UnknownGroupError(groupId);
+      const current = big(row.epoch);
+      if (expected !== undefined && current !== checkUint63("expected epoch", expected)) {
+        throw new EpochConflictError(groupId, expected, current);
+      }
+      return current;
+    };
+
+    for (const op of ops) {
+      switch (op.kind) {
+        case "createGroup": {
+          checkUint63("epoch", op.epoch);
+          if (s.groupEpoch.get(op.groupId)) throw new GroupExistsError(op.groupId);
+          s.insertGroup.run(op.groupId, op.epoch, op.metadata ?? null, now, now);
+          s.upsertSnapshot.run(op.groupId, op.epoch, op.snapshot);
+          break;
+        }
+        case "advanceGroup": {
+          const current = requireEpoch(op.groupId, op.expectedEpoch);
+          const next = checkUint63("epoch", current + 1n);
+          s.setEpoch.run(next, op.metadata ?? null, now, op.groupId);
+          s.insertLog.run(op.groupId, next, op.logEntry, now);
+          if (op.snapshot) {
+            s.upsertSnapshot.run(op.groupId, next, op.snapshot);
+            s.pruneLog.run(op.groupId, next);
+          }
+          s.clearOldProposals.run(op.groupId, next);
+          epochs.push({ groupId: op.groupId, epoch: next });
+          break;
+        }
+        case "snapshotGroup": {
+          requireEpoch(op.groupId, op.epoch);
+          s.upsertSnapshot.run(op.groupId, op.epoch, op.snapshot);
+          s.pruneLog.run(op.groupId, op.epoch);
+          break;
+        }
+        case "setGroupMetadata": {
+          requireEpoch(op.groupId, op.expectedEpoch);
+          s.setMetadata.run(op.metadata, now, op.groupId);
+          break;
+        }
+        case "checkEpoch":
+          requireEpoch(op.groupId, op.epoch);
+          break;
+        case "deleteGroup": {
+          requireEpoch(op.groupId, op.expectedEpoch);
+          for (const del of s.deleteGroupAll) del.run(op.groupId);
+          break;
+        }
+        case "addProposal": {
+          requireEpoch(op.groupId);
+          s.insertProposal.run(op.groupId, checkUint63("epoch", op.epoch), op.ref, op.proposal);
+          break;
+        }
+        case "removeProposal":
+          s.deleteProposal.run(op.groupId, op.ref);
+          break;
+        case "addHistory": {
+          requireEpoch(op.groupId);
+          checkUint63("epoch", op.epoch);
+          s.upsertHistory.run(op.groupId, op.epoch, op.ratchetTree, op.groupInfo ?? null, op.expiresAt);
+          s.deleteHistoryJoinersOfEpoch.run(op.groupId, op.epoch);
+          for (const ref of op.joiners) s.insertHistoryJoiner.run(op.groupId, op.epoch, ref);
+          break;
+        }
+        case "removeHistoryJoiner": {
+          if (op.epoch === undefined) s.deleteHistoryJoiner.run(op.groupId, op.keyPackageRef);
+          else s.deleteHistoryJoinerAt.run(op.groupId, op.keyPackageRef, op.epoch);
+          s.deleteEmptyHistory.run(op.groupId);
+          break;
+        }
+        case "setFanoutToken":
+          requireEpoch(op.groupId);
+          s.upsertToken.run(op.groupId, op.clientId, op.token);
+          break;
+        case "removeFanoutToken":
+          s.deleteToken.run(op.groupId, op.clientId);
+          break;
+        case "putClient":
+          s.upsertClient.run(op.clientId, op.signaturePublicKey, op.authData ?? null, now, now);
+          break;
+        case "removeClient":
+          s.deleteClient.run(op.clientId);
+          s.deleteKeyPackagesOfClient.run(op.clientId);
+          break;
+        case "publishKeyPackages": {
+          if (!s.getClient.get(op.clientId)) throw new UnknownClientError(op.clientId);
+          for (const kp of op.keyPackages) {
+            if (s.keyPackageByRef.get(kp.ref)) throw new DuplicateKeyPackageError(kp.ref);
+            s.insertKeyPackage.run(op.clientId, kp.ciphersuite, kp.ref, kp.keyPackage, 0, kp.expiresAt ?? null, now);
+          }
+          if (op.lastResort) {
+            const kp = op.lastResort;
+            s.deleteLastResort.run(op.clientId, kp.ciphersuite);
+            if (s.keyPackageByRef.get(kp.ref)) throw new DuplicateKeyPackageError(kp.ref);
+            s.insertKeyPackage.run(op.clientId, kp.ciphersuite, kp.ref, kp.keyPackage, 1, kp.expiresAt ?? null, now);
+          }
+          break;
+        }
+        case "consumeKeyPackage":
+          keyPackages.push(this.#consume(op.clientId, op.ciphersuite, now));
+          break;
+        case "deleteKeyPackages":
+          if (op.refs) for (const ref of op.refs) s.deleteKeyPackageRef.run(op.clientId, ref);
+          else s.deleteKeyPackagesOfClient.run(op.clientId);
+          break;
+        case "append": {
+          const row = s.bumpQueue.get(op.queue) as Row;
+          const seq = big(row.last_seq);
+          s.insertEntry.run(op.queue, seq, op.payload, now);
+          appended.push({ queue: op.queue, seq });
+          lastByQueue.set(op.queue, seq);
+          break;
+        }
+        case "ack":
+          s.ackQueue.run(op.queue, checkUint63("seq", op.uptoSeq));
+          break;
+        case "deleteQueue":
+          s.deleteQueueEntries.run(op.queue);
+          s.deleteQueue.run(op.queue);
+          lastByQueue.delete(op.queue);
+          break;
+        case "markProcessed": {
+          checkUint63("sequence", op.sequence);
+          const row = s.getProcessed.get(op.source) as Row | undefined;
+          if (row && op.sequence <= big(row.last_seq)) throw new DuplicateBatch();
+          s.upsertProcessed.run(op.source, op.sequence);
+          break;
+        }
+        default: {
+          const never: never = op;
+          throw new StoreError(`unknown write op ${(never as { kind: string }).kind}`);
+        }
+      }
+    }
+    return { result: { duplicate: false, appended, keyPackages, epochs }, appended: lastByQueue };
+  }
+
+  #consume(clientId: string, ciphersuite: number | undefined, now: number): StoredKeyPackage | undefined {
+    const s = this.#s;
+    const suite = ciphersuite ?? null;
+    const regular = s.pickKeyPackage.get(clientId, 0, suite, suite, now) as Row | undefined;
+    if (regular) {
+      s.deleteKeyPackageId.run(regular.id);
+      return keyPackageOf(regular);
+    }
+    const last = s.pickKeyPackage.get(clientId, 1, suite, suite, now) as Row | undefined;
+    return last ? keyPackageOf(last) : undefined;
+  }
+
+  // -------------------------------------------------------------------------
+  // reads
+
+  async loadGroup(groupId: string): Promise<LoadedGroup | undefined> {
+    return this.#run(() =>
+      this.#db.transaction(() => {
+        const g = this.#s.getGroup.get(groupId) as Row | undefined;
+        if (!g) return undefined;
+        const snap = this.#s.getSnapshot.get(groupId) as Row;
+        const snapEpoch = big(snap.epoch);
+        const log = (this.#s.readLog.all(groupId, snapEpoch) as Row[]).map(logEntryOf);
+        return {
+          groupId,
+          epoch: big(g.epoch),
+          snapshot: { epoch: snapEpoch, state: bytes(snap.state) },
+          log,
+          metadata: bytes(g.metadata),
+          createdAt: num(g.created_at),
+          updatedAt: num(g.updated_at),
+        };
+      })(),
+    );
+  }
+
+  async groupEpoch(groupId: string): Promise<bigint | undefined> {
+    return this.#run(() => {
+      const row = this.#s.groupEpoch.get(groupId) as Row | undefined;
+      return row ? big(row.epoch) : undefined;
+    });
+  }
+
+  async readGroupLog(groupId: string, afterEpoch: bigint): Promise<readonly EpochLogEntry[] | undefined> {
+    checkUint63("epoch", afterEpoch);
+    return this.#run(() =>
+      this.#db.transaction(() => {
+        const g = this.#s.groupEpoch.get(groupId) as Row | undefined;
+        if (!g) return undefined;
+        const snap = this.#s.getSnapshotEpoch.get(groupId) as Row;
+        // Entries up to the snapshot epoch were dropped: the log only covers afterEpoch >= snapshot epoch.
+        if (afterEpoch < big(snap.epoch)) return undefined;
+        return (this.#s.readLog.all(groupId, afterEpoch) as Row[]).map(logEntryOf);
+      })(),
+    );
+  }
+
+  async listGroups(opts?: { after?: string; limit?: number }): Promise<string[]> {
+    return this.#run(() =>
+      (this.#s.listGroups.all(opts?.after ?? null, opts?.after ?? null, opts?.limit ?? -1) as Row[]).map((r) => String(r.group_id)),
+    );
+  }
+
+  async listProposals(groupId: string, epoch: bigint): Promise<StoredProposal[]> {
+    checkUint63("epoch", epoch);
+    return this.#run(() =>
+      (this.#s.listProposals.all(groupId, epoch) as Row[]).map((r) => ({
+        epoch: big(r.epoch),
+        ref: bytes(r.ref),
+        proposal: bytes(r.proposal),
+      })),
+    );
+  }
+
+  async listHistory(groupId: string, now?: number): Promise<HistoryEntry[]> {
+    const t = now ?? this.#now();
+    return this.#run(() =>
+      this.#db.transaction(() => (this.#s.listHistory.all(groupId, t) as Row[]).map((r) => this.#historyOf(r)))(),
+    );
+  }
+
+  async historyForJoiner(groupId: string, keyPackageRef: Uint8Array, now?: number): Promise<HistoryEntry | undefined> {
+    const t = now ?? this.#now();
+    return this.#run(() =>
+      this.#db.transaction(() => {
+        const r = this.#s.historyForJoiner.get(groupId, keyPackageRef, t) as Row | undefined;
+        return r ? this.#historyOf(r) : undefined;
+      })(),
+    );
+  }
+
+  #historyOf(r: Row): HistoryEntry {
+    const joiners = (this.#s.historyJoiners.all(r.group_id, r.epoch) as Row[]).map((j) => bytes(j.kp_ref));
+    return {
+      groupId: String(r.group_id),
+      epoch: big(r.epoch),
+      ratchetTree: bytes(r.ratchet_tree),
+      groupInfo: bytes(r.group_info),
+      joiners,
+      expiresAt: num(r.expires_at),
+    };
+  }
+
+  async fanoutTokens(groupId: string): Promise<Map<string, Uint8Array>> {
+    return this.#run(
+      () => new Map((this.#s.listTokens.all(groupId) as Row[]).map((r) => [String(r.client_id), bytes(r.token)])),
+    );
+  }
+
+  async fanoutToken(groupId: string, clientId: string): Promise<Uint8Array | undefined> {
+    return this.#run(() => {
+      const r = this.#s.getToken.get(groupId, clientId) as Row | undefined;
+      return r ? bytes(r.token) : undefined;
+    });
+  }
+
+  async getClient(clientId: string): Promise<ClientRecord | undefined> {
+    return this.#run(() => {
+      const r = this.#s.getClient.get(clientId) as Row | undefined;
+      if (!r) return undefined;
+      return {
+        clientId,
+        signaturePublicKey: bytes(r.sig_key),
+        authData: bytes(r.auth_data),
+        createdAt: num(r.created_at),
+        updatedAt: num(r.updated_at),
+      };
+    });
+  }
+
+  async consumeKeyPackage(clientId: string, ciphersuite?: number): Promise<StoredKeyPackage | undefined> {
+    const op: WriteOp = ciphersuite === undefined ? { kind: "consumeKeyPackage", clientId } : { kind: "consumeKeyPackage", clientId, ciphersuite };
+    const r = await this.apply({ ops: [op] });
+    return r.keyPackages[0];
+  }
+
+  async countKeyPackages(clientId: string, ciphersuite?: number, now?: number): Promise<number> {
+    const suite = ciphersuite ?? null;
+    return this.#run(() => num((this.#s.countKeyPackages.get(clientId, suite, suite, now ?? this.#now()) as Row).n));
+  }
+
+  // -------------------------------------------------------------------------
+  // queues
+
+  async read(queue: QueueId, afterSeq: bigint, limit: number): Promise<QueueEntry[]> {
+    checkUint63("seq", afterSeq);
+    const n = Math.max(0, Math.floor(limit));
+    return this.#run(() =>
+      (this.#s.readQueue.all(queue, afterSeq, n) as Row[]).map((r) => ({
+        seq: big(r.seq),
+        payload: bytes(r.payload),
+        enqueuedAt: num(r.enqueued_at),
+      })),
+    );
+  }
+
+  async ack(queue: QueueId, uptoSeq: bigint): Promise<number> {
+    checkUint63("seq", uptoSeq);
+    return this.#run(() => this.#s.ackQueue.run(queue, uptoSeq).changes);
+  }
+
+  async queueInfo(queue: QueueId): Promise<QueueInfo> {
+    return this.#run(() => this.#queueInfo(queue));
+  }
+
+  #queueInfo(queue: QueueId): QueueInfo {
+    const head = this.#s.queueHead.get(queue) as Row | undefined;
+    const stats = this.#s.queueStats.get(queue) as Row;
+    return {
+      lastSeq: head ? big(head.last_seq) : 0n,
+      firstSeq: stats.first == null ? undefined : big(stats.first),
+      length: num(stats.n),
+    };
+  }
+
+  subscribe(queue: QueueId, listener: AppendListener): Unsubscribe {
+    if (this.#closed) throw new StoreClosedError();
+    return this.#notifier.subscribe(queue, listener);
+  }
+
+  waitForAppend(queue: QueueId, afterSeq: bigint, signal?: AbortSignal): Promise<bigint> {
+    return this.#notifier.waitFor(queue, afterSeq, async () => (await this.queueInfo(queue)).lastSeq, signal);
+  }
+
+  // -------------------------------------------------------------------------
+  // at-most-once, rate limits, maintenance
+
+  async isProcessed(source: string, sequence: bigint): Promise<boolean> {
+    return this.#run(() => {
+      const row = this.#s.getProcessed.get(source) as Row | undefined;
+      return row !== undefined && sequence <= big(row.last_seq);
+    });
+  }
+
+  async rateLimit(key: string, rule: RateLimitRule, now?: number): Promise<RateLimitResult> {
+    const t = now ?? this.#now();
+    const w = rateWindow(rule, t);
+    return this.#run(() =>
+      this.#db.transaction(() => {
+        const row = this.#s.getRate.get(key) as Row | undefined;
+        const used = row && num(row.window_start) === w.start ? num(row.count) : 0;
+        const allowed = used + w.cost <= rule.limit;
+        const count = allowed ? used + w.cost : used;
+        if (allowed || !row || num(row.window_start) !== w.start) this.#s.upsertRate.run(key, w.start, w.end, count);
+        return { allowed, count, remaining: Math.max(0, rule.limit - count), resetAt: w.end };
+      }).immediate(),
+    );
+  }
+
+  async purgeExpired(now?: number): Promise<PurgeResult> {
+    const t = now ?? this.#now();
+    return this.#run(() =>
+      this.#db.transaction(() => {
+        this.#s.purgeHistoryJoiners.run(t);
+        const historyEntries = this.#s.purgeHistory.run(t).changes;
+        const keyPackages = this.#s.purgeKeyPackages.run(t).changes;
+        const rateLimits = this.#s.purgeRates.run(t).changes;
+        return { historyEntries, keyPackages, rateLimits };
+      }).immediate(),
+    );
+  }
+
+  async ping(): Promise<void> {
+    this.#run(() => this.#s.ping.get());
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#notifier.close();
+    this.#db.close();
+  }
+
+  #run<T>(f: () => T): T {
+    if (this.#closed) throw new StoreClosedError();
+    try {
+      return f();
+    } catch (err) {
+      throw translate(err);
+    }
+  }
+}
+
+function logEntryOf(r: Row): EpochLogEntry {
+  return { epoch: big(r.epoch), entry: bytes(r.entry), createdAt: num(r.created_at) };
+}
+
+function keyPackageOf(r: Row): StoredKeyPackage {
+  const base = {
+    clientId: String(r.client_id),
+    ref: bytes(r.ref),
+    ciphersuite: num(r.ciphersuite),
+    keyPackage: bytes(r.key_package),
+    lastResort: num(r.last_resort) === 1,
+  };
+  return r.expires_at == null ? base : { ...base, expiresAt: num(r.expires_at) };
+}
+
+// Every statement is prepared once per connection.
+function prepare(db: Database.Database) {
+  const p = (sql: string) => db.prepare(sql);
+  return {
+    ping: p("SELECT 1"),
+    groupEpoch: p("SELECT epoch FROM groups WHERE group_id = ?"),
+    getGroup: p("SELECT epoch, metadata, created_at, updated_at FROM groups WHERE group_id = ?"),
+    insertGroup: p("INSERT INTO groups (group_id, epoch, metadata, created_at, updated_at) VALUES (?, ?, ?, ?, ?)"),
+    setEpoch: p("UPDATE groups SET epoch = ?, metadata = coalesce(?, metadata), updated_at = ? WHERE group_id = ?"),
+    setMetadata: p("UPDATE groups SET metadata = ?, updated_at = ? WHERE group_id = ?"),
+    upsertSnapshot: p(
+      "INSERT INTO group_snapshots (group_id, epoch, state) VALUES (?, ?, ?) ON CONFLICT (group_id) DO UPDATE SET epoch = excluded.epoch, state = excluded.state",
+    ),
+    getSnapshot: p("SELECT epoch, state FROM group_snapshots WHERE group_id = ?"),
+    getSnapshotEpoch: p("SELECT epoch FROM group_snapshots WHERE group_id = ?"),
+    insertLog: p("INSERT INTO group_log (group_id, epoch, entry, created_at) VALUES (?, ?, ?, ?)"),
+    pruneLog: p("DELETE FROM group_log WHERE group_id = ? AND epoch <= ?"),
+    readLog: p("SELECT epoch, entry, created_at FROM group_log WHERE group_id = ? AND epoch > ? ORDER BY epoch"),
+    listGroups: p("SELECT group_id FROM groups WHERE (? IS NULL OR group_id > ?) ORDER BY group_id LIMIT ?"),
+    deleteGroupAll: [
+      p("DELETE FROM groups WHERE group_id = ?"),
+      p("DELETE FROM group_snapshots WHERE group_id = ?"),
+      p("DELETE FROM group_log WHERE group_id = ?"),
+      p("DELETE FROM proposals WHERE group_id = ?"),
+      p("DELETE FROM history_joiners WHERE group_id = ?"),
+      p("DELETE FROM history_epochs WHERE group_id = ?"),
+      p("DELETE FROM fanout_tokens WHERE group_id = ?"),
+    ],
+    insertProposal: p("INSERT OR IGNORE INTO proposals (group_id, epoch, ref, proposal) VALUES (?, ?, ?, ?)"),
+    deleteProposal: p("DELETE FROM proposals WHERE group_id = ? AND ref = ?"),
+    clearOldProposals: p("DELETE FROM proposals WHERE group_id = ? AND epoch < ?"),
+    listProposals: p("SELECT epoch, ref, proposal FROM proposals WHERE group_id = ? AND epoch = ? ORDER BY id"),
+    upsertHistory: p(
+      "INSERT INTO history_epochs (group_id, epoch, ratchet_tree, group_info, expires_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (group_id, epoch) DO UPDATE SET ratchet_tree = excluded.ratchet_tree, group_info = excluded.group_info, expires_at = excluded.expires_at",
+    ),
+    deleteHistoryJoinersOfEpoch: p("DELETE FROM history_joiners WHERE group_id = ? AND epoch = ?"),
+    insertHistoryJoiner: p("INSERT OR IGNORE INTO history_joiners (group_id, epoch, kp_ref) VALUES (?, ?, ?)"),
+    deleteHistoryJoiner: p("DELETE FROM history_joiners WHERE group_id = ? AND kp_ref = ?"),
+    deleteHistoryJoinerAt: p("DELETE FROM history_joiners WHERE group_id = ? AND kp_ref = ? AND epoch = ?"),
+    deleteEmptyHistory: p(
+      "DELETE FROM history_epochs WHERE group_id = ? AND NOT EXISTS (SELECT 1 FROM history_joiners j WHERE j.group_id = history_epochs.group_id AND j.epoch = history_epochs.epoch)",
+    ),
+    listHistory: p("SELECT * FROM history_epochs WHERE group_id = ? AND expires_at > ? ORDER BY epoch"),
+    historyForJoiner: p(
+      "SELECT h.* FROM history_joiners j JOIN history_epochs h ON h.group_id = j.group_id AND h.epoch = j.epoch WHERE j.group_id = ? AND j.kp_ref = ? AND h.expires_at > ? ORDER BY h.epoch DESC LIMIT 1",
+    ),
+    historyJoiners: p("SELECT kp_ref FROM history_joiners WHERE group_id = ? AND epoch = ? ORDER BY kp_ref"),
+    purgeHistoryJoiners: p(
+      "DELETE FROM history_joiners WHERE (group_id, epoch) IN (SELECT group_id, epoch FROM history_epochs WHERE expires_at <= ?)",
+    ),
+    purgeHistory: p("DELETE FROM history_epochs WHERE expires_at <= ?"),
+    upsertToken: p(
+      "INSERT INTO fanout_tokens (group_id, client_id, token) VALUES (?, ?, ?) ON CONFLICT (group_id, client_id) DO UPDATE SET token = excluded.token",
+    ),
+    deleteToken: p("DELETE FROM fanout_tokens WHERE group_id = ? AND client_id = ?"),
+    listTokens: p("SELECT client_id, token FROM fanout_tokens WHERE group_id = ? ORDER BY client_id"),
+    getToken: p("SELECT token FROM fanout_tokens WHERE group_id = ? AND client_id = ?"),
+    upsertClient: p(
+      "INSERT INTO clients (client_id, sig_key, auth_data, created_at, updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (client_id) DO UPDATE SET sig_key = excluded.sig_key, auth_data = excluded.auth_data, updated_at = excluded.updated_at",
+    ),
+    getClient: p("SELECT sig_key, auth_data, created_at, updated_at FROM clients WHERE client_id = ?"),
+    deleteClient: p("DELETE FROM clients WHERE client_id = ?"),
+    keyPackageByRef: p("SELECT id FROM key_packages WHERE ref = ?"),
+    insertKeyPackage: p(
+      "INSERT INTO key_packages (client_id, ciphersuite, ref, key_package, last_resort, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    ),
+    deleteLastResort: p("DELETE FROM key_packages WHERE client_id = ? AND ciphersuite = ? AND last_resort = 1"),
+    pickKeyPackage: p(
+      "SELECT * FROM key_packages WHERE client_id = ? AND last_resort = ? AND (? IS NULL OR ciphersuite = ?) AND (expires_at IS NULL OR expires_at > ?) ORDER BY id LIMIT 1",
+    ),
+    deleteKeyPackageId: p("DELETE FROM key_packages WHERE id = ?"),
+    deleteKeyPackageRef: p("DELETE FROM key_packages WHERE client_id = ? AND ref = ?"),
+    deleteKeyPackagesOfClient: p("DELETE FROM key_packages WHERE client_id = ?"),
+    countKeyPackages: p(
+      "SELECT count(*) AS n FROM key_packages WHERE client_id = ? AND last_resort = 0 AND (? IS NULL OR ciphersuite = ?) AND (expires_at IS NULL OR expires_at > ?)",
+    ),
+    purgeKeyPackages: p("DELETE FROM key_packages WHERE expires_at IS NOT NULL AND expires_at <= ?"),
+    bumpQueue: p(
+      "INSERT INTO queues (queue, last_seq) VALUES (?, 1) ON CONFLICT (queue) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq",
+    ),
+    insertEntry: p("INSERT INTO queue_entries (queue, seq, payload, enqueued_at) VALUES (?, ?, ?, ?)"),
+    readQueue: p("SELECT seq, payload, enqueued_at FROM queue_entries WHERE queue = ? AND seq > ? ORDER BY seq LIMIT ?"),
+    ackQueue: p("DELETE FROM queue_entries WHERE queue = ? AND seq <= ?"),
+    queueHead: p("SELECT last_seq FROM queues WHERE queue = ?"),
+    queueStats: p("SELECT min(seq) AS first, count(*) AS n FROM queue_entries WHERE queue = ?"),
+    deleteQueueEntries: p("DELETE FROM queue_entries WHERE queue = ?"),
+    deleteQueue: p("DELETE FROM queues WHERE queue = ?"),
+    getProcessed: p("SELECT last_seq FROM processed WHERE source = ?"),
+    upsertProcessed: p(
+      "INSERT INTO processed (source, last_seq) VALUES (?, ?) ON CONFLICT (source) DO UPDATE SET last_seq = excluded.last_seq",
+    ),
+    getRate: p("SELECT window_start, count FROM rate_limits WHERE key = ?"),
+    upsertRate: p(
+      "INSERT INTO rate_limits (key, window_start, window_end, count) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET window_start = excluded.window_start, window_end = excluded.window_end, count = excluded.count",
+    ),
+    purgeRates: p("DELETE FROM rate_limits WHERE window_end <= ?"),
+  };
+}
+
