@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/ds/v1/client.proto.
  */
 export const file_mimi_ds_v1_client: GenFile = /*@__PURE__*/
-  fileDesc("ChdtaW1pL2RzL3YxL2NsaWVudC5wcm90bxIKbWltaS5kcy52MSJICgpDbGllbnRBdXRoEhEKCWNsaWVudF9pZBgBIAEoDBIUCgx0aW1lc3RhbXBfbXMYAiABKAQSEQoJc2lnbmF0dXJlGAMgASgMIngKGVB1Ymxpc2hLZXlQYWNrYWdlc1JlcXVlc3QSJAoEYXV0aBgBIAEoCzIWLm1pbWkuZHMudjEuQ2xpZW50QXV0aBIUCgxrZXlfcGFja2FnZXMYAiADKAwSHwoXbGFzdF9yZXNvcnRfa2V5X3BhY2thZ2UYAyABKAwiLAoaUHVibGlzaEtleVBhY2thZ2VzUmVzcG9uc2USDgoGc3RvcmVkGAEgASgNIkwKDlJlY2VpdmVSZXF1ZXN0EiQKBGF1dGgYASABKAsyFi5taW1pLmRzLnYxLkNsaWVudEF1dGgSFAoMcmVzdW1lX2FmdGVyGAIgASgEIjgKD1JlY2VpdmVSZXNwb25zZRIQCghzZXF1ZW5jZRgBIAEoBBITCgttbHNfbWVzc2FnZRgCIAEoDCJUChpBY2tub3dsZWRnZU1lc3NhZ2VzUmVxdWVzdBIkCgRhdXRoGAEgASgLMhYubWltaS5kcy52MS5DbGllbnRBdXRoEhAKCHNlcXVlbmNlGAIgASgEIh0KG0Fja25vd2xlZGdlTWVzc2FnZXNSZXNwb25zZTKiAgoNQ2xpZW50U2VydmljZRJjChJQdWJsaXNoS2V5UGFja2FnZXMSJS5taW1pLmRzLnYxLlB1Ymxpc2hLZXlQYWNrYWdlc1JlcXVlc3QaJi5taW1pLmRzLnYxLlB1Ymxpc2hLZXlQYWNrYWdlc1Jlc3BvbnNlEkQKB1JlY2VpdmUSGi5taW1pLmRzLnYxLlJlY2VpdmVSZXF1ZXN0GhsubWltaS5kcy52MS5SZWNlaXZlUmVzcG9uc2UwARJmChNBY2tub3dsZWRnZU1lc3NhZ2VzEiYubWltaS5kcy52MS5BY2tub3dsZWRnZU1lc3NhZ2VzUmVxdWVzdBonLm1pbWkuZHMudjEuQWNrbm93bGVkZ2VNZXNzYWdlc1Jlc3BvbnNlYgZwcm90bzM");
+  fileDesc("ChdtaW1pL2RzL3YxL2NsaWVudC5wcm90bxIKbWltaS5kcy52MSJICgpDbGllbnRBdXRoEhEKCWNsaWVudF9pZBgBIAEoDBIUCgx0aW1lc3RhbXBfbXMYAiABKAQSEQoJc2lnbmF0dXJlGAMgASgMImsKD1JlZ2lzdGVyUmVxdWVzdBIkCgRhdXRoGAEgASgLMhYubWltaS5kcy52MS5DbGllbnRBdXRoEhwKFHNpZ25hdHVyZV9wdWJsaWNfa2V5GAIgASgMEhQKDGNpcGhlcl9zdWl0ZRgDIAEoDSItChBSZWdpc3RlclJlc3BvbnNlEhkKEWZhbm91dF9hdXRoX3Rva2VuGAEgASgMIngKGVB1Ymxpc2hLZXlQYWNrYWdlc1JlcXVlc3QSJAoEYXV0aBgBIAEoCzIWLm1pbWkuZHMudjEuQ2xpZW50QXV0aBIUCgxrZXlfcGFja2FnZXMYAiADKAwSHwoXbGFzdF9yZXNvcnRfa2V5X3BhY2thZ2UYAyABKAwiLAoaUHVibGlzaEtleVBhY2thZ2VzUmVzcG9uc2USDgoGc3RvcmVkGAEgASgNIkwKDlJlY2VpdmVSZXF1ZXN0EiQKBGF1dGgYASABKAsyFi5taW1pLmRzLnYxLkNsaWVudEF1dGgSFAoMcmVzdW1lX2FmdGVyGAIgASgEIjgKD1JlY2VpdmVSZXNwb25zZRIQCghzZXF1ZW5jZRgBIAEoBBITCgttbHNfbWVzc2FnZRgCIAEoDCJUChpBY2tub3dsZWRnZU1lc3NhZ2VzUmVxdWVzdBIkCgRhdXRoGAEgASgLMhYubWltaS5kcy52MS5DbGllbnRBdXRoEhAKCHNlcXVlbmNlGAIgASgEIh0KG0Fja25vd2xlZGdlTWVzc2FnZXNSZXNwb25zZTLpAgoNQ2xpZW50U2VydmljZRJFCghSZWdpc3RlchIbLm1pbWkuZHMudjEuUmVnaXN0ZXJSZXF1ZXN0GhwubWltaS5kcy52MS5SZWdpc3RlclJlc3BvbnNlEmMKElB1Ymxpc2hLZXlQYWNrYWdlcxIlLm1pbWkuZHMudjEuUHVibGlzaEtleVBhY2thZ2VzUmVxdWVzdBomLm1pbWkuZHMudjEuUHVibGlzaEtleVBhY2thZ2VzUmVzcG9uc2USRAoHUmVjZWl2ZRIaLm1pbWkuZHMudjEuUmVjZWl2ZVJlcXVlc3QaGy5taW1pLmRzLnYxLlJlY2VpdmVSZXNwb25zZTABEmYKE0Fja25vd2xlZGdlTWVzc2FnZXMSJi5taW1pLmRzLnYxLkFja25vd2xlZGdlTWVzc2FnZXNSZXF1ZXN0GicubWltaS5kcy52MS5BY2tub3dsZWRnZU1lc3NhZ2VzUmVzcG9uc2ViBnByb3RvMw");
 
 /**
  * ClientAuth proves possession of the client's signature key.
@@ -49,6 +49,58 @@ export const ClientAuthSchema: GenMessage<ClientAuth> = /*@__PURE__*/
   messageDesc(file_mimi_ds_v1_client, 0);
 
 /**
+ * @generated from message mimi.ds.v1.RegisterRequest
+ */
+export type RegisterRequest = Message<"mimi.ds.v1.RegisterRequest"> & {
+  /**
+   * Signed with the key being registered.
+   *
+   * @generated from field: mimi.ds.v1.ClientAuth auth = 1;
+   */
+  auth?: ClientAuth | undefined;
+
+  /**
+   * The client's MLS signature public key (as in its LeafNodes).
+   *
+   * @generated from field: bytes signature_public_key = 2;
+   */
+  signaturePublicKey: Uint8Array;
+
+  /**
+   * The MLS ciphersuite whose signature scheme the key belongs to.
+   *
+   * @generated from field: uint32 cipher_suite = 3;
+   */
+  cipherSuite: number;
+};
+
+/**
+ * Describes the message mimi.ds.v1.RegisterRequest.
+ * Use `create(RegisterRequestSchema)` to create a new message.
+ */
+export const RegisterRequestSchema: GenMessage<RegisterRequest> = /*@__PURE__*/
+  messageDesc(file_mimi_ds_v1_client, 1);
+
+/**
+ * @generated from message mimi.ds.v1.RegisterResponse
+ */
+export type RegisterResponse = Message<"mimi.ds.v1.RegisterResponse"> & {
+  /**
+   * TLS-serialized FanoutAuthToken for the FanoutAuth KeyPackage extension.
+   *
+   * @generated from field: bytes fanout_auth_token = 1;
+   */
+  fanoutAuthToken: Uint8Array;
+};
+
+/**
+ * Describes the message mimi.ds.v1.RegisterResponse.
+ * Use `create(RegisterResponseSchema)` to create a new message.
+ */
+export const RegisterResponseSchema: GenMessage<RegisterResponse> = /*@__PURE__*/
+  messageDesc(file_mimi_ds_v1_client, 2);
+
+/**
  * @generated from message mimi.ds.v1.PublishKeyPackagesRequest
  */
 export type PublishKeyPackagesRequest = Message<"mimi.ds.v1.PublishKeyPackagesRequest"> & {
@@ -78,7 +130,7 @@ export type PublishKeyPackagesRequest = Message<"mimi.ds.v1.PublishKeyPackagesRe
  * Use `create(PublishKeyPackagesRequestSchema)` to create a new message.
  */
 export const PublishKeyPackagesRequestSchema: GenMessage<PublishKeyPackagesRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_ds_v1_client, 1);
+  messageDesc(file_mimi_ds_v1_client, 3);
 
 /**
  * @generated from message mimi.ds.v1.PublishKeyPackagesResponse
@@ -97,7 +149,7 @@ export type PublishKeyPackagesResponse = Message<"mimi.ds.v1.PublishKeyPackagesR
  * Use `create(PublishKeyPackagesResponseSchema)` to create a new message.
  */
 export const PublishKeyPackagesResponseSchema: GenMessage<PublishKeyPackagesResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_ds_v1_client, 2);
+  messageDesc(file_mimi_ds_v1_client, 4);
 
 /**
  * @generated from message mimi.ds.v1.ReceiveRequest
@@ -121,7 +173,7 @@ export type ReceiveRequest = Message<"mimi.ds.v1.ReceiveRequest"> & {
  * Use `create(ReceiveRequestSchema)` to create a new message.
  */
 export const ReceiveRequestSchema: GenMessage<ReceiveRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_ds_v1_client, 3);
+  messageDesc(file_mimi_ds_v1_client, 5);
 
 /**
  * @generated from message mimi.ds.v1.ReceiveResponse
@@ -145,7 +197,7 @@ export type ReceiveResponse = Message<"mimi.ds.v1.ReceiveResponse"> & {
  * Use `create(ReceiveResponseSchema)` to create a new message.
  */
 export const ReceiveResponseSchema: GenMessage<ReceiveResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_ds_v1_client, 4);
+  messageDesc(file_mimi_ds_v1_client, 6);
 
 /**
  * @generated from message mimi.ds.v1.AcknowledgeMessagesRequest
@@ -169,7 +221,7 @@ export type AcknowledgeMessagesRequest = Message<"mimi.ds.v1.AcknowledgeMessages
  * Use `create(AcknowledgeMessagesRequestSchema)` to create a new message.
  */
 export const AcknowledgeMessagesRequestSchema: GenMessage<AcknowledgeMessagesRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_ds_v1_client, 5);
+  messageDesc(file_mimi_ds_v1_client, 7);
 
 /**
  * @generated from message mimi.ds.v1.AcknowledgeMessagesResponse
@@ -182,7 +234,7 @@ export type AcknowledgeMessagesResponse = Message<"mimi.ds.v1.AcknowledgeMessage
  * Use `create(AcknowledgeMessagesResponseSchema)` to create a new message.
  */
 export const AcknowledgeMessagesResponseSchema: GenMessage<AcknowledgeMessagesResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_ds_v1_client, 6);
+  messageDesc(file_mimi_ds_v1_client, 8);
 
 /**
  * ClientService is the DS's interface to its own clients: the part the draft
@@ -193,6 +245,19 @@ export const AcknowledgeMessagesResponseSchema: GenMessage<AcknowledgeMessagesRe
  * @generated from service mimi.ds.v1.ClientService
  */
 export const ClientService: GenService<{
+  /**
+   * Register binds a client identifier of this domain to its signature key
+   * (proven by the ClientAuth signature made with that key) and returns the
+   * FanoutAuthToken the client puts into its KeyPackages (draft Section 4.6).
+   * Calling it again with the same key returns a fresh token.
+   *
+   * @generated from rpc mimi.ds.v1.ClientService.Register
+   */
+  register: {
+    methodKind: "unary";
+    input: typeof RegisterRequestSchema;
+    output: typeof RegisterResponseSchema;
+  },
   /**
    * @generated from rpc mimi.ds.v1.ClientService.PublishKeyPackages
    */

@@ -1,0 +1,84 @@
+// `serve` configuration from flags, then environment, then defaults.
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+
+export interface ServeConfig {
+  readonly domain: string;
+  readonly host: string;
+  readonly port: number;
+  readonly dataDir: string;
+  /** A SQLite path or a mongodb:// URI. */
+  readonly store: string;
+  readonly tlsCert: string;
+  readonly tlsKey: string;
+  /** CA that verifies peer DSs' client certificates. */
+  readonly tlsCa?: string;
+  readonly logLevel: string;
+}
+
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+export const serveUsage = `usage: mimi-ds serve [options]
+  --domain D        DS domain this server speaks for          (MIMI_DS_DOMAIN, required)
+  --listen H:P      address to listen on                      (MIMI_DS_LISTEN, default 127.0.0.1:8443)
+  --data-dir DIR    data directory                            (MIMI_DS_DATA_DIR, default ./data)
+  --store URI       SQLite path or mongodb:// URI             (MIMI_DS_STORE, default <data-dir>/ds.sqlite)
+  --tls-cert FILE   server certificate chain (PEM)            (MIMI_DS_TLS_CERT, required)
+  --tls-key FILE    server private key (PEM)                  (MIMI_DS_TLS_KEY, required)
+  --tls-ca FILE     CA for peer DS client certificates (PEM)  (MIMI_DS_TLS_CA)
+  --log-level L     trace|debug|info|warn|error|fatal|silent  (MIMI_DS_LOG_LEVEL, default info)`;
+
+const logLevels = new Set(["trace", "debug", "info", "warn", "error", "fatal", "silent"]);
+
+export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv): ServeConfig {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: [...args],
+      strict: true,
+      allowPositionals: false,
+      options: {
+        domain: { type: "string" },
+        listen: { type: "string" },
+        "data-dir": { type: "string" },
+        store: { type: "string" },
+        "tls-cert": { type: "string" },
+        "tls-key": { type: "string" },
+        "tls-ca": { type: "string" },
+        "log-level": { type: "string" },
+      },
+    }));
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+  const pick = (flag: string | undefined, name: string): string | undefined => {
+    const v = flag ?? env[name];
+    return v === undefined || v === "" ? undefined : v;
+  };
+  const domain = pick(values.domain, "MIMI_DS_DOMAIN");
+  if (domain === undefined) throw new ConfigError("--domain (or MIMI_DS_DOMAIN) is required");
+  const { host, port } = parseListen(pick(values.listen, "MIMI_DS_LISTEN") ?? "127.0.0.1:8443");
+  const dataDir = resolve(pick(values["data-dir"], "MIMI_DS_DATA_DIR") ?? "data");
+  const store = pick(values.store, "MIMI_DS_STORE") ?? join(dataDir, "ds.sqlite");
+  const tlsCert = pick(values["tls-cert"], "MIMI_DS_TLS_CERT");
+  const tlsKey = pick(values["tls-key"], "MIMI_DS_TLS_KEY");
+  // Plain-text serving is not offered: peers and clients authenticate over TLS.
+  if (tlsCert === undefined || tlsKey === undefined) {
+    throw new ConfigError("--tls-cert and --tls-key (or MIMI_DS_TLS_CERT/KEY) are required; `dev-certs` makes some");
+  }
+  const tlsCa = pick(values["tls-ca"], "MIMI_DS_TLS_CA");
+  const logLevel = pick(values["log-level"], "MIMI_DS_LOG_LEVEL") ?? "info";
+  if (!logLevels.has(logLevel)) throw new ConfigError(`unknown log level: ${logLevel}`);
+  return { domain, host, port, dataDir, store, tlsCert, tlsKey, ...(tlsCa !== undefined ? { tlsCa } : {}), logLevel };
+}
+
+/** "host:port", "[v6]:port" or ":port" (all interfaces). */
+export function parseListen(listen: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(listen);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new ConfigError(`--listen wants host:port, got ${JSON.stringify(listen)}`);
+  const host = m[1] ?? (m[2] === "" ? "0.0.0.0" : m[2]!);
+  return { host, port };
+}

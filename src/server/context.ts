@@ -1,0 +1,66 @@
+// Per-call context the transport derives from the connection: the verified peer
+// domain of a mutual-TLS caller and its address. Handlers read it with
+// `requestContext(ctx)`; the logging interceptor reads it for the `peer` field.
+import type { IncomingMessage } from "node:http";
+import type { Http2ServerRequest } from "node:http2";
+import type { TLSSocket } from "node:tls";
+import { createContextKey, type HandlerContext } from "@connectrpc/connect";
+import type { RequestContext } from "../ds/handler.js";
+
+export const requestContextKey = createContextKey<RequestContext>({}, { description: "mimi-ds request context" });
+
+/** The RequestContext of a call, as set by the server for every request. */
+export function requestContext(ctx: HandlerContext): RequestContext {
+  return ctx.values.get(requestContextKey);
+}
+
+// One TLS connection carries many HTTP/2 streams: parse its certificate once.
+const peerDomainCache = new WeakMap<TLSSocket, string | null>();
+
+/** The TLS socket under a request, for HTTP/2 (session socket) and HTTP/1.1 alike. */
+export function tlsSocketOf(req: IncomingMessage | Http2ServerRequest): TLSSocket | undefined {
+  const socket = "stream" in req && req.stream !== undefined ? req.stream.session?.socket : req.socket;
+  if (socket === undefined || socket === null) return undefined;
+  // HTTP/2 hands out a Proxy of the socket: probe with a property read, not `in`.
+  return typeof (socket as Partial<TLSSocket>).getPeerCertificate === "function" ? (socket as TLSSocket) : undefined;
+}
+
+const dnsName = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
+
+/**
+ * The DS domain a client certificate speaks for: its first subjectAltName DNS
+ * entry, and only when the chain was verified against our CA (`authorized`).
+ * Certificates without a DNS SAN name no domain (the CN is not trusted for this).
+ */
+export function peerDomainOf(socket: TLSSocket): string | undefined {
+  const cached = peerDomainCache.get(socket);
+  if (cached !== undefined) return cached ?? undefined;
+  let domain: string | null = null;
+  if (socket.authorized) {
+    const cert = socket.getPeerCertificate(false);
+    domain = firstDnsSan(cert?.subjectaltname ?? "") ?? null;
+  }
+  peerDomainCache.set(socket, domain);
+  return domain ?? undefined;
+}
+
+/** First "DNS:" entry of Node's subjectaltname string ("DNS:a, IP Address:1.2.3.4"). */
+export function firstDnsSan(subjectAltName: string): string | undefined {
+  for (const entry of subjectAltName.split(", ")) {
+    if (!entry.startsWith("DNS:")) continue;
+    const name = entry.slice(4).toLowerCase();
+    // Names with unusual characters come quoted; they are not DS domains.
+    if (dnsName.test(name)) return name;
+  }
+  return undefined;
+}
+
+export function buildRequestContext(req: IncomingMessage | Http2ServerRequest): RequestContext {
+  const socket = tlsSocketOf(req);
+  const peerDomain = socket !== undefined ? peerDomainOf(socket) : undefined;
+  const remoteAddress = socket?.remoteAddress;
+  return {
+    ...(peerDomain !== undefined ? { peerDomain } : {}),
+    ...(remoteAddress !== undefined ? { remoteAddress } : {}),
+  };
+}

@@ -1,0 +1,39 @@
+// mimi.ds.v1.HubService: the envelope around DSRequest/DSResponse bytes. The
+// transport never reads the DS protocol; it only maps a DS error to a status.
+import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
+import { DSErrorDetailSchema, HubService } from "../../gen/mimi/ds/v1/hub_pb.js";
+import type { DSRequestHandler } from "../ds/handler.js";
+import { requestContext } from "./context.js";
+import { statusForDsError } from "./errors.js";
+
+export interface HubDeps {
+  readonly domain: string;
+  readonly handler: DSRequestHandler;
+  /** Called with unexpected handler failures (which clients see only as Internal). */
+  readonly onInternalError: (err: unknown, ctx: HandlerContext) => void;
+}
+
+export function registerHub(router: ConnectRouter, deps: HubDeps): void {
+  router.service(HubService, {
+    async submit(req, ctx) {
+      let handled;
+      try {
+        handled = await deps.handler.handle(req.dsRequest, requestContext(ctx));
+      } catch (err) {
+        if (err instanceof ConnectError) throw err;
+        // Internal details stay in the log, not in the answer.
+        deps.onInternalError(err, ctx);
+        throw new ConnectError("internal error", Code.Internal);
+      }
+      if (handled.error !== undefined) {
+        throw new ConnectError(handled.error.message, statusForDsError(handled.error.code), undefined, [
+          { desc: DSErrorDetailSchema, value: { dsResponse: handled.response } },
+        ]);
+      }
+      return { dsResponse: handled.response };
+    },
+    ping() {
+      return { domain: deps.domain };
+    },
+  });
+}
