@@ -1,0 +1,103 @@
+// A connect-node transport to a MIMI DS: one HTTP/2 TLS connection speaking
+// gRPC (default), Connect or gRPC-Web, trusting a given CA and optionally
+// presenting a client certificate (mutual TLS between DSs, where the server
+// takes the peer's domain from the certificate).
+import type { SecureClientSessionOptions } from "node:http2";
+import type { Interceptor, Transport } from "@connectrpc/connect";
+import {
+  Http2SessionManager,
+  createConnectTransport,
+  createGrpcTransport,
+  createGrpcWebTransport,
+} from "@connectrpc/connect-node";
+
+/** The RPC protocols one DS port serves. */
+export type RpcProtocol = "grpc" | "connect" | "grpc-web";
+
+type Pem = string | Buffer;
+
+export interface DSTransportOptions {
+  /** `https://host:port` of the DS. */
+  readonly baseUrl: string;
+  /** PEM CA certificate(s) that issued the server's certificate. */
+  readonly ca: Pem | readonly Pem[];
+  /** PEM client certificate chain, for mutual TLS (DS-to-DS calls). */
+  readonly cert?: Pem;
+  /** PEM private key of `cert`. */
+  readonly key?: Pem;
+  /** Default "grpc". */
+  readonly protocol?: RpcProtocol;
+  /** TLS server name to check, when it differs from the URL's host (e.g. connecting by IP). */
+  readonly servername?: string;
+  /** Per-call timeout unless a call sets its own. */
+  readonly defaultTimeoutMs?: number;
+  /** Largest response message accepted; default 16 MiB (the wire layer's own limit). */
+  readonly readMaxBytes?: number;
+  readonly interceptors?: readonly Interceptor[];
+  /** Keep-alive PINGs on open streams (useful for long Receive / Subscribe streams). */
+  readonly pingIntervalMs?: number;
+}
+
+/** A Transport that owns its HTTP/2 connection and can close it. */
+export interface DSTransport extends Transport {
+  readonly baseUrl: string;
+  readonly protocol: RpcProtocol;
+  /** Closes the HTTP/2 connection (and any stream still open on it). */
+  close(): void;
+}
+
+const DEFAULT_READ_MAX_BYTES = 16 * 1024 * 1024;
+
+/** `https://host:port`, bracketing IPv6 literals. */
+export function dsBaseUrl(host: string, port: number): string {
+  const h = host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
+  return `https://${h}:${port}`;
+}
+
+export function createDSTransport(options: DSTransportOptions): DSTransport {
+  const url = new URL(options.baseUrl);
+  if (url.protocol !== "https:") throw new Error(`DS transport needs an https:// URL, got ${options.baseUrl}`);
+  if ((options.cert === undefined) !== (options.key === undefined)) {
+    throw new Error("a client certificate needs its key (and a key its certificate)");
+  }
+  const nodeOptions: SecureClientSessionOptions = {
+    ca: options.ca as Pem | Pem[],
+    ...(options.cert !== undefined ? { cert: options.cert, key: options.key } : {}),
+    ...(options.servername !== undefined ? { servername: options.servername } : {}),
+    minVersion: "TLSv1.2",
+  };
+  // Our own session manager, so that close() can end the connection: the
+  // transports' internal one is not reachable.
+  const sessionManager = new Http2SessionManager(
+    url,
+    options.pingIntervalMs !== undefined ? { pingIntervalMs: options.pingIntervalMs } : {},
+    nodeOptions,
+  );
+  const protocol = options.protocol ?? "grpc";
+  const common = {
+    baseUrl: options.baseUrl,
+    sessionManager,
+    readMaxBytes: options.readMaxBytes ?? DEFAULT_READ_MAX_BYTES,
+    interceptors: [...(options.interceptors ?? [])],
+    ...(options.defaultTimeoutMs !== undefined ? { defaultTimeoutMs: options.defaultTimeoutMs } : {}),
+  };
+  let transport: Transport;
+  switch (protocol) {
+    case "grpc":
+      transport = createGrpcTransport(common);
+      break;
+    case "connect":
+      transport = createConnectTransport({ ...common, httpVersion: "2" });
+      break;
+    case "grpc-web":
+      transport = createGrpcWebTransport({ ...common, httpVersion: "2" });
+      break;
+  }
+  return {
+    unary: transport.unary.bind(transport),
+    stream: transport.stream.bind(transport),
+    baseUrl: options.baseUrl,
+    protocol,
+    close: () => sessionManager.abort(),
+  };
+}
