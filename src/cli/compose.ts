@@ -2,7 +2,8 @@
 // in reverse order (the server drains first, then the store closes).
 import { mkdir, readFile } from "node:fs/promises";
 import type { Logger } from "pino";
-import { createDispatcher } from "../ds/dispatch.js";
+import { join } from "node:path";
+import { createDeliveryService } from "../ds/service.js";
 import { startServer, type RunningServer } from "../server/index.js";
 import { openStore } from "../store/index.js";
 import type { ServeConfig } from "./config.js";
@@ -22,12 +23,13 @@ export async function createService(config: ServeConfig, logger: Logger): Promis
   ]);
   const store = await openStore(config.store);
   try {
-    const handler = createDispatcher({ domain: config.domain });
+    const ds = await createDeliveryService({ domain: config.domain, store, keyFile: join(config.dataDir, "hub-keys.json") });
     const server = await startServer({
       domain: config.domain,
       host: config.host,
       port: config.port,
-      handler,
+      handler: ds.handler,
+      hubInfo: ds.hubInfo,
       tls: { cert, key, ...(ca !== undefined ? { ca } : {}) },
       logger,
       onClose: () => store.close(),

@@ -21,3 +21,16 @@ export interface HandledRequest {
 export interface DSRequestHandler {
   handle(dsRequest: Uint8Array, ctx: RequestContext): Promise<HandledRequest>;
 }
+
+/** What a hub tells group creators (HubService.HubInfo). */
+export interface HubInfo {
+  /** TLS-serialized ExternalSender of the hub for the requested ciphersuite. */
+  readonly externalSender: Uint8Array;
+  readonly protocolVersions: readonly number[];
+  readonly fanoutSignatureKey: Uint8Array;
+}
+
+export interface HubInfoSource {
+  /** Throws DSFailure-like errors for unknown ciphersuites. */
+  hubInfo(cipherSuite: number): Promise<HubInfo>;
+}

@@ -2,13 +2,15 @@
 // transport never reads the DS protocol; it only maps a DS error to a status.
 import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
 import { DSErrorDetailSchema, HubService } from "../../gen/mimi/ds/v1/hub_pb.js";
-import type { DSRequestHandler } from "../ds/handler.js";
+import type { DSRequestHandler, HubInfoSource } from "../ds/handler.js";
 import { requestContext } from "./context.js";
 import { statusForDsError } from "./errors.js";
 
 export interface HubDeps {
   readonly domain: string;
   readonly handler: DSRequestHandler;
+  /** Answers HubInfo; without it HubInfo is Unimplemented. */
+  readonly hubInfo?: HubInfoSource;
   /** Called with unexpected handler failures (which clients see only as Internal). */
   readonly onInternalError: (err: unknown, ctx: HandlerContext) => void;
 }
@@ -34,6 +36,19 @@ export function registerHub(router: ConnectRouter, deps: HubDeps): void {
     },
     ping() {
       return { domain: deps.domain };
+    },
+    async hubInfo(req) {
+      if (deps.hubInfo === undefined) throw new ConnectError("HubInfo is not served here", Code.Unimplemented);
+      let info;
+      try {
+        info = await deps.hubInfo.hubInfo(req.cipherSuite);
+      } catch (err) {
+        // A DS-level refusal (unknown ciphersuite) keeps its meaning; anything else is internal.
+        const code = (err as { code?: unknown }).code;
+        if (typeof code === "number") throw new ConnectError((err as Error).message, statusForDsError(code));
+        throw err;
+      }
+      return { domain: deps.domain, externalSender: info.externalSender, protocolVersions: [...info.protocolVersions], fanoutSignatureKey: info.fanoutSignatureKey };
     },
   });
 }

@@ -11,7 +11,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { pino, type Logger } from "pino";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { HubService } from "../../gen/mimi/ds/v1/hub_pb.js";
-import type { DSRequestHandler } from "../ds/handler.js";
+import type { DSRequestHandler, HubInfoSource } from "../ds/handler.js";
 import { buildRequestContext, requestContextKey } from "./context.js";
 import { HealthRegistry, registerHealth } from "./health.js";
 import { registerHub } from "./hub.js";
@@ -40,6 +40,8 @@ export interface ServerOptions {
   /** The DS domain this server speaks for (answered by Ping). */
   readonly domain: string;
   readonly handler: DSRequestHandler;
+  /** Answers HubService.HubInfo (the hub's external sender entry). */
+  readonly hubInfo?: HubInfoSource;
   readonly tls: TlsMaterial;
   /** Default 127.0.0.1. */
   readonly host?: string;
@@ -86,6 +88,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     registerHub(router, {
       domain: options.domain,
       handler: options.handler,
+      ...(options.hubInfo !== undefined ? { hubInfo: options.hubInfo } : {}),
       onInternalError: (err, ctx) =>
         logger.error({ err, service: ctx.service.typeName, method: ctx.method.name }, "handler failed"),
     });

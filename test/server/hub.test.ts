@@ -3,7 +3,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { DSErrorDetailSchema, HubService } from "../../gen/mimi/ds/v1/hub_pb.js";
-import { createDispatcher } from "../../src/ds/dispatch.js";
+import { createDeliveryService } from "../../src/ds/service.js";
+import { openStore } from "../../src/store/index.js";
+import type { Store } from "../../src/store/port.js";
 import {
   decodeDSResponse,
   DSErrorCode,
@@ -39,10 +41,16 @@ function detailResponse(err: ConnectError) {
 
 describe("HubService with the dispatcher", () => {
   let server: TestServer;
+  let store: Store;
   beforeAll(async () => {
-    server = await startTestServer(ca, "hub.example", createDispatcher({ domain: "hub.example" }));
+    store = await openStore("sqlite::memory:");
+    const ds = await createDeliveryService({ domain: "hub.example", store });
+    server = await startTestServer(ca, "hub.example", ds.handler, { hubInfo: ds.hubInfo });
   });
-  afterAll(() => server.close());
+  afterAll(async () => {
+    await server.close();
+    await store.close();
+  });
 
   it.each(transportKinds)("answers Ping over %s", async (kind) => {
     const hub = client(HubService, kind, server.url, tls);

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/ds/v1/hub.proto.
  */
 export const file_mimi_ds_v1_hub: GenFile = /*@__PURE__*/
-  fileDesc("ChRtaW1pL2RzL3YxL2h1Yi5wcm90bxIKbWltaS5kcy52MSIjCg1TdWJtaXRSZXF1ZXN0EhIKCmRzX3JlcXVlc3QYASABKAwiJQoOU3VibWl0UmVzcG9uc2USEwoLZHNfcmVzcG9uc2UYASABKAwiDQoLUGluZ1JlcXVlc3QiHgoMUGluZ1Jlc3BvbnNlEg4KBmRvbWFpbhgBIAEoCSIkCg1EU0Vycm9yRGV0YWlsEhMKC2RzX3Jlc3BvbnNlGAEgASgMMo0BCgpIdWJTZXJ2aWNlEj8KBlN1Ym1pdBIZLm1pbWkuZHMudjEuU3VibWl0UmVxdWVzdBoaLm1pbWkuZHMudjEuU3VibWl0UmVzcG9uc2USPgoEUGluZxIXLm1pbWkuZHMudjEuUGluZ1JlcXVlc3QaGC5taW1pLmRzLnYxLlBpbmdSZXNwb25zZSIDkAIBYgZwcm90bzM");
+  fileDesc("ChRtaW1pL2RzL3YxL2h1Yi5wcm90bxIKbWltaS5kcy52MSIjCg1TdWJtaXRSZXF1ZXN0EhIKCmRzX3JlcXVlc3QYASABKAwiJQoOU3VibWl0UmVzcG9uc2USEwoLZHNfcmVzcG9uc2UYASABKAwiDQoLUGluZ1JlcXVlc3QiHgoMUGluZ1Jlc3BvbnNlEg4KBmRvbWFpbhgBIAEoCSImCg5IdWJJbmZvUmVxdWVzdBIUCgxjaXBoZXJfc3VpdGUYASABKA0icwoPSHViSW5mb1Jlc3BvbnNlEg4KBmRvbWFpbhgBIAEoCRIXCg9leHRlcm5hbF9zZW5kZXIYAiABKAwSGQoRcHJvdG9jb2xfdmVyc2lvbnMYAyADKA0SHAoUZmFub3V0X3NpZ25hdHVyZV9rZXkYBCABKAwiJAoNRFNFcnJvckRldGFpbBITCgtkc19yZXNwb25zZRgBIAEoDDLWAQoKSHViU2VydmljZRI/CgZTdWJtaXQSGS5taW1pLmRzLnYxLlN1Ym1pdFJlcXVlc3QaGi5taW1pLmRzLnYxLlN1Ym1pdFJlc3BvbnNlEj4KBFBpbmcSFy5taW1pLmRzLnYxLlBpbmdSZXF1ZXN0GhgubWltaS5kcy52MS5QaW5nUmVzcG9uc2UiA5ACARJHCgdIdWJJbmZvEhoubWltaS5kcy52MS5IdWJJbmZvUmVxdWVzdBobLm1pbWkuZHMudjEuSHViSW5mb1Jlc3BvbnNlIgOQAgFiBnByb3RvMw");
 
 /**
  * @generated from message mimi.ds.v1.SubmitRequest
@@ -83,6 +83,64 @@ export const PingResponseSchema: GenMessage<PingResponse> = /*@__PURE__*/
   messageDesc(file_mimi_ds_v1_hub, 3);
 
 /**
+ * @generated from message mimi.ds.v1.HubInfoRequest
+ */
+export type HubInfoRequest = Message<"mimi.ds.v1.HubInfoRequest"> & {
+  /**
+   * The MLS ciphersuite of the group (the external sender's key must use its
+   * signature scheme).
+   *
+   * @generated from field: uint32 cipher_suite = 1;
+   */
+  cipherSuite: number;
+};
+
+/**
+ * Describes the message mimi.ds.v1.HubInfoRequest.
+ * Use `create(HubInfoRequestSchema)` to create a new message.
+ */
+export const HubInfoRequestSchema: GenMessage<HubInfoRequest> = /*@__PURE__*/
+  messageDesc(file_mimi_ds_v1_hub, 4);
+
+/**
+ * @generated from message mimi.ds.v1.HubInfoResponse
+ */
+export type HubInfoResponse = Message<"mimi.ds.v1.HubInfoResponse"> & {
+  /**
+   * @generated from field: string domain = 1;
+   */
+  domain: string;
+
+  /**
+   * TLS-serialized ExternalSender (RFC 9420 12.1.8.1) of this hub for the suite.
+   *
+   * @generated from field: bytes external_sender = 2;
+   */
+  externalSender: Uint8Array;
+
+  /**
+   * The MIMI DS protocol versions this hub speaks.
+   *
+   * @generated from field: repeated uint32 protocol_versions = 3;
+   */
+  protocolVersions: number[];
+
+  /**
+   * Ed25519 public key that verifies this hub's DSFanoutRequests.
+   *
+   * @generated from field: bytes fanout_signature_key = 4;
+   */
+  fanoutSignatureKey: Uint8Array;
+};
+
+/**
+ * Describes the message mimi.ds.v1.HubInfoResponse.
+ * Use `create(HubInfoResponseSchema)` to create a new message.
+ */
+export const HubInfoResponseSchema: GenMessage<HubInfoResponse> = /*@__PURE__*/
+  messageDesc(file_mimi_ds_v1_hub, 5);
+
+/**
  * DSErrorDetail is attached to a failed RPC so that callers that only look at
  * the status still get the DS's own error (code, text, current epoch).
  *
@@ -102,7 +160,7 @@ export type DSErrorDetail = Message<"mimi.ds.v1.DSErrorDetail"> & {
  * Use `create(DSErrorDetailSchema)` to create a new message.
  */
 export const DSErrorDetailSchema: GenMessage<DSErrorDetail> = /*@__PURE__*/
-  messageDesc(file_mimi_ds_v1_hub, 4);
+  messageDesc(file_mimi_ds_v1_hub, 6);
 
 /**
  * HubService is the client-to-server half of draft-robert-mimi-delivery-service-05
@@ -135,6 +193,18 @@ export const HubService: GenService<{
     methodKind: "unary";
     input: typeof PingRequestSchema;
     output: typeof PingResponseSchema;
+  },
+  /**
+   * HubInfo tells a group creator what to put into its group: the hub's
+   * entry for the `external_senders` GroupContext extension (draft Section 8)
+   * and the DS protocol versions it speaks.
+   *
+   * @generated from rpc mimi.ds.v1.HubService.HubInfo
+   */
+  hubInfo: {
+    methodKind: "unary";
+    input: typeof HubInfoRequestSchema;
+    output: typeof HubInfoResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_mimi_ds_v1_hub, 0);

@@ -1,0 +1,117 @@
+// The DSRequestHandler the server is given: decode the DSRequest, check its
+// version, find the group it is about, and run its operation with the group's
+// lock held; the operation stages, merge.ts makes it durable. Every failure
+// becomes one DSError and changes nothing.
+import type { MLSMessage } from "ts-mls";
+import {
+  decodeDSRequest,
+  dsErrorResponse,
+  DS_PROTOCOL_VERSION,
+  DSErrorCode,
+  encodeDSResponse,
+  type DSRequest,
+} from "../wire/index.js";
+import { EpochConflictError } from "../store/errors.js";
+import type { DSRequestHandler, HandledRequest, RequestContext } from "./handler.js";
+import type { DSContext } from "./context.js";
+import { DSFailure, toDSFailure } from "./errors.js";
+import { groupKey } from "./groups.js";
+import { mergeStaged } from "./merge.js";
+import { operations, type OperationInput } from "./ops/index.js";
+
+export function createDispatcher(ctx: DSContext): DSRequestHandler {
+  return {
+    async handle(bytes, requestContext) {
+      try {
+        const response = await handleRequest(ctx, bytes, requestContext);
+        return { response: encodeDSResponse(response) };
+      } catch (err) {
+        const f = toDSFailure(err);
+        return errorAnswer(f);
+      }
+    },
+  };
+}
+
+function errorAnswer(f: DSFailure): HandledRequest {
+  return {
+    response: encodeDSResponse(dsErrorResponse(f.code, f.message, f.currentEpoch)),
+    error: { code: f.code, message: f.message },
+  };
+}
+
+async function handleRequest(ctx: DSContext, bytes: Uint8Array, rc: RequestContext) {
+  // The version comes first (uint16): a request of another version is refused
+  // as such even when the rest does not parse as our version's body.
+  if (bytes.length >= 2) {
+    const version = (bytes[0]! << 8) | bytes[1]!;
+    if (version !== DS_PROTOCOL_VERSION) throw new DSFailure(DSErrorCode.unsupported_version, `DS protocol version ${version} is not supported (this DS speaks ${DS_PROTOCOL_VERSION})`);
+  }
+  const request = decodeDSRequest(bytes);
+  const type = request.requestBody.requestType;
+  const operation = operations[type];
+  const groupId = groupIdOf(request);
+  const run = async (): Promise<Awaited<ReturnType<typeof mergeStaged>>> => {
+    const key = groupId !== undefined ? groupKey(groupId) : undefined;
+    const group = key !== undefined ? await ctx.groups.get(key) : undefined;
+    const input: OperationInput = { request, raw: bytes, context: rc, ...(groupId !== undefined ? { groupId } : {}), ...(group !== undefined ? { group } : {}) };
+    return mergeStaged(ctx, await operation(ctx, input));
+  };
+  if (groupId === undefined) return run();
+  const key = groupKey(groupId);
+  return ctx.groups.exclusive(key, async () => {
+    try {
+      return await run();
+    } catch (err) {
+      // Another instance moved the group on: reload it and judge the request again.
+      if (!(err instanceof EpochConflictError)) throw err;
+      ctx.groups.evict(key);
+      return run();
+    }
+  });
+}
+
+const messageGroupId = (m: MLSMessage): Uint8Array | undefined => {
+  switch (m.wireformat) {
+    case "mls_public_message":
+      return m.publicMessage.content.groupId;
+    case "mls_private_message":
+      return m.privateMessage.groupId;
+    case "mls_group_info":
+      return m.groupInfo.groupContext.groupId;
+    default:
+      return undefined;
+  }
+};
+
+/** The group a request is about, from its body (for most, the MLSMessage's group_id). */
+export function groupIdOf(request: DSRequest): Uint8Array | undefined {
+  const b = request.requestBody;
+  switch (b.requestType) {
+    case "delete_group":
+      return messageGroupId(b.deleteGroupRequest.groupUpdate.commit);
+    case "add_clients":
+      return messageGroupId(b.addClientsRequest.groupUpdate.commit);
+    case "remove_clients":
+      return messageGroupId(b.removeClientsRequest.groupUpdate.commit);
+    case "self_remove_client":
+      return messageGroupId(b.selfRemoveClientRequest.proposal);
+    case "update_client":
+      return messageGroupId(b.updateClientRequest.groupUpdate.commit);
+    case "external_join":
+      return messageGroupId(b.externalJoinRequest.groupUpdate.commit);
+    case "send_message":
+      return messageGroupId(b.sendMessageRequest.applicationMessage);
+    case "reinitialize_group":
+      return messageGroupId(b.reInitializeGroupRequest.commit.commit);
+    case "create_group":
+      return messageGroupId(b.createGroupRequest.groupInfo);
+    case "welcome_info":
+      return b.welcomeInfoRequest.groupId;
+    case "external_commit_info":
+      return b.externalCommitInfoRequest.groupId;
+    case "key_packages":
+    case "request_group_id":
+      return undefined;
+  }
+}

@@ -1,0 +1,55 @@
+// DS-level failures: every bad request ends as one DSError (code + sentence,
+// plus the current epoch where it is stale). Engine and store errors are
+// translated here, in one place.
+import { EngineError, WrongEpochError, type EngineErrorCode } from "../mls/index.js";
+import {
+  EpochConflictError,
+  GroupExistsError,
+  StoreError,
+  StoreUnavailableError,
+  UnknownClientError,
+  UnknownGroupError,
+} from "../store/errors.js";
+import { DSErrorCode, WireDecodeError, type DSErrorCodeValue } from "../wire/index.js";
+
+export class DSFailure extends Error {
+  override readonly name = "DSFailure";
+  constructor(
+    readonly code: DSErrorCodeValue,
+    message: string,
+    readonly currentEpoch?: bigint,
+  ) {
+    super(message);
+  }
+}
+
+export function failWith(code: DSErrorCodeValue, message: string, currentEpoch?: bigint): never {
+  throw new DSFailure(code, message, currentEpoch);
+}
+
+// Engine codes that mean "the sender is not allowed" rather than "the message is malformed".
+const ENGINE_CODE: Partial<Record<EngineErrorCode, DSErrorCodeValue>> = {
+  decode_error: DSErrorCode.decode_error,
+  not_member: DSErrorCode.permission_denied,
+  invalid_sender: DSErrorCode.permission_denied,
+  invalid_signature: DSErrorCode.authentication_failed,
+  unknown_proposal: DSErrorCode.invalid_message,
+  wrong_group: DSErrorCode.invalid_request,
+};
+
+/** Translate any error thrown while handling a request into a DSFailure. */
+export function toDSFailure(err: unknown): DSFailure {
+  if (err instanceof DSFailure) return err;
+  if (err instanceof WrongEpochError)
+    return new DSFailure(DSErrorCode.wrong_epoch, `the group is at epoch ${err.currentEpoch}, the message is for epoch ${err.messageEpoch}`, err.currentEpoch);
+  if (err instanceof EngineError) return new DSFailure(ENGINE_CODE[err.code] ?? DSErrorCode.invalid_message, `MLS validation failed: ${err.message}`);
+  if (err instanceof WireDecodeError) return new DSFailure(DSErrorCode.decode_error, err.message);
+  if (err instanceof EpochConflictError)
+    return new DSFailure(DSErrorCode.wrong_epoch, `another commit for epoch ${err.expectedEpoch} was accepted first; the group is at epoch ${err.currentEpoch}`, err.currentEpoch);
+  if (err instanceof GroupExistsError) return new DSFailure(DSErrorCode.group_exists, "a group with this group id already exists");
+  if (err instanceof UnknownGroupError) return new DSFailure(DSErrorCode.unknown_group, "no such group on this hub");
+  if (err instanceof UnknownClientError) return new DSFailure(DSErrorCode.unknown_client, err.message);
+  if (err instanceof StoreUnavailableError) return new DSFailure(DSErrorCode.unavailable, "the DS store is unavailable; nothing was changed, try again");
+  if (err instanceof StoreError) return new DSFailure(DSErrorCode.internal, `store error: ${err.message}`);
+  return new DSFailure(DSErrorCode.internal, "internal error");
+}

@@ -1,0 +1,104 @@
+// Fanout planning (draft Section 6.2): every message an accepted request
+// causes becomes queue appends in the same store transaction. Local
+// recipients get one entry in their own queue; every other domain gets one
+// signed DSFanoutRequest in its outbox, however many of its clients are in
+// the group, so the hub's work grows with the number of domains.
+import type { WriteOp } from "../store/port.js";
+import { clientQueue, outboxQueue } from "../store/port.js";
+import {
+  DS_PROTOCOL_VERSION,
+  encodeWith,
+  fanoutAuthTokenCodec,
+  opaqueV,
+  SignatureLabel,
+  struct,
+  uint16,
+  utf8V,
+  vectorV,
+  type FanoutAuthToken,
+} from "../wire/index.js";
+import { FANOUT_SIGNATURE_SUITE, type HubIdentity } from "./hub-identity.js";
+import type { HostedGroup } from "./groups.js";
+import { domainOf } from "../mls/index.js";
+
+/** A recipient named explicitly (Welcome routing, removed members). */
+export interface Recipient {
+  readonly clientId: string;
+  readonly token?: Uint8Array;
+}
+
+export type FanoutItem =
+  /** Every member of `group` (the state before the request) except some leaves. */
+  | { readonly message: Uint8Array; readonly group: HostedGroup; readonly exceptLeaves: ReadonlySet<number> }
+  | { readonly message: Uint8Array; readonly recipients: readonly Recipient[] };
+
+interface FanoutHead {
+  readonly protocolVersion: number;
+  readonly hubDomain: string;
+  readonly recipientIds: readonly Uint8Array[];
+  readonly fanoutAuthTokens: readonly FanoutAuthToken[];
+}
+// The DSFanoutRequestTBS fields before mls_message; the message bytes follow
+// as received, so the hub never re-encodes what it forwards.
+const fanoutHeadCodec = struct<FanoutHead>([
+  ["protocol_version", "protocolVersion", uint16],
+  ["hub_domain", "hubDomain", utf8V],
+  ["recipient_ids", "recipientIds", vectorV(opaqueV)],
+  ["fanout_auth_tokens", "fanoutAuthTokens", vectorV(fanoutAuthTokenCodec)],
+]);
+
+const utf8 = new TextEncoder();
+
+/** A signed DSFanoutRequest (docs/protocol.md) for one destination domain. */
+export async function signedFanoutRequest(hub: HubIdentity, recipients: readonly Recipient[], message: Uint8Array): Promise<Uint8Array> {
+  const head = encodeWith(fanoutHeadCodec, {
+    protocolVersion: DS_PROTOCOL_VERSION,
+    hubDomain: hub.domain,
+    recipientIds: recipients.map((r) => utf8.encode(r.clientId)),
+    fanoutAuthTokens: recipients.map((r) => ({ token: r.token ?? new Uint8Array() })),
+  });
+  const tbs = new Uint8Array(head.length + message.length);
+  tbs.set(head);
+  tbs.set(message, head.length);
+  const signature = await hub.sign(FANOUT_SIGNATURE_SUITE, SignatureLabel.DSFanoutRequest, tbs);
+  const sig = encodeWith(opaqueV, signature);
+  const out = new Uint8Array(tbs.length + sig.length);
+  out.set(tbs);
+  out.set(sig, tbs.length);
+  return out;
+}
+
+/** The queue appends for a request's fanout, grouped by destination. */
+export async function planFanout(hub: HubIdentity, items: readonly FanoutItem[]): Promise<WriteOp[]> {
+  const ops: WriteOp[] = [];
+  for (const item of items) {
+    const byDomain = new Map<string, Recipient[]>();
+    if ("group" in item) {
+      for (const [domain, m] of item.group.byDomain(hub.domain)) {
+        const list: Recipient[] = [];
+        for (let i = 0; i < m.clientIds.length; i++) {
+          if (item.exceptLeaves.has(m.leafIndices[i]!)) continue;
+          const clientId = m.clientIds[i]!;
+          const token = item.group.tokens.get(clientId);
+          list.push(token !== undefined ? { clientId, token } : { clientId });
+        }
+        if (list.length > 0) byDomain.set(domain, list);
+      }
+    } else {
+      for (const r of item.recipients) {
+        const d = domainOf(r.clientId) ?? hub.domain;
+        let list = byDomain.get(d);
+        if (list === undefined) byDomain.set(d, (list = []));
+        list.push(r);
+      }
+    }
+    for (const [domain, recipients] of byDomain) {
+      if (domain === hub.domain) {
+        for (const r of recipients) ops.push({ kind: "append", queue: clientQueue(r.clientId), payload: item.message });
+      } else {
+        ops.push({ kind: "append", queue: outboxQueue(domain), payload: await signedFanoutRequest(hub, recipients, item.message) });
+      }
+    }
+  }
+  return ops;
+}

@@ -1,0 +1,155 @@
+// The hosted groups: parsed public state kept hot in a bounded cache, loaded
+// from the store (snapshot + epoch log + pending proposals) on a miss, and one
+// request at a time per group on this instance. Across instances the store's
+// compare-and-set on the epoch keeps one linear order.
+import {
+  apply,
+  decodeGroupState,
+  epochOf,
+  members,
+  merge,
+  processMessage,
+  type EngineOptions,
+  type GroupState,
+  type Member,
+} from "../mls/index.js";
+import type { Store } from "../store/port.js";
+import { decodeEpochLogRecord, decodeGroupMetadata, type GroupMetadata } from "./records.js";
+
+/** The store key of an MLS group_id. */
+export const groupKey = (groupId: Uint8Array): string => Buffer.from(groupId).toString("base64url");
+
+/** Recipients of one domain, with their FanoutAuthTokens, in leaf order. */
+export interface DomainMembers {
+  readonly clientIds: readonly string[];
+  readonly leafIndices: readonly number[];
+}
+
+export class HostedGroup {
+  private byDomainCache?: ReadonlyMap<string, DomainMembers>;
+
+  constructor(
+    readonly key: string,
+    readonly state: GroupState,
+    readonly metadata: GroupMetadata,
+    /** FanoutAuthToken of every member, by client identifier. */
+    readonly tokens: ReadonlyMap<string, Uint8Array>,
+    /** Accepted commits since the store's last snapshot. */
+    readonly logLength: number,
+  ) {}
+
+  get epoch(): bigint {
+    return epochOf(this.state);
+  }
+
+  /** Members grouped by domain, computed once per epoch (fanout costs per domain, not per member). */
+  byDomain(fallbackDomain: string): ReadonlyMap<string, DomainMembers> {
+    if (this.byDomainCache === undefined) {
+      const m = new Map<string, { clientIds: string[]; leafIndices: number[] }>();
+      for (const member of members(this.state)) {
+        const d = member.domain ?? fallbackDomain;
+        let e = m.get(d);
+        if (e === undefined) m.set(d, (e = { clientIds: [], leafIndices: [] }));
+        e.clientIds.push(member.clientId);
+        e.leafIndices.push(member.leafIndex);
+      }
+      this.byDomainCache = m;
+    }
+    return this.byDomainCache;
+  }
+
+  with(next: { state?: GroupState; tokens?: ReadonlyMap<string, Uint8Array>; logLength?: number; metadata?: GroupMetadata }): HostedGroup {
+    return new HostedGroup(this.key, next.state ?? this.state, next.metadata ?? this.metadata, next.tokens ?? this.tokens, next.logLength ?? this.logLength);
+  }
+}
+
+export interface GroupRegistryOptions {
+  readonly engine?: EngineOptions;
+  /** How many parsed groups stay in memory (least recently used leave first). */
+  readonly maxCached?: number;
+}
+
+export class GroupRegistry {
+  private readonly cache = new Map<string, HostedGroup>();
+  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly maxCached: number;
+
+  constructor(
+    private readonly store: Store,
+    private readonly options: GroupRegistryOptions = {},
+  ) {
+    this.maxCached = options.maxCached ?? 1000;
+  }
+
+  /** Run `fn` with this group's lock held: requests for one group run one after another. */
+  async exclusive<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(key) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((r) => (release = r));
+    const chain = prev.then(() => mine);
+    this.locks.set(key, chain);
+    await prev.catch(() => undefined);
+    try {
+      return await fn();
+    } finally {
+      release();
+      if (this.locks.get(key) === chain) this.locks.delete(key);
+    }
+  }
+
+  /** The group, from the cache or the store; undefined when it is not hosted here. */
+  async get(key: string): Promise<HostedGroup | undefined> {
+    const hit = this.cache.get(key);
+    if (hit !== undefined) {
+      this.cache.delete(key);
+      this.cache.set(key, hit);
+      return hit;
+    }
+    const loaded = await this.load(key);
+    if (loaded !== undefined) this.put(loaded);
+    return loaded;
+  }
+
+  put(group: HostedGroup): void {
+    this.cache.delete(group.key);
+    this.cache.set(group.key, group);
+    while (this.cache.size > this.maxCached) {
+      const oldest = this.cache.keys().next().value as string;
+      this.cache.delete(oldest);
+    }
+  }
+
+  /** Forget a cached group (another instance changed it, or it was deleted). */
+  evict(key: string): void {
+    this.cache.delete(key);
+  }
+
+  get cachedCount(): number {
+    return this.cache.size;
+  }
+
+  private async load(key: string): Promise<HostedGroup | undefined> {
+    const stored = await this.store.loadGroup(key);
+    if (stored === undefined) return undefined;
+    const engine = { ...this.options.engine, ...REPLAY_OPTIONS };
+    let state = await decodeGroupState(stored.snapshot.state, engine);
+    for (const entry of stored.log) {
+      const record = decodeEpochLogRecord(entry.entry);
+      state = await apply(state, record.message, record.partialGroupInfo);
+    }
+    // Proposals of the current epoch were validated when received; re-stage them.
+    for (const p of await this.store.listProposals(key, epochOf(state))) state = await merge(state, await processMessage(state, p.proposal));
+    // Back to the live lifetime tolerance for new messages.
+    state = { ...state, options: { ...state.options, clockSkewSeconds: this.options.engine?.clockSkewSeconds ?? DEFAULT_CLOCK_SKEW_SECONDS } };
+    const tokens = await this.store.fanoutTokens(key);
+    return new HostedGroup(key, state, decodeGroupMetadata(stored.metadata), tokens, stored.log.length);
+  }
+}
+
+// Replaying accepted commits must not fail because time moved on: KeyPackage
+// lifetimes were checked when the commit was accepted.
+const REPLAY_OPTIONS: EngineOptions = { clockSkewSeconds: Number.MAX_SAFE_INTEGER };
+
+const DEFAULT_CLOCK_SKEW_SECONDS = 300;
+
+export type { Member };

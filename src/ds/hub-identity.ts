@@ -1,0 +1,108 @@
+// The hub's own identity: the credential and signature keys it uses as an
+// external sender of every group it hosts (DS-initiated proposals, draft
+// Section 8), and the key that signs its DSFanoutRequests. Signature keys are
+// per signature algorithm, because an external sender signs with the group's
+// ciphersuite. The key file is created on first start (mode 0600) and must be
+// shared by every instance of one domain.
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+import type { Credential, CiphersuiteImpl, CiphersuiteName } from "ts-mls";
+import { getCiphersuiteFromName, getCiphersuiteImpl, ciphersuites } from "ts-mls";
+import type { SignatureAlgorithm } from "ts-mls/crypto/signature.js";
+import { signWithLabel, verifyWithLabel } from "ts-mls/crypto/signature.js";
+
+/** The ciphersuite whose signature scheme (Ed25519) signs DSFanoutRequests. */
+export const FANOUT_SIGNATURE_SUITE: CiphersuiteName = "MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519";
+
+interface KeyPair {
+  readonly publicKey: Uint8Array;
+  readonly signKey: Uint8Array;
+}
+
+interface KeyFile {
+  version: 1;
+  keys: Partial<Record<SignatureAlgorithm, { publicKey: string; privateKey: string }>>;
+}
+
+const suiteImpls = new Map<CiphersuiteName, Promise<CiphersuiteImpl>>();
+/** ts-mls ciphersuite implementations, made once per suite. */
+export function suiteImpl(name: CiphersuiteName): Promise<CiphersuiteImpl> {
+  let p = suiteImpls.get(name);
+  if (p === undefined) {
+    p = getCiphersuiteImpl(getCiphersuiteFromName(name));
+    suiteImpls.set(name, p);
+  }
+  return p;
+}
+
+/** A ciphersuite name from its RFC 9420 number, or undefined. */
+export function suiteName(id: number): CiphersuiteName | undefined {
+  for (const [name, n] of Object.entries(ciphersuites)) if (n === id) return name as CiphersuiteName;
+  return undefined;
+}
+
+export class HubIdentity {
+  /** A BasicCredential naming the DS domain, as the draft suggests (Section 8 TODO). */
+  readonly credential: Credential;
+  private readonly keys = new Map<SignatureAlgorithm, KeyPair>();
+
+  private constructor(
+    readonly domain: string,
+    private readonly file: string | undefined,
+    stored: KeyFile | undefined,
+  ) {
+    this.credential = { credentialType: "basic", identity: new TextEncoder().encode(domain) };
+    for (const [alg, k] of Object.entries(stored?.keys ?? {}))
+      this.keys.set(alg as SignatureAlgorithm, { publicKey: Buffer.from(k.publicKey, "base64"), signKey: Buffer.from(k.privateKey, "base64") });
+  }
+
+  /** Load the key file, creating it when missing. `file` undefined keeps keys in memory only (tests). */
+  static async open(domain: string, file?: string): Promise<HubIdentity> {
+    const stored = file !== undefined && existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as KeyFile) : undefined;
+    const id = new HubIdentity(domain, file, stored);
+    await id.keyPair(FANOUT_SIGNATURE_SUITE);
+    return id;
+  }
+
+  /** The key pair for a suite's signature algorithm, generated (and saved) on first use. */
+  async keyPair(suite: CiphersuiteName): Promise<KeyPair> {
+    const alg = getCiphersuiteFromName(suite).signature;
+    const have = this.keys.get(alg);
+    if (have !== undefined) return have;
+    const pair = await (await suiteImpl(suite)).signature.keygen();
+    this.keys.set(alg, pair);
+    this.save();
+    return pair;
+  }
+
+  /** The hub's ExternalSender entry for groups of this suite (what creators put in `external_senders`). */
+  async externalSender(suite: CiphersuiteName): Promise<{ signaturePublicKey: Uint8Array; credential: Credential }> {
+    return { signaturePublicKey: (await this.keyPair(suite)).publicKey, credential: this.credential };
+  }
+
+  /** RFC 9420 SignWithLabel with the hub's key for this suite. */
+  async sign(suite: CiphersuiteName, label: string, content: Uint8Array): Promise<Uint8Array> {
+    const cs = await suiteImpl(suite);
+    return signWithLabel((await this.keyPair(suite)).signKey, label, content, cs.signature);
+  }
+
+  /** Public key that verifies this hub's DSFanoutRequests (configured at its peers). */
+  get fanoutPublicKey(): Uint8Array {
+    return this.keys.get(getCiphersuiteFromName(FANOUT_SIGNATURE_SUITE).signature)!.publicKey;
+  }
+
+  private save(): void {
+    if (this.file === undefined) return;
+    const out: KeyFile = { version: 1, keys: {} };
+    for (const [alg, k] of this.keys)
+      out.keys[alg] = { publicKey: Buffer.from(k.publicKey).toString("base64"), privateKey: Buffer.from(k.signKey).toString("base64") };
+    mkdirSync(dirname(this.file), { recursive: true, mode: 0o700 });
+    writeFileSync(this.file, JSON.stringify(out, null, 2) + "\n", { mode: 0o600 });
+  }
+}
+
+/** Verify a SignWithLabel signature made by a hub's fanout key. */
+export async function verifyFanoutSignature(publicKey: Uint8Array, label: string, content: Uint8Array, signature: Uint8Array): Promise<boolean> {
+  const cs = await suiteImpl(FANOUT_SIGNATURE_SUITE);
+  return verifyWithLabel(publicKey, label, content, signature, cs.signature);
+}

@@ -1,0 +1,35 @@
+// Add clients (draft 9.3): a commit adding members by value (plus the stored
+// proposals it must reference), and the Welcome messages, each routed to the
+// new members whose KeyPackageRef it names (RFC 9420 12.4.3.1).
+import { DSErrorCode, encodeMLSMessage } from "../../wire/index.js";
+import { byValue, checkCredentialUnchanged, stageGroupUpdate } from "../commit.js";
+import { failWith } from "../errors.js";
+import type { FanoutItem, Recipient } from "../fanout.js";
+import { bodyOf, ok, requireGroup } from "./common.js";
+import type { Operation } from "./index.js";
+
+const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
+
+export const addClients: Operation = async (ctx, input) => {
+  const { addClientsRequest: req } = bodyOf(input, "add_clients");
+  const group = requireGroup(input);
+  const s = await stageGroupUpdate(ctx, { ...input, group, update: req.groupUpdate, operation: "add_clients", sender: "member" }, (staged, base) => {
+    const values = byValue(staged);
+    if (values.length === 0 || values.some((p) => p.proposal.proposalType !== "add"))
+      failWith(DSErrorCode.invalid_request, "add_clients: the commit must carry Add proposals and no other proposals by value");
+    checkCredentialUnchanged(staged, base, "add_clients");
+  });
+
+  const joiners = new Map<string, Recipient>();
+  for (const a of s.staged.added) joiners.set(hex(a.keyPackageRef), { clientId: a.clientId, token: s.next.tokens.get(a.clientId)! });
+  const welcomes: FanoutItem[] = req.welcomeMessages.map((w, i) => {
+    if (w.wireformat !== "mls_welcome") failWith(DSErrorCode.invalid_request, `add_clients: welcome_messages[${i}] is a ${w.wireformat}, not a Welcome`);
+    const recipients = w.welcome.secrets.map((sec) => {
+      const r = joiners.get(hex(sec.newMember));
+      if (r === undefined) failWith(DSErrorCode.invalid_request, `add_clients: welcome_messages[${i}] is for a KeyPackage this commit does not add`);
+      return r;
+    });
+    return { message: encodeMLSMessage(w), recipients };
+  });
+  return { response: ok(), writes: s.writes, fanout: [...s.fanout, ...welcomes], group: { next: s.next } };
+};

@@ -1,0 +1,46 @@
+// Create group (the draft names the operation but gives no body; docs/protocol.md):
+// the creator's signed GroupInfo and ratchet tree seed the hub's public state.
+import { encodeGroupState, epochOf, externalSenderIndex, seedFromGroupInfo, groupInfoFromMlsMessage } from "../../mls/index.js";
+import { DS_PROTOCOL_VERSION, DSErrorCode, encodeMLSMessage, readDSProtocolVersion } from "../../wire/index.js";
+import { authenticateMember } from "../auth.js";
+import { failWith } from "../errors.js";
+import { groupKey, HostedGroup } from "../groups.js";
+import { encodeGroupMetadata } from "../records.js";
+import { bodyOf, hubDomainOfGroupId, ok } from "./common.js";
+import type { Operation } from "./index.js";
+
+export const createGroup: Operation = async (ctx, input) => {
+  const { createGroupRequest: req } = bodyOf(input, "create_group");
+  if (input.group !== undefined) failWith(DSErrorCode.group_exists, "a group with this group id already exists on this hub");
+  if (req.groupInfo.wireformat !== "mls_group_info") failWith(DSErrorCode.invalid_request, `create_group needs an MLSMessage of wire format mls_group_info, not ${req.groupInfo.wireformat}`);
+  const groupId = req.groupInfo.groupInfo.groupContext.groupId;
+  if (hubDomainOfGroupId(groupId) !== ctx.config.domain)
+    failWith(DSErrorCode.invalid_request, `the group id must name this hub (<id>@${ctx.config.domain}); request one with request_group_id`);
+
+  const state = await seedFromGroupInfo(groupInfoFromMlsMessage(encodeMLSMessage(req.groupInfo)), req.ratchetTree, ctx.config.engine);
+  const gc = state.groupContext;
+  const version = readDSProtocolVersion(gc.extensions);
+  if (version === undefined) failWith(DSErrorCode.invalid_request, "the GroupContext has no ds_protocol_version extension (docs/protocol.md)");
+  if (version !== DS_PROTOCOL_VERSION) failWith(DSErrorCode.unsupported_version, `the group uses MIMI DS protocol version ${version}; this hub speaks ${DS_PROTOCOL_VERSION}`);
+  const hubKey = (await ctx.hub.externalSender(gc.cipherSuite)).signaturePublicKey;
+  if (externalSenderIndex(state, hubKey) === undefined)
+    failWith(DSErrorCode.invalid_request, "the group's external_senders extension must list this hub's signature key (draft Section 8)");
+
+  // The creator signs the request with the key of the leaf that signed the GroupInfo.
+  const signer = req.groupInfo.groupInfo.signer;
+  const creator = await authenticateMember(input.request, input.raw, state);
+  if (creator.leafIndex !== signer) failWith(DSErrorCode.authentication_failed, `the request is signed by leaf ${creator.leafIndex}, the GroupInfo by leaf ${signer}`);
+
+  const key = groupKey(groupId);
+  const metadata = { protocolVersion: version, creator: creator.clientId };
+  const tokens = new Map([[creator.clientId, req.creatorToken.token]]);
+  return {
+    response: ok(),
+    writes: [
+      { kind: "createGroup", groupId: key, epoch: epochOf(state), snapshot: encodeGroupState(state), metadata: encodeGroupMetadata(metadata) },
+      { kind: "setFanoutToken", groupId: key, clientId: creator.clientId, token: req.creatorToken.token },
+    ],
+    fanout: [],
+    group: { next: new HostedGroup(key, state, metadata, tokens, 0) },
+  };
+};
