@@ -14,9 +14,10 @@ export const addClients: Operation = async (ctx, input) => {
   const { addClientsRequest: req } = bodyOf(input, "add_clients");
   const group = requireGroup(input);
   const s = await stageGroupUpdate(ctx, { ...input, group, update: req.groupUpdate, operation: "add_clients", sender: "member" }, (staged, base) => {
-    const values = byValue(staged);
-    if (values.length === 0 || values.some((p) => p.proposal.proposalType !== "add"))
-      failWith(DSErrorCode.invalid_request, "add_clients: the commit must carry Add proposals and no other proposals by value");
+    // Stored proposals come by reference (Section 8); by value only Adds.
+    if (byValue(staged).some((p) => p.proposal.proposalType !== "add"))
+      failWith(DSErrorCode.invalid_request, "add_clients: the commit must carry no proposals by value other than Add");
+    if (staged.added.length === 0) failWith(DSErrorCode.invalid_request, "add_clients: the commit adds no one");
     checkCredentialUnchanged(staged, base, "add_clients");
   });
 

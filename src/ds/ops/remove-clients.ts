@@ -10,9 +10,10 @@ export const removeClients: Operation = async (ctx, input) => {
   const { removeClientsRequest: req } = bodyOf(input, "remove_clients");
   const group = requireGroup(input);
   const s = await stageGroupUpdate(ctx, { ...input, group, update: req.groupUpdate, operation: "remove_clients", sender: "member" }, (staged, base) => {
-    const values = byValue(staged);
-    if (values.length === 0 || values.some((p) => p.proposal.proposalType !== "remove"))
-      failWith(DSErrorCode.invalid_request, "remove_clients: the commit must carry Remove proposals and no other proposals by value");
+    // Stored proposals come by reference (Section 8); by value only Removes.
+    if (byValue(staged).some((p) => p.proposal.proposalType !== "remove"))
+      failWith(DSErrorCode.invalid_request, "remove_clients: the commit must carry no proposals by value other than Remove");
+    if (staged.removed.length === 0) failWith(DSErrorCode.invalid_request, "remove_clients: the commit removes no one");
     if (staged.removed.some((r) => r.leafIndex === staged.committer))
       failWith(DSErrorCode.invalid_request, "remove_clients: a client cannot remove itself; use self_remove_client");
     checkCredentialUnchanged(staged, base, "remove_clients");
