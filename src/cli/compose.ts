@@ -4,6 +4,7 @@ import { mkdir, readFile } from "node:fs/promises";
 import type { Logger } from "pino";
 import { join } from "node:path";
 import { createDeliveryService } from "../ds/service.js";
+import { adminRoute } from "../server/admin.js";
 import { startServer, type RunningServer } from "../server/index.js";
 import { openStore } from "../store/index.js";
 import type { ServeConfig } from "./config.js";
@@ -30,6 +31,7 @@ export async function createService(config: ServeConfig, logger: Logger): Promis
       port: config.port,
       handler: ds.handler,
       hubInfo: ds.hubInfo,
+      services: [adminRoute(ds.context)],
       tls: { cert, key, ...(ca !== undefined ? { ca } : {}) },
       logger,
       onClose: () => store.close(),

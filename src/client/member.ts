@@ -509,6 +509,16 @@ export class MimiMember {
     this.state = p.newState;
   }
 
+  /** reinitialize_group: a commit with a ReInit proposal to `newGroupId` (same version and suite). */
+  async reinitialize(newGroupId: Uint8Array, extensions: Extension[] = []): Promise<void> {
+    const gc = this.requireState().groupContext;
+    const p = await this.commit([
+      { proposalType: "reinit", reinit: { groupId: newGroupId, version: gc.version, cipherSuite: gc.cipherSuite, extensions } },
+    ]);
+    await this.requireHub().reinitializeGroup(p.groupUpdate, this.memberAuth());
+    this.state = p.newState;
+  }
+
   /** delete_group: a commit removing every other member. */
   async deleteGroup(): Promise<void> {
     const me = this.leafIndex;

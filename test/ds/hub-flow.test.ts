@@ -6,9 +6,12 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { AdminService } from "../../gen/mimi/ds/v1/admin_pb.js";
 import { createDSTransport, DSClient, DSRequestError, MimiMember, type DSTransport } from "../../src/client/index.js";
 import { createDeliveryService, type DeliveryService } from "../../src/ds/service.js";
 import { groupKey } from "../../src/ds/groups.js";
+import { adminRoute } from "../../src/server/admin.js";
 import { epochOf, treeHash } from "../../src/mls/index.js";
 import { openStore } from "../../src/store/index.js";
 import { clientQueue, type Store } from "../../src/store/port.js";
@@ -33,7 +36,7 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "mimi-ds-flow-"));
   store = await openStore(join(dir, "ds.sqlite"));
   ds = await createDeliveryService({ domain: DOMAIN, store });
-  server = await startTestServer(ca, DOMAIN, ds.handler, { hubInfo: ds.hubInfo });
+  server = await startTestServer(ca, DOMAIN, ds.handler, { hubInfo: ds.hubInfo, services: [adminRoute(ds.context)] });
   transport = createDSTransport({ baseUrl: server.url, ca: ca.ca });
   hub = new DSClient(transport);
 });
@@ -138,11 +141,72 @@ describe("hub operations with real ts-mls clients", () => {
     const staleState = bob.state;
     await alice.update();
     await deliver(bob);
+    const bobNow = bob.state;
     const current = alice.epoch;
     bob.state = staleState;
     const err = await bob.update().catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DSRequestError);
     expect((err as DSRequestError).code).toBe(DSErrorCode.wrong_epoch);
     expect((err as DSRequestError).currentEpoch).toBe(current);
+    bob.state = bobNow;
+
+    // DS-initiated removal through AdminService (operator certificate of this domain).
+    const frank = await member("frank");
+    await bob.add([(await frank.generateKeyPackage()).publicPackage]);
+    await deliver(alice);
+    await deliver(frank);
+    const op = ca.domain(DOMAIN);
+    const adminTransport = createDSTransport({ baseUrl: server.url, ca: ca.ca, cert: op.cert, key: op.key });
+    try {
+      const admin = createClient(AdminService, adminTransport);
+      const res = await admin.proposeRemoval({ groupId, clientId: frank.clientId });
+      expect(res.proposalRef.length).toBe(32);
+      // Without the operator certificate the call is refused.
+      const anon = await createClient(AdminService, transport).proposeRemoval({ groupId, clientId: frank.clientId }).catch((e: unknown) => e);
+      expect((anon as ConnectError).code).toBe(Code.Unauthenticated);
+    } finally {
+      adminTransport.close();
+    }
+    expect((await deliver(alice)).map((r) => r.kind)).toEqual(["proposal"]);
+    expect((await deliver(frank)).map((r) => r.kind)).toEqual(["proposal"]);
+    await deliver(bob);
+    await alice.commitPending();
+    await deliver(bob);
+    expect((await deliver(frank))[0]).toMatchObject({ kind: "commit", removed: true });
+    await expectInSync(groupId, [alice, bob]);
+
+    // Resync: bob loses his state and rejoins with an external commit replacing his old leaf.
+    const bob2 = await MimiMember.create({ clientId: bob.clientId, hub, signatureKeyPair: bob.signatureKeyPair });
+    bob2.token = bob.token;
+    await bob2.externalJoin(groupId, true);
+    await deliver(alice);
+    await expectInSync(groupId, [alice, bob2]);
+    expect(alice.members().map((m) => m.clientId).sort()).toEqual([alice.clientId, bob.clientId].sort());
+
+    // Reinit to a new group id of this hub: the old group then takes no more commits.
+    const next = await hub.requestGroupId();
+    await alice.reinitialize(next);
+    await deliver(bob2);
+    await expectInSync(groupId, [alice, bob2]);
+    // ts-mls itself refuses to commit in a suspended group; pretend it is active to reach the hub.
+    bob2.state = { ...bob2.state!, groupActiveState: { kind: "active" } };
+    const closed = await bob2.update().catch((e: unknown) => e);
+    expect((closed as DSRequestError).code).toBe(DSErrorCode.invalid_message);
+    expect((closed as DSRequestError).message).toMatch(/group_suspended/);
+  });
+
+  it("deletes a group: the removed members get the commit, the hub forgets the group", async () => {
+    const info = await hub.hub.hubInfo({ cipherSuite: 1 });
+    const hubSender = decodeWith(externalSenderCodec, info.externalSender, "ExternalSender");
+    const gina = await member("gina");
+    const hank = await member("hank");
+    const groupId = await gina.createGroup(hubSender);
+    await gina.add([(await hank.generateKeyPackage()).publicPackage]);
+    await deliver(hank);
+    await gina.deleteGroup();
+    expect((await deliver(hank))[0]).toMatchObject({ kind: "commit", removed: true });
+    expect(await ds.context.groups.get(groupKey(groupId))).toBeUndefined();
+    const gone = await hub.externalCommitInfo(groupId).catch((e: unknown) => e);
+    expect((gone as DSRequestError).code).toBe(DSErrorCode.unknown_group);
   });
 });
