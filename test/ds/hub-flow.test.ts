@@ -1,77 +1,25 @@
 // The hub's operations driven by real ts-mls clients (MimiMember) over gRPC
 // and TLS against an in-process server with a SQLite store: after every step
 // each member's epoch and tree hash equal the hub's.
-import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { AdminService } from "../../gen/mimi/ds/v1/admin_pb.js";
-import { createDSTransport, DSClient, DSRequestError, MimiMember, type DSTransport } from "../../src/client/index.js";
-import { createDeliveryService, type DeliveryService } from "../../src/ds/service.js";
-import { groupKey } from "../../src/ds/groups.js";
-import { adminRoute } from "../../src/server/admin.js";
+import { createDSTransport, DSRequestError, MimiMember } from "../../src/client/index.js";
 import { epochOf, treeHash } from "../../src/mls/index.js";
-import { openStore } from "../../src/store/index.js";
-import { clientQueue, type Store } from "../../src/store/port.js";
-import { decodeWith, DSErrorCode, externalSenderCodec } from "../../src/wire/index.js";
-import { makeDevCa, type DevCa } from "../helpers/devca.js";
-import { startTestServer, type TestServer } from "../helpers/server.js";
+import { DSErrorCode } from "../../src/wire/index.js";
+import { startHub, type HubFixture } from "./fixture.js";
 
-const DOMAIN = "hub.example";
-const id = (name: string) => `mimi://${DOMAIN}/u/${name}/d/1`;
-
-let ca: DevCa;
-let dir: string;
-let store: Store;
-let ds: DeliveryService;
-let server: TestServer;
-let transport: DSTransport;
-let hub: DSClient;
-const cursors = new Map<string, bigint>();
-
+let f: HubFixture;
 beforeAll(async () => {
-  ca = await makeDevCa([DOMAIN]);
-  dir = await mkdtemp(join(tmpdir(), "mimi-ds-flow-"));
-  store = await openStore(join(dir, "ds.sqlite"));
-  ds = await createDeliveryService({ domain: DOMAIN, store });
-  server = await startTestServer(ca, DOMAIN, ds.handler, { hubInfo: ds.hubInfo, services: [adminRoute(ds.context)] });
-  transport = createDSTransport({ baseUrl: server.url, ca: ca.ca });
-  hub = new DSClient(transport);
+  f = await startHub();
 });
+afterAll(() => f?.close());
 
-afterAll(async () => {
-  transport?.close();
-  await server?.close();
-  await store?.close();
-  await ca?.cleanup();
-  await rm(dir, { recursive: true, force: true });
-});
-
-async function member(name: string): Promise<MimiMember> {
-  const m = await MimiMember.create({ clientId: id(name), hub });
-  m.token = { token: randomBytes(16) };
-  return m;
-}
-
-/** Everything queued for a member since last time, processed in order (and acknowledged). */
-async function deliver(m: MimiMember) {
-  const q = clientQueue(m.clientId);
-  const after = cursors.get(q) ?? 0n;
-  const entries = await store.read(q, after, 1000);
-  const results = [];
-  for (const e of entries) results.push(await m.processIncoming(e.payload));
-  if (entries.length > 0) {
-    const last = entries[entries.length - 1]!.seq;
-    cursors.set(q, last);
-    await store.ack(q, last);
-  }
-  return results;
-}
+const member = (name: string) => f.member(name);
+const deliver = (m: MimiMember) => f.deliver(m);
 
 async function expectInSync(groupId: Uint8Array, members: MimiMember[]) {
-  const g = await ds.context.groups.get(groupKey(groupId));
+  const g = await f.hosted(groupId);
   expect(g).toBeDefined();
   for (const m of members) {
     expect(m.epoch, m.clientId).toBe(epochOf(g!.state));
@@ -81,8 +29,7 @@ async function expectInSync(groupId: Uint8Array, members: MimiMember[]) {
 
 describe("hub operations with real ts-mls clients", () => {
   it("creates, adds, joins, messages, updates, removes, self-removes, joins externally and deletes", async () => {
-    const info = await hub.hub.hubInfo({ cipherSuite: 1 });
-    const hubSender = decodeWith(externalSenderCodec, info.externalSender, "ExternalSender");
+    const hubSender = await f.hubSender();
 
     const alice = await member("alice");
     const bob = await member("bob");
@@ -155,14 +102,14 @@ describe("hub operations with real ts-mls clients", () => {
     await bob.add([(await frank.generateKeyPackage()).publicPackage]);
     await deliver(alice);
     await deliver(frank);
-    const op = ca.domain(DOMAIN);
-    const adminTransport = createDSTransport({ baseUrl: server.url, ca: ca.ca, cert: op.cert, key: op.key });
+    const op = f.ca.domain(f.domain);
+    const adminTransport = createDSTransport({ baseUrl: f.server.url, ca: f.ca.ca, cert: op.cert, key: op.key });
     try {
       const admin = createClient(AdminService, adminTransport);
       const res = await admin.proposeRemoval({ groupId, clientId: frank.clientId });
       expect(res.proposalRef.length).toBe(32);
       // Without the operator certificate the call is refused.
-      const anon = await createClient(AdminService, transport).proposeRemoval({ groupId, clientId: frank.clientId }).catch((e: unknown) => e);
+      const anon = await createClient(AdminService, f.transport).proposeRemoval({ groupId, clientId: frank.clientId }).catch((e: unknown) => e);
       expect((anon as ConnectError).code).toBe(Code.Unauthenticated);
     } finally {
       adminTransport.close();
@@ -176,7 +123,7 @@ describe("hub operations with real ts-mls clients", () => {
     await expectInSync(groupId, [alice, bob]);
 
     // Resync: bob loses his state and rejoins with an external commit replacing his old leaf.
-    const bob2 = await MimiMember.create({ clientId: bob.clientId, hub, signatureKeyPair: bob.signatureKeyPair });
+    const bob2 = await MimiMember.create({ clientId: bob.clientId, hub: f.hub, signatureKeyPair: bob.signatureKeyPair });
     bob2.token = bob.token;
     await bob2.externalJoin(groupId, true);
     await deliver(alice);
@@ -184,7 +131,7 @@ describe("hub operations with real ts-mls clients", () => {
     expect(alice.members().map((m) => m.clientId).sort()).toEqual([alice.clientId, bob.clientId].sort());
 
     // Reinit to a new group id of this hub: the old group then takes no more commits.
-    const next = await hub.requestGroupId();
+    const next = await f.hub.requestGroupId();
     await alice.reinitialize(next);
     await deliver(bob2);
     await expectInSync(groupId, [alice, bob2]);
@@ -196,8 +143,7 @@ describe("hub operations with real ts-mls clients", () => {
   });
 
   it("deletes a group: the removed members get the commit, the hub forgets the group", async () => {
-    const info = await hub.hub.hubInfo({ cipherSuite: 1 });
-    const hubSender = decodeWith(externalSenderCodec, info.externalSender, "ExternalSender");
+    const hubSender = await f.hubSender();
     const gina = await member("gina");
     const hank = await member("hank");
     const groupId = await gina.createGroup(hubSender);
@@ -205,8 +151,8 @@ describe("hub operations with real ts-mls clients", () => {
     await deliver(hank);
     await gina.deleteGroup();
     expect((await deliver(hank))[0]).toMatchObject({ kind: "commit", removed: true });
-    expect(await ds.context.groups.get(groupKey(groupId))).toBeUndefined();
-    const gone = await hub.externalCommitInfo(groupId).catch((e: unknown) => e);
+    expect(await f.hosted(groupId)).toBeUndefined();
+    const gone = await f.hub.externalCommitInfo(groupId).catch((e: unknown) => e);
     expect((gone as DSRequestError).code).toBe(DSErrorCode.unknown_group);
   });
 });

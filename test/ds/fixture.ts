@@ -1,0 +1,87 @@
+// A hub in this process for DS tests: SQLite store in a temp dir, the real
+// dispatcher and server over TLS, and helpers to make members and drain queues.
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createDSTransport, DSClient, MimiMember, type DSTransport } from "../../src/client/index.js";
+import { groupKey } from "../../src/ds/groups.js";
+import { createDeliveryService, type DeliveryService } from "../../src/ds/service.js";
+import { adminRoute } from "../../src/server/admin.js";
+import { openStore } from "../../src/store/index.js";
+import { clientQueue, type Store } from "../../src/store/port.js";
+import type { ExternalSender } from "ts-mls";
+import { decodeWith, externalSenderCodec } from "../../src/wire/index.js";
+import { makeDevCa, type DevCa } from "../helpers/devca.js";
+import { startTestServer, type TestServer } from "../helpers/server.js";
+
+export interface HubFixture {
+  readonly domain: string;
+  readonly ca: DevCa;
+  readonly dir: string;
+  readonly store: Store;
+  readonly ds: DeliveryService;
+  readonly server: TestServer;
+  readonly transport: DSTransport;
+  readonly hub: DSClient;
+  hubSender(): Promise<ExternalSender>;
+  member(name: string): Promise<MimiMember>;
+  /** Process everything queued for `m` since the last call (and acknowledge it). */
+  deliver(m: MimiMember): Promise<Awaited<ReturnType<MimiMember["processIncoming"]>>[]>;
+  queueLength(clientId: string): Promise<number>;
+  hosted(groupId: Uint8Array): ReturnType<DeliveryService["context"]["groups"]["get"]>;
+  close(): Promise<void>;
+}
+
+export async function startHub(domain = "hub.example"): Promise<HubFixture> {
+  const ca = await makeDevCa([domain]);
+  const dir = await mkdtemp(join(tmpdir(), "mimi-ds-hub-"));
+  const store = await openStore(join(dir, "ds.sqlite"));
+  const ds = await createDeliveryService({ domain, store });
+  const server = await startTestServer(ca, domain, ds.handler, { hubInfo: ds.hubInfo, services: [adminRoute(ds.context)] });
+  const transport = createDSTransport({ baseUrl: server.url, ca: ca.ca });
+  const hub = new DSClient(transport);
+  const cursors = new Map<string, bigint>();
+  return {
+    domain,
+    ca,
+    dir,
+    store,
+    ds,
+    server,
+    transport,
+    hub,
+    async hubSender() {
+      const info = await hub.hub.hubInfo({ cipherSuite: 1 });
+      return decodeWith(externalSenderCodec, info.externalSender, "ExternalSender");
+    },
+    async member(name) {
+      const m = await MimiMember.create({ clientId: `mimi://${domain}/u/${name}/d/1`, hub });
+      m.token = { token: randomBytes(16) };
+      return m;
+    },
+    async deliver(m) {
+      const q = clientQueue(m.clientId);
+      const entries = await store.read(q, cursors.get(q) ?? 0n, 1000);
+      const out = [];
+      for (const e of entries) out.push(await m.processIncoming(e.payload));
+      if (entries.length > 0) {
+        const last = entries[entries.length - 1]!.seq;
+        cursors.set(q, last);
+        await store.ack(q, last);
+      }
+      return out;
+    },
+    async queueLength(clientId) {
+      return (await store.queueInfo(clientQueue(clientId))).length;
+    },
+    hosted: (groupId) => ds.context.groups.get(groupKey(groupId)),
+    async close() {
+      transport.close();
+      await server.close();
+      await store.close();
+      await ca.cleanup();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
