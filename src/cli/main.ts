@@ -5,11 +5,13 @@ import { pino } from "pino";
 import { ConfigError, parseServeArgs, serveUsage } from "./config.js";
 import { createService } from "./compose.js";
 import { createDevCerts, DevCertsError } from "./devcerts.js";
+import { adminCommand, adminUsage } from "./admin.js";
 
 const usage = `usage: mimi-ds <command> [options]
 commands:
   serve       run the Delivery Service (see: mimi-ds serve --help)
-  dev-certs   --out DIR --domain D [--domain D2 ...]: a local CA and per-domain certificates`;
+  dev-certs   --out DIR --domain D [--domain D2 ...]: a local CA and per-domain certificates
+  hub-info, propose-removal, propose-addition: operator commands against a running DS (mimi-ds help admin)`;
 
 async function serve(args: string[]): Promise<number> {
   if (args.includes("--help") || args.includes("-h")) {
@@ -66,11 +68,15 @@ async function main(argv: string[]): Promise<number> {
       return serve(rest);
     case "dev-certs":
       return devCerts(rest);
+    case "hub-info":
+    case "propose-removal":
+    case "propose-addition":
+      return adminCommand(command, rest);
     case undefined:
     case "help":
     case "--help":
     case "-h":
-      console.log(usage);
+      console.log(rest[0] === "admin" ? adminUsage : usage);
       return command === undefined ? 2 : 0;
     default:
       console.error(`unknown command: ${command}\n${usage}`);
