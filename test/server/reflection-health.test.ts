@@ -82,7 +82,7 @@ describe("reflection", () => {
     ]);
     const hub = fromBinary(FileDescriptorProtoSchema, (answers[0]!.messageResponse.value as v1.FileDescriptorResponse).fileDescriptorProto[0]!);
     expect(hub.package).toBe("mimi.ds.v1");
-    expect(hub.service[0]?.method.map((m) => m.name)).toEqual(["Submit", "Ping"]);
+    expect(hub.service[0]?.method.map((m) => m.name)).toEqual(["Submit", "Ping", "HubInfo"]);
   });
 
   it("v1 answers unknown and empty requests with error_response", async () => {
