@@ -4,6 +4,7 @@ import type { EngineOptions } from "../mls/index.js";
 import type { Store } from "../store/port.js";
 import type { GroupRegistry } from "./groups.js";
 import type { HubIdentity } from "./hub-identity.js";
+import type { PeerHubs } from "./peers.js";
 
 export interface DSConfig {
   /** The DS domain this instance speaks for. */
@@ -36,4 +37,6 @@ export interface DSContext {
   readonly store: Store;
   readonly groups: GroupRegistry;
   readonly hub: HubIdentity;
+  /** Other DSs: where requests for their groups and clients are forwarded (Section 4.1, 9.9). */
+  readonly peers?: PeerHubs;
 }

@@ -5,6 +5,8 @@
 import type { MLSMessage } from "ts-mls";
 import {
   decodeDSRequest,
+  type DSErrorCodeValue,
+  type DSResponse,
   dsErrorResponse,
   DS_PROTOCOL_VERSION,
   DSErrorCode,
@@ -17,6 +19,8 @@ import type { DSContext } from "./context.js";
 import { DSFailure, toDSFailure } from "./errors.js";
 import { groupKey } from "./groups.js";
 import { mergeStaged } from "./merge.js";
+import { hubDomainOfGroupId } from "./ops/common.js";
+import { decodeForwarded } from "./peers.js";
 import { operations, type OperationInput } from "./ops/index.js";
 
 export function createDispatcher(ctx: DSContext): DSRequestHandler {
@@ -51,6 +55,9 @@ async function handleRequest(ctx: DSContext, bytes: Uint8Array, rc: RequestConte
   const type = request.requestBody.requestType;
   const operation = operations[type];
   const groupId = groupIdOf(request);
+  // Section 4.1: a request for a group hosted elsewhere goes, unchanged, to its hub.
+  const hubDomain = groupId !== undefined ? hubDomainOfGroupId(groupId) : undefined;
+  if (hubDomain !== undefined && hubDomain !== ctx.config.domain) return forward(ctx, hubDomain, bytes);
   const run = async (): Promise<Awaited<ReturnType<typeof mergeStaged>>> => {
     const key = groupId !== undefined ? groupKey(groupId) : undefined;
     const group = key !== undefined ? await ctx.groups.get(key) : undefined;
@@ -70,6 +77,19 @@ async function handleRequest(ctx: DSContext, bytes: Uint8Array, rc: RequestConte
     }
   });
 }
+
+/** Hand the request to the hub of its group and answer with that hub's DSResponse. */
+async function forward(ctx: DSContext, hubDomain: string, bytes: Uint8Array): Promise<DSResponse> {
+  if (ctx.peers === undefined || !ctx.peers.has(hubDomain))
+    throw new DSFailure(DSErrorCode.unknown_group, `the group is hosted by ${hubDomain}, which is not a peer of ${ctx.config.domain}`);
+  const response = decodeForwarded(hubDomain, await ctx.peers.submit(hubDomain, bytes));
+  const body = response.responseBody;
+  // The hub's error stays the hub's error (code, sentence, epoch), with the matching RPC status here too.
+  if (body.responseType === "error") throw new DSFailure(body.error.code as DSErrorCodeValue, body.error.message, body.error.currentEpoch);
+  return response;
+}
+
+
 
 const messageGroupId = (m: MLSMessage): Uint8Array | undefined => {
   switch (m.wireformat) {

@@ -8,6 +8,7 @@ import { DSFailure } from "./errors.js";
 import { GroupRegistry } from "./groups.js";
 import type { DSRequestHandler, HubInfoSource } from "./handler.js";
 import { HubIdentity, suiteName } from "./hub-identity.js";
+import type { PeerHubs } from "./peers.js";
 
 export interface DeliveryServiceOptions {
   readonly domain: string;
@@ -15,6 +16,8 @@ export interface DeliveryServiceOptions {
   /** The hub's key file (created on first start); omitted keeps keys in memory. */
   readonly keyFile?: string;
   readonly config?: Partial<Omit<DSConfig, "domain">>;
+  /** Other DSs, for proxying and cross-domain KeyPackages. */
+  readonly peers?: PeerHubs;
   /** Parsed groups kept in memory. */
   readonly maxCachedGroups?: number;
 }
@@ -29,7 +32,7 @@ export async function createDeliveryService(o: DeliveryServiceOptions): Promise<
   const config: DSConfig = { ...defaultDSConfig(o.domain), ...o.config, domain: o.domain };
   const hub = await HubIdentity.open(o.domain, o.keyFile);
   const groups = new GroupRegistry(o.store, { engine: config.engine, ...(o.maxCachedGroups !== undefined ? { maxCached: o.maxCachedGroups } : {}) });
-  const context: DSContext = { config, store: o.store, groups, hub };
+  const context: DSContext = { config, store: o.store, groups, hub, ...(o.peers !== undefined ? { peers: o.peers } : {}) };
   const hubInfo: HubInfoSource = {
     async hubInfo(cipherSuite) {
       const suite = suiteName(cipherSuite);
