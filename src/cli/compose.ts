@@ -24,7 +24,12 @@ export async function createService(config: ServeConfig, logger: Logger): Promis
   ]);
   const store = await openStore(config.store);
   try {
-    const ds = await createDeliveryService({ domain: config.domain, store, keyFile: join(config.dataDir, "hub-keys.json") });
+    const ds = await createDeliveryService({
+      domain: config.domain,
+      store,
+      keyFile: join(config.dataDir, "hub-keys.json"),
+      config: { rateLimits: config.rateLimits },
+    });
     const server = await startServer({
       domain: config.domain,
       host: config.host,

@@ -1,6 +1,7 @@
 // `serve` configuration from flags, then environment, then defaults.
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { parseRateRule, type RateLimits, type RateRule } from "../ds/rate-limit.js";
 
 export interface ServeConfig {
   readonly domain: string;
@@ -14,6 +15,8 @@ export interface ServeConfig {
   /** CA that verifies peer DSs' client certificates. */
   readonly tlsCa?: string;
   readonly logLevel: string;
+  /** DSRequest rate limits ("N/s", "N/m", "N/h"); absent = unlimited. */
+  readonly rateLimits: RateLimits;
 }
 
 export class ConfigError extends Error {
@@ -28,7 +31,10 @@ export const serveUsage = `usage: mimi-ds serve [options]
   --tls-cert FILE   server certificate chain (PEM)            (MIMI_DS_TLS_CERT, required)
   --tls-key FILE    server private key (PEM)                  (MIMI_DS_TLS_KEY, required)
   --tls-ca FILE     CA for peer DS client certificates (PEM)  (MIMI_DS_TLS_CA)
-  --log-level L     trace|debug|info|warn|error|fatal|silent  (MIMI_DS_LOG_LEVEL, default info)`;
+  --log-level L     trace|debug|info|warn|error|fatal|silent  (MIMI_DS_LOG_LEVEL, default info)
+  --rate-limit-client R   DSRequests per client, e.g. 20/s      (MIMI_DS_RATE_LIMIT_CLIENT, default none)
+  --rate-limit-group R    DSRequests per group                  (MIMI_DS_RATE_LIMIT_GROUP, default none)
+  --rate-limit-domain R   DSRequests per peer DS domain         (MIMI_DS_RATE_LIMIT_DOMAIN, default none)`;
 
 const logLevels = new Set(["trace", "debug", "info", "warn", "error", "fatal", "silent"]);
 
@@ -48,6 +54,9 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
         "tls-key": { type: "string" },
         "tls-ca": { type: "string" },
         "log-level": { type: "string" },
+        "rate-limit-client": { type: "string" },
+        "rate-limit-group": { type: "string" },
+        "rate-limit-domain": { type: "string" },
       },
     }));
   } catch (err) {
@@ -71,7 +80,24 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
   const tlsCa = pick(values["tls-ca"], "MIMI_DS_TLS_CA");
   const logLevel = pick(values["log-level"], "MIMI_DS_LOG_LEVEL") ?? "info";
   if (!logLevels.has(logLevel)) throw new ConfigError(`unknown log level: ${logLevel}`);
-  return { domain, host, port, dataDir, store, tlsCert, tlsKey, ...(tlsCa !== undefined ? { tlsCa } : {}), logLevel };
+  const rate = (flag: string | undefined, name: string): RateRule | undefined => {
+    const v = pick(flag, name);
+    if (v === undefined) return undefined;
+    try {
+      return parseRateRule(v);
+    } catch (err) {
+      throw new ConfigError((err as Error).message);
+    }
+  };
+  const perClient = rate(values["rate-limit-client"], "MIMI_DS_RATE_LIMIT_CLIENT");
+  const perGroup = rate(values["rate-limit-group"], "MIMI_DS_RATE_LIMIT_GROUP");
+  const perDomain = rate(values["rate-limit-domain"], "MIMI_DS_RATE_LIMIT_DOMAIN");
+  const rateLimits: RateLimits = {
+    ...(perClient !== undefined ? { perClient } : {}),
+    ...(perGroup !== undefined ? { perGroup } : {}),
+    ...(perDomain !== undefined ? { perDomain } : {}),
+  };
+  return { domain, host, port, dataDir, store, tlsCert, tlsKey, ...(tlsCa !== undefined ? { tlsCa } : {}), logLevel, rateLimits };
 }
 
 /** "host:port", "[v6]:port" or ":port" (all interfaces). */

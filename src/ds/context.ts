@@ -5,6 +5,7 @@ import type { Store } from "../store/port.js";
 import type { GroupRegistry } from "./groups.js";
 import type { HubIdentity } from "./hub-identity.js";
 import type { PeerHubs } from "./peers.js";
+import type { RateLimiter, RateLimits } from "./rate-limit.js";
 
 export interface DSConfig {
   /** The DS domain this instance speaks for. */
@@ -18,6 +19,8 @@ export interface DSConfig {
   /** Anyone may fetch a group's GroupInfo + tree for an external join (else members only). */
   readonly openExternalJoin: boolean;
   readonly engine: EngineOptions;
+  /** DSRequest rate limits (none by default). */
+  readonly rateLimits: RateLimits;
   /** Milliseconds since the Unix epoch. */
   readonly now: () => number;
 }
@@ -29,6 +32,7 @@ export const defaultDSConfig = (domain: string): DSConfig => ({
   applicationEpochWindow: 2,
   openExternalJoin: true,
   engine: {},
+  rateLimits: {},
   now: () => Date.now(),
 });
 
@@ -39,4 +43,5 @@ export interface DSContext {
   readonly hub: HubIdentity;
   /** Other DSs: where requests for their groups and clients are forwarded (Section 4.1, 9.9). */
   readonly peers?: PeerHubs;
+  readonly rateLimiter: RateLimiter;
 }

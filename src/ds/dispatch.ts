@@ -14,6 +14,7 @@ import {
   type DSRequest,
 } from "../wire/index.js";
 import { EpochConflictError } from "../store/errors.js";
+import { memberAt } from "../mls/index.js";
 import type { DSRequestHandler, HandledRequest, RequestContext } from "./handler.js";
 import type { DSContext } from "./context.js";
 import { DSFailure, toDSFailure } from "./errors.js";
@@ -57,10 +58,18 @@ async function handleRequest(ctx: DSContext, bytes: Uint8Array, rc: RequestConte
   const groupId = groupIdOf(request);
   // Section 4.1: a request for a group hosted elsewhere goes, unchanged, to its hub.
   const hubDomain = groupId !== undefined ? hubDomainOfGroupId(groupId) : undefined;
+  if (rc.peerDomain !== undefined) ctx.rateLimiter.hit("perDomain", rc.peerDomain);
   if (hubDomain !== undefined && hubDomain !== ctx.config.domain) return forward(ctx, hubDomain, bytes);
   const run = async (): Promise<Awaited<ReturnType<typeof mergeStaged>>> => {
     const key = groupId !== undefined ? groupKey(groupId) : undefined;
     const group = key !== undefined ? await ctx.groups.get(key) : undefined;
+    if (group !== undefined) {
+      ctx.rateLimiter.hit("perGroup", group.key);
+      // The claimed sender; a forged claim fails authentication in the operation right after.
+      const auth = request.authenticationData;
+      const claimed = auth.authType === "client_signature" ? memberAt(group.state, auth.senderIndex)?.clientId : undefined;
+      if (claimed !== undefined) ctx.rateLimiter.hit("perClient", claimed);
+    }
     const input: OperationInput = { request, raw: bytes, context: rc, ...(groupId !== undefined ? { groupId } : {}), ...(group !== undefined ? { group } : {}) };
     return mergeStaged(ctx, await operation(ctx, input));
   };

@@ -9,6 +9,7 @@ import { GroupRegistry } from "./groups.js";
 import type { DSRequestHandler, HubInfoSource } from "./handler.js";
 import { HubIdentity, suiteName } from "./hub-identity.js";
 import type { PeerHubs } from "./peers.js";
+import { RateLimiter } from "./rate-limit.js";
 
 export interface DeliveryServiceOptions {
   readonly domain: string;
@@ -32,7 +33,8 @@ export async function createDeliveryService(o: DeliveryServiceOptions): Promise<
   const config: DSConfig = { ...defaultDSConfig(o.domain), ...o.config, domain: o.domain };
   const hub = await HubIdentity.open(o.domain, o.keyFile);
   const groups = new GroupRegistry(o.store, { engine: config.engine, ...(o.maxCachedGroups !== undefined ? { maxCached: o.maxCachedGroups } : {}) });
-  const context: DSContext = { config, store: o.store, groups, hub, ...(o.peers !== undefined ? { peers: o.peers } : {}) };
+  const rateLimiter = new RateLimiter(config.rateLimits, config.now);
+  const context: DSContext = { config, store: o.store, groups, hub, rateLimiter, ...(o.peers !== undefined ? { peers: o.peers } : {}) };
   const hubInfo: HubInfoSource = {
     async hubInfo(cipherSuite) {
       const suite = suiteName(cipherSuite);

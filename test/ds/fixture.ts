@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createDSTransport, DSClient, MimiMember, type DSTransport } from "../../src/client/index.js";
 import { groupKey } from "../../src/ds/groups.js";
+import type { DSConfig } from "../../src/ds/context.js";
 import { createDeliveryService, type DeliveryService } from "../../src/ds/service.js";
 import { adminRoute } from "../../src/server/admin.js";
 import { openStore } from "../../src/store/index.js";
@@ -33,11 +34,11 @@ export interface HubFixture {
   close(): Promise<void>;
 }
 
-export async function startHub(domain = "hub.example"): Promise<HubFixture> {
+export async function startHub(domain = "hub.example", config: Partial<Omit<DSConfig, "domain">> = {}): Promise<HubFixture> {
   const ca = await makeDevCa([domain]);
   const dir = await mkdtemp(join(tmpdir(), "mimi-ds-hub-"));
   const store = await openStore(join(dir, "ds.sqlite"));
-  const ds = await createDeliveryService({ domain, store });
+  const ds = await createDeliveryService({ domain, store, config });
   const server = await startTestServer(ca, domain, ds.handler, { hubInfo: ds.hubInfo, services: [adminRoute(ds.context)] });
   const transport = createDSTransport({ baseUrl: server.url, ca: ca.ca });
   const hub = new DSClient(transport);

@@ -78,6 +78,7 @@ describe("scenarios with ts-mls clients", () => {
     const st = (await h.externalJoin(bob)) as StagedCommit;
     expect(st.external).toBe(true);
     expect(st.committer).toBe(1);
+    expect(st.externalJoiner).toEqual({ leafIndex: 1, clientId: "bob@b.example" });
     await h.commit("alice@a.example");
     // resync: bob lost state and rejoins, removing his old leaf (same signature key)
     const bob2 = await h.identity("bob@b.example", { sig: bob.sig });

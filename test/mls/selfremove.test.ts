@@ -109,7 +109,8 @@ describe("SelfRemove and other proposals by reference", () => {
     // carol's client cannot decrypt with a key it did not generate itself: follow the others
     h.members.delete("carol@c.example");
     const st = (await h.commit("bob@b.example")) as StagedCommit;
-    expect(st.updated).toContain(2);
+    expect(st.updated.map((u) => u.leafIndex)).toContain(2);
+    expect(st.updated.find((u) => u.leafIndex === 2)).toEqual({ leafIndex: 2, previousClientId: "carol@c.example", clientId: "carol@c.example" });
     expect(toHex(h.engine.tree.leaf(2)!.leaf.hpkePublicKey)).toBe(toHex(tbs.hpkePublicKey));
   });
 

@@ -1,0 +1,121 @@
+// mimi.ds.v1.FanoutService on the hub (draft Section 6.2): a guest DS,
+// authenticated by mutual TLS, streams the outbox the hub keeps for its
+// domain (signed DSFanoutRequests, appended by src/ds/fanout.ts in the same
+// transaction as the request that caused them) and acknowledges each entry
+// with the DSFanoutResponse it produced.
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import type { Logger } from "pino";
+import { FanoutService } from "../../gen/mimi/ds/v1/fanout_pb.js";
+import { requestContext } from "../server/context.js";
+import { serviceRoute, type ServiceRoute } from "../server/server.js";
+import { outboxQueue, type Store } from "../store/port.js";
+import { WireDecodeError, decodeDSFanoutResponse, dsFanoutErrorCodeName, type DSFanoutError } from "../wire/index.js";
+import { mapped, rpcError } from "./errors.js";
+import { DEFAULT_PAGE_SIZE, streamQueue } from "./queue-stream.js";
+
+export interface FanoutServiceOptions {
+  readonly store: Store;
+  readonly logger?: Logger;
+  /** Outbox entries read per page (default 64). */
+  readonly pageSize?: number;
+  /**
+   * Called for every DSFanoutResponse of type error a guest sends (after the
+   * entry is acknowledged), e.g. to count it or to act on rejected recipients.
+   */
+  readonly onRejected?: (rejection: FanoutRejection) => void;
+}
+
+/** A guest DS refused (part of) one DSFanoutRequest. */
+export interface FanoutRejection {
+  readonly guestDomain: string;
+  readonly sequence: bigint;
+  readonly error: DSFanoutError;
+}
+
+/** Counters of what guests answered, by guest domain. */
+export interface FanoutStats {
+  readonly acknowledged: ReadonlyMap<string, bigint>;
+  /** Error responses by "<domain> <code name>". */
+  readonly rejected: ReadonlyMap<string, number>;
+}
+
+export interface FanoutServiceHandle {
+  readonly route: ServiceRoute;
+  readonly impl: ServiceImpl<typeof FanoutService>;
+  readonly stats: FanoutStats;
+  /** Ends every open Subscribe stream with Unavailable (call before server.close()). */
+  close(): void;
+}
+
+function guestDomainOf(ctx: HandlerContext): string {
+  const peer = requestContext(ctx).peerDomain;
+  if (peer === undefined) {
+    throw new ConnectError("FanoutService needs a client certificate of a peer DS (mutual TLS)", Code.Unauthenticated);
+  }
+  return peer;
+}
+
+export function createFanoutService(options: FanoutServiceOptions): FanoutServiceHandle {
+  const { store, logger } = options;
+  const stop = new AbortController();
+  const acknowledged = new Map<string, bigint>();
+  const rejected = new Map<string, number>();
+
+  const impl: ServiceImpl<typeof FanoutService> = {
+    async *subscribe(req, ctx) {
+      const guest = guestDomainOf(ctx);
+      logger?.info({ guest, resumeAfter: req.resumeAfter.toString() }, "fanout subscriber connected");
+      const entries = streamQueue(store, outboxQueue(guest), req.resumeAfter, {
+        signal: ctx.signal,
+        stop: stop.signal,
+        pageSize: options.pageSize ?? DEFAULT_PAGE_SIZE,
+      });
+      try {
+        for await (const e of entries) yield { sequence: e.seq, dsFanoutRequest: e.payload };
+      } catch (err) {
+        throw rpcError(err);
+      }
+    },
+
+    acknowledge: (req, ctx) =>
+      mapped(async () => {
+        const guest = guestDomainOf(ctx);
+        const queue = outboxQueue(guest);
+        let error: DSFanoutError | undefined;
+        try {
+          const res = decodeDSFanoutResponse(req.dsFanoutResponse);
+          if (res.responseBody.responseType === "error") error = res.responseBody.error;
+        } catch (err) {
+          if (err instanceof WireDecodeError) {
+            throw new ConnectError(`ds_fanout_response does not decode: ${err.message}`, Code.InvalidArgument);
+          }
+          throw err;
+        }
+        const { lastSeq } = await store.queueInfo(queue);
+        if (req.sequence > lastSeq) {
+          throw new ConnectError(`sequence ${req.sequence} was never sent (last is ${lastSeq})`, Code.InvalidArgument);
+        }
+        // The entry is acknowledged whatever the answer: a rejection is final
+        // (retrying the same signed request would be rejected again); guests
+        // that cannot take an entry yet (rate limit) do not acknowledge it.
+        await store.ack(queue, req.sequence);
+        acknowledged.set(guest, req.sequence);
+        if (error !== undefined) {
+          const name = dsFanoutErrorCodeName(error.code) ?? `code_${error.code}`;
+          const key = `${guest} ${name}`;
+          rejected.set(key, (rejected.get(key) ?? 0) + 1);
+          const recipients = error.rejectedRecipients.map((r) => new TextDecoder().decode(r));
+          logger?.warn({ guest, sequence: req.sequence.toString(), code: name, message: error.message, rejectedRecipients: recipients }, "guest DS rejected a fanout");
+          options.onRejected?.({ guestDomain: guest, sequence: req.sequence, error });
+        }
+        return {};
+      }),
+  };
+
+  return {
+    route: serviceRoute(FanoutService, impl),
+    impl,
+    stats: { acknowledged, rejected },
+    close: () => stop.abort(),
+  };
+}

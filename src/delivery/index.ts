@@ -1,0 +1,66 @@
+// The delivery layer: local client queues (ClientService), fanout streams from
+// the hub to guest DSs (FanoutService), the guest side (GuestConsumer), the
+// FanoutAuthToken scheme and the federation peers (docs/federation.md).
+export {
+  createClientService,
+  clientRpcName,
+  DEFAULT_MAX_CLOCK_SKEW_MS,
+  DEFAULT_MAX_KEY_PACKAGES_PER_CALL,
+  type ClientServiceOptions,
+  type ClientServiceHandle,
+} from "./client-service.js";
+export {
+  createFanoutService,
+  type FanoutServiceOptions,
+  type FanoutServiceHandle,
+  type FanoutRejection,
+  type FanoutStats,
+} from "./fanout-service.js";
+export {
+  processFanoutRequest,
+  processedHighWater,
+  fanoutSource,
+  GuestConsumer,
+  type GuestDeps,
+  type GuestConsumerOptions,
+  type FanoutOutcome,
+  type HubStatus,
+} from "./guest.js";
+export {
+  loadPeers,
+  parsePeers,
+  createPeerTransport,
+  PeerDirectory,
+  PeerTransports,
+  PeersConfigError,
+  type Peer,
+  type OwnTls,
+  type PeerTransportOptions,
+} from "./peers.js";
+export {
+  FanoutTokenKeys,
+  FanoutTokenKeyError,
+  FANOUT_TOKEN_LENGTH,
+  FANOUT_TOKEN_VERSION,
+  ClientAuthDataError,
+  decodeClientAuthData,
+  encodeClientAuthData,
+  newClientAuthData,
+  tokenAccepted,
+  revokeTokens,
+  issueToken,
+  type ClientAuthData,
+  type TokenClaims,
+} from "./tokens.js";
+export {
+  loadLocalClient,
+  checkToken,
+  rotateFanoutToken,
+  updateBlocks,
+  updateClientAuth,
+  UnknownLocalClientError,
+  type LocalClient,
+  type TokenCheck,
+  type BlockChange,
+} from "./clients.js";
+export { streamQueue, DEFAULT_PAGE_SIZE, type QueueStreamOptions } from "./queue-stream.js";

@@ -1,0 +1,292 @@
+// Byte-level helpers and the decoders the engine needs beyond ts-mls:
+// a PublicMessage decoder that keeps byte offsets (signatures, ProposalRefs and
+// transcript hashes are computed over the received bytes, never re-encoded),
+// SelfRemove (0x000a) proposals, RFC 9420's vector form of external_senders,
+// and the draft's PartialGroupInfo.
+import { decodeUint16, decodeUint64, decodeUint8, decodeUint32 } from "ts-mls/codec/number.js";
+import { decodeVarLenData, decodeVarLenType, determineLength } from "ts-mls/codec/variableLength.js";
+import { decodeSender } from "ts-mls/sender.js";
+import { decodeProposal } from "ts-mls/proposal.js";
+import { decodeLeafNode } from "ts-mls/leafNode.js";
+import { decodeExtension } from "ts-mls/extension.js";
+import { decodeCredential } from "ts-mls/credential.js";
+import type { Extension, Proposal, Sender, UpdatePath, Credential, LeafNode } from "ts-mls";
+import { fail } from "./errors.js";
+
+export const PROPOSAL_TYPE_SELF_REMOVE = 0x000a;
+
+export function concat(...parts: Uint8Array[]): Uint8Array {
+  let n = 0;
+  for (const p of parts) n += p.length;
+  const out = new Uint8Array(n);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Map key for a byte string (latin1: one char per byte, cheap to build). */
+export function keyOf(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("latin1");
+}
+
+export function toHex(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("hex");
+}
+
+/** RFC 9420 variable-length integer header for a vector of n bytes. */
+export function varLenHeader(n: number): Uint8Array {
+  if (n < 64) return Uint8Array.of(n);
+  if (n < 16384) return Uint8Array.of(0x40 | (n >> 8), n & 0xff);
+  if (n < 0x40000000) return Uint8Array.of(0x80 | (n >>> 24), (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff);
+  return fail("decode_error", "vector too long");
+}
+export const varLen = (b: Uint8Array): Uint8Array => concat(varLenHeader(b.length), b);
+export function u32(n: number): Uint8Array {
+  return Uint8Array.of((n >>> 24) & 0xff, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff);
+}
+export function u16(n: number): Uint8Array {
+  return Uint8Array.of((n >> 8) & 0xff, n & 0xff);
+}
+
+/** Run a ts-mls decoder, turning every failure into decode_error. */
+export function run<T>(dec: (b: Uint8Array, o: number) => [T, number] | undefined, b: Uint8Array, o: number, what: string): [T, number] {
+  let r: [T, number] | undefined;
+  try {
+    r = dec(b, o);
+  } catch (e) {
+    return fail("decode_error", `${what}: ${(e as Error).message}`);
+  }
+  if (r === undefined) return fail("decode_error", what);
+  return r;
+}
+
+/** A Proposal; SelfRemove is carried as ts-mls's custom shape with empty data. */
+export type AnyProposal = Proposal;
+
+export function isSelfRemove(p: Proposal): boolean {
+  return p.proposalType === PROPOSAL_TYPE_SELF_REMOVE;
+}
+
+/** Decode one Proposal, including SelfRemove (an empty struct, which ts-mls would misread). */
+export function decodeAnyProposal(b: Uint8Array, o: number): [Proposal, number] {
+  const [t] = run(decodeUint16, b, o, "proposal type");
+  if (t === PROPOSAL_TYPE_SELF_REMOVE) return [{ proposalType: PROPOSAL_TYPE_SELF_REMOVE, proposalData: new Uint8Array() }, 2];
+  if (t < 1 || t > 7) return fail("invalid_proposal", `unsupported proposal type ${t}`);
+  return run(decodeProposal, b, o, "proposal");
+}
+
+export type ProposalOrRefAny =
+  | { proposalOrRefType: "proposal"; proposal: Proposal }
+  | { proposalOrRefType: "reference"; reference: Uint8Array };
+
+/**
+ * The public view of an UpdatePath: the engine needs the new public keys and
+ * how many HPKE ciphertexts each node carries, never the ciphertexts
+ * themselves (a path in a big group carries thousands).
+ */
+export interface PathInfo {
+  leafNode: LeafNode;
+  nodes: { hpkePublicKey: Uint8Array; ciphertexts: number }[];
+}
+
+export function pathInfoOf(p: UpdatePath): PathInfo {
+  return { leafNode: p.leafNode, nodes: p.nodes.map((n) => ({ hpkePublicKey: n.hpkePublicKey, ciphertexts: n.encryptedPathSecret.length })) };
+}
+
+function skipVec(b: Uint8Array, o: number): number {
+  const { length, header } = vecLen(b, o);
+  const end = o + header + length;
+  if (end > b.length) fail("decode_error", "vector overruns");
+  return end;
+}
+
+/** UpdatePath { LeafNode leaf_node; UpdatePathNode nodes<V>; } counting ciphertexts without decoding them. */
+export function decodePathInfo(b: Uint8Array, o: number): [PathInfo, number] {
+  const start = o;
+  const [leafNode, ll] = run(decodeLeafNode, b, o, "UpdatePath.leaf_node");
+  o += ll;
+  const { length, header } = vecLen(b, o);
+  const end = o + header + length;
+  if (end > b.length) fail("decode_error", "UpdatePath.nodes overruns");
+  o += header;
+  const nodes: PathInfo["nodes"] = [];
+  while (o < end) {
+    const [key, kl] = run(decodeVarLenData, b, o, "UpdatePathNode.encryption_key");
+    o += kl;
+    const v = vecLen(b, o);
+    const cEnd = o + v.header + v.length;
+    if (cEnd > end) fail("decode_error", "encrypted_path_secret overruns");
+    let p = o + v.header;
+    let n = 0;
+    while (p < cEnd) {
+      p = skipVec(b, p); // kem_output
+      if (p > cEnd) fail("decode_error", "HPKECiphertext overruns");
+      p = skipVec(b, p); // ciphertext
+      if (p > cEnd) fail("decode_error", "HPKECiphertext overruns");
+      n++;
+    }
+    o = cEnd;
+    nodes.push({ hpkePublicKey: key, ciphertexts: n });
+  }
+  if (o !== end) fail("decode_error", "UpdatePath.nodes length mismatch");
+  return [{ leafNode, nodes }, o - start];
+}
+
+export interface DecodedFramedContent {
+  groupId: Uint8Array;
+  epoch: bigint;
+  sender: Sender;
+  authenticatedData: Uint8Array;
+  contentType: "application" | "proposal" | "commit";
+  proposal?: Proposal;
+  commit?: { proposals: ProposalOrRefAny[]; path: PathInfo | undefined };
+}
+
+/** A PublicMessage MLSMessage with the byte offsets the engine hashes and signs over. */
+export interface DecodedPublicMessage {
+  bytes: Uint8Array;
+  content: DecodedFramedContent;
+  signature: Uint8Array;
+  confirmationTag?: Uint8Array;
+  membershipTag?: Uint8Array;
+  /** end of FramedContent (FramedContentTBS = bytes[0..fcEnd] || GroupContext) */
+  fcEnd: number;
+  /** end of the signature field (ConfirmedTranscriptHashInput = bytes[2..sigEnd]) */
+  sigEnd: number;
+  /** end of FramedContentAuthData (AuthenticatedContent = bytes[2..authEnd]) */
+  authEnd: number;
+}
+
+function vecLen(b: Uint8Array, o: number): { length: number; header: number } {
+  try {
+    const { length, lengthFieldSize } = determineLength(b, o);
+    return { length, header: lengthFieldSize };
+  } catch (e) {
+    return fail("decode_error", (e as Error).message);
+  }
+}
+
+/**
+ * Decode an MLSMessage(PublicMessage). With `withMembershipTag` false the bytes
+ * are version || AuthenticatedContent (no membership_tag), as in test vectors.
+ */
+export function decodePublicMessage(bytes: Uint8Array, withMembershipTag = true): DecodedPublicMessage {
+  if (bytes.length < 4) fail("decode_error", "short MLSMessage");
+  const version = (bytes[0]! << 8) | bytes[1]!;
+  if (version !== 1) fail("decode_error", `unsupported protocol version ${version}`);
+  const wf = (bytes[2]! << 8) | bytes[3]!;
+  if (wf !== 1) fail("unsupported_wireformat", `wire_format ${wf} is not mls_public_message`);
+  let o = 4;
+  const [groupId, l1] = run(decodeVarLenData, bytes, o, "group_id");
+  o += l1;
+  const [epoch, l2] = run(decodeUint64, bytes, o, "epoch");
+  o += l2;
+  const [sender, l3] = run(decodeSender, bytes, o, "sender");
+  o += l3;
+  const [authenticatedData, l4] = run(decodeVarLenData, bytes, o, "authenticated_data");
+  o += l4;
+  const [ct, l5] = run(decodeUint8, bytes, o, "content_type");
+  o += l5;
+  const content: DecodedFramedContent = { groupId, epoch, sender, authenticatedData, contentType: "application" };
+  if (ct === 1) {
+    fail("unsupported_content", "application data in a PublicMessage");
+  } else if (ct === 2) {
+    const [p, l] = decodeAnyProposal(bytes, o);
+    o += l;
+    content.contentType = "proposal";
+    content.proposal = p;
+  } else if (ct === 3) {
+    const { length, header } = vecLen(bytes, o);
+    const end = o + header + length;
+    if (end > bytes.length) fail("decode_error", "proposals vector overruns");
+    let p = o + header;
+    const proposals: ProposalOrRefAny[] = [];
+    while (p < end) {
+      const [t] = run(decodeUint8, bytes, p, "ProposalOrRefType");
+      p += 1;
+      if (t === 1) {
+        const [prop, l] = decodeAnyProposal(bytes, p);
+        p += l;
+        proposals.push({ proposalOrRefType: "proposal", proposal: prop });
+      } else if (t === 2) {
+        const [ref, l] = run(decodeVarLenData, bytes, p, "ProposalRef");
+        p += l;
+        proposals.push({ proposalOrRefType: "reference", reference: ref });
+      } else fail("decode_error", `ProposalOrRefType ${t}`);
+    }
+    if (p !== end) fail("decode_error", "proposals vector length mismatch");
+    o = end;
+    const flag = bytes[o];
+    o += 1;
+    let path: PathInfo | undefined;
+    if (flag === 1) {
+      const [pi, lp] = decodePathInfo(bytes, o);
+      o += lp;
+      path = pi;
+    } else if (flag !== 0) fail("decode_error", "bad optional<UpdatePath> flag");
+    content.contentType = "commit";
+    content.commit = { proposals, path };
+  } else fail("decode_error", `content_type ${ct}`);
+  const fcEnd = o;
+  const [signature, ls] = run(decodeVarLenData, bytes, o, "signature");
+  o += ls;
+  const sigEnd = o;
+  let confirmationTag: Uint8Array | undefined;
+  if (content.contentType === "commit") {
+    const [tag, lt] = run(decodeVarLenData, bytes, o, "confirmation_tag");
+    o += lt;
+    confirmationTag = tag;
+  }
+  const authEnd = o;
+  let membershipTag: Uint8Array | undefined;
+  if (sender.senderType === "member" && withMembershipTag) {
+    const [mt, lm] = run(decodeVarLenData, bytes, o, "membership_tag");
+    o += lm;
+    membershipTag = mt;
+  }
+  if (o !== bytes.length) fail("decode_error", "trailing bytes after PublicMessage");
+  return { bytes, content, signature, confirmationTag, membershipTag, fcEnd, sigEnd, authEnd };
+}
+
+/** RFC 9420 12.1.8.1: `ExternalSender external_senders<V>` (a vector in one extension). */
+export interface ExternalSenderEntry {
+  signaturePublicKey: Uint8Array;
+  credential: Credential;
+}
+
+export function decodeExternalSendersExtension(data: Uint8Array): ExternalSenderEntry[] {
+  const dec = (b: Uint8Array, o: number): [ExternalSenderEntry, number] | undefined => {
+    const k = decodeVarLenData(b, o);
+    if (k === undefined) return undefined;
+    const c = decodeCredential(b, o + k[1]);
+    if (c === undefined) return undefined;
+    return [{ signaturePublicKey: k[0], credential: c[0] }, k[1] + c[1]];
+  };
+  const [list, len] = run(decodeVarLenType(dec), data, 0, "external_senders");
+  if (len !== data.length) fail("decode_error", "trailing bytes in external_senders");
+  return list;
+}
+
+/** draft-robert-mimi-delivery-service-05 Section 7: PartialGroupInfo. */
+export interface PartialGroupInfo {
+  groupInfoExtensions: Extension[];
+  signature: Uint8Array;
+}
+
+export function decodePartialGroupInfo(b: Uint8Array): PartialGroupInfo {
+  const [groupInfoExtensions, l1] = run(decodeVarLenType(decodeExtension), b, 0, "group_info_extensions");
+  const [signature, l2] = run(decodeVarLenData, b, l1, "PartialGroupInfo.signature");
+  if (l1 + l2 !== b.length) fail("decode_error", "trailing bytes in PartialGroupInfo");
+  return { groupInfoExtensions, signature };
+}
+
+export { decodeUint32 };

@@ -1,0 +1,47 @@
+// Public group engine of the MIMI DS (see docs/engine.md).
+export { EngineError, WrongEpochError, type EngineErrorCode } from "./errors.js";
+export {
+  seedFromGroupInfo,
+  seedFromGroupContext,
+  groupInfoFromMlsMessage,
+  processMessage,
+  merge,
+  apply,
+  assembleGroupInfo,
+  keyPackageRef,
+  type GroupState,
+  type EngineOptions,
+  type SeedInput,
+  type SeedOptions,
+  type Staged,
+  type StagedCommit,
+  type StagedProposal,
+  type PendingProposal,
+  type AddedMember,
+  type RemovedMember,
+  type UpdatedMember,
+} from "./group.js";
+export {
+  epochOf,
+  groupIdOf,
+  groupContextBytes,
+  ratchetTreeBytes,
+  treeHash,
+  groupInfoBytes,
+  groupInfoMessage,
+  memberAt,
+  memberByClientId,
+  memberBySignatureKey,
+  members,
+  memberCount,
+  pendingProposals,
+  externalSenderIndex,
+  encodeGroupState,
+  decodeGroupState,
+  replay,
+  type Member,
+  type StoredMessage,
+} from "./state.js";
+export { clientIdOf, domainOf } from "./identity.js";
+export { nodeCryptoProvider, engineCrypto, type EngineCrypto } from "./crypto.js";
+export { decodeExternalSendersExtension, decodePartialGroupInfo, type ExternalSenderEntry, type PartialGroupInfo, PROPOSAL_TYPE_SELF_REMOVE } from "./codec.js";

@@ -1,0 +1,594 @@
+// The public ratchet tree with a per-node tree-hash cache and lookup indexes
+// (encryption keys, signature keys, client identifiers -> position), all
+// persistent: an edit copies only what it touches, so a staged commit costs
+// O(changed nodes * log N) and the state it came from stays valid.
+import type { Credential, LeafNode, ParentNode } from "ts-mls";
+import { decodeLeafNode, encodeLeafNode } from "ts-mls/leafNode.js";
+import { decodeParentNode } from "ts-mls/parentNode.js";
+import { decodeUint8 } from "ts-mls/codec/number.js";
+import { determineLength } from "ts-mls/codec/variableLength.js";
+import { PMap, PVec, type PMapEditor, type PVecEditor } from "./pvec.js";
+import { EngineError, fail } from "./errors.js";
+import { concat, keyOf, run, u32, varLen, varLenHeader, bytesEqual } from "./codec.js";
+import {
+  covers,
+  directPath,
+  isLeafNode,
+  leafRange,
+  leafToNode,
+  left,
+  nodeToLeaf,
+  nodeWidth,
+  parentOf,
+  right,
+  rootOf,
+  siblingOf,
+  pow2AtLeast,
+} from "./treemath.js";
+import type { EngineCrypto } from "./crypto.js";
+import { clientIdOf } from "./identity.js";
+
+export interface LeafEntry {
+  readonly t: 1;
+  readonly leaf: LeafNode;
+  /** The encoded LeafNode (tree hash input and LeafNodeTBS are cut from it). */
+  readonly raw: Uint8Array;
+  readonly clientId: string;
+}
+export interface ParentEntry {
+  readonly t: 2;
+  readonly parent: ParentNode;
+}
+export type TNode = LeafEntry | ParentEntry;
+
+/** Copy every byte field so a kept leaf does not pin the (possibly large) message it came in. */
+function compactLeaf(l: LeafNode): LeafNode {
+  const c = l.credential;
+  const credential: Credential =
+    c.credentialType === "basic"
+      ? { credentialType: "basic", identity: c.identity.slice() }
+      : c.credentialType === "x509"
+        ? { credentialType: "x509", certificates: c.certificates.map((x) => x.slice()) }
+        : ({ ...(c as object), data: ((c as unknown as { data?: Uint8Array }).data ?? new Uint8Array()).slice() } as unknown as Credential);
+  const base = {
+    hpkePublicKey: l.hpkePublicKey.slice(),
+    signaturePublicKey: l.signaturePublicKey.slice(),
+    credential,
+    capabilities: l.capabilities,
+    extensions: l.extensions.map((e) => ({ extensionType: e.extensionType, extensionData: e.extensionData.slice() })),
+    signature: l.signature.slice(),
+  };
+  switch (l.leafNodeSource) {
+    case "key_package":
+      return { ...base, leafNodeSource: "key_package", lifetime: l.lifetime };
+    case "update":
+      return { ...base, leafNodeSource: "update" };
+    case "commit":
+      return { ...base, leafNodeSource: "commit", parentHash: l.parentHash.slice() };
+  }
+}
+
+export function leafEntry(leaf: LeafNode, raw?: Uint8Array): LeafEntry {
+  if (raw === undefined) {
+    leaf = compactLeaf(leaf);
+    raw = encodeLeafNode(leaf);
+  }
+  return { t: 1, leaf, raw, clientId: clientIdOf(leaf.credential) };
+}
+export const parentEntry = (parent: ParentNode): ParentEntry => ({ t: 2, parent });
+
+/** Counters over members' capabilities, to check "supported by every member" in O(1). */
+export interface CapCounts {
+  readonly credUse: ReadonlyMap<string, number>;
+  readonly credSupport: ReadonlyMap<string, number>;
+  readonly extSupport: ReadonlyMap<number, number>;
+  readonly propSupport: ReadonlyMap<number, number>;
+}
+
+export interface TreeOptions {
+  /** Reject a second leaf with the same client identifier (default true). */
+  readonly uniqueClientIds: boolean;
+}
+
+function encodeParentNode(p: ParentNode): Uint8Array {
+  const ul = new Uint8Array(p.unmergedLeaves.length * 4);
+  p.unmergedLeaves.forEach((l, i) => ul.set(u32(l), i * 4));
+  return concat(varLen(p.hpkePublicKey), varLen(p.parentHash), varLen(ul));
+}
+
+function bump<K>(m: Map<K, number>, k: K, d: number): void {
+  const v = (m.get(k) ?? 0) + d;
+  if (v === 0) m.delete(k);
+  else m.set(k, v);
+}
+
+/** Immutable public ratchet tree. Node positions follow RFC 9420's array layout. */
+export class PublicTree {
+  constructor(
+    readonly crypto: EngineCrypto,
+    readonly opts: TreeOptions,
+    readonly leafWidth: number,
+    readonly nodes: PVec<TNode>,
+    /** Tree hash of every node; complete in a frozen tree. */
+    readonly hashes: PVec<Uint8Array>,
+    readonly encKeys: PMap<number>,
+    readonly sigKeys: PMap<number>,
+    readonly clientIds: PMap<number>,
+    readonly memberCount: number,
+    readonly caps: CapCounts,
+    /** All leaves below this index are non-blank. */
+    readonly firstBlankHint: number,
+  ) {}
+
+  static empty(crypto: EngineCrypto, opts: TreeOptions): PublicTree {
+    const empty = { credUse: new Map(), credSupport: new Map(), extSupport: new Map(), propSupport: new Map() };
+    return new PublicTree(crypto, opts, 0, PVec.empty(), PVec.empty(), PMap.empty(), PMap.empty(), PMap.empty(), 0, empty, 0);
+  }
+
+  get root(): number {
+    return rootOf(this.leafWidth);
+  }
+  get rootHash(): Uint8Array {
+    return this.hashes.get(this.root)!;
+  }
+  node(i: number): TNode | undefined {
+    return this.nodes.get(i);
+  }
+  leaf(li: number): LeafEntry | undefined {
+    const n = this.nodes.get(leafToNode(li));
+    return n?.t === 1 ? n : undefined;
+  }
+  edit(): TreeEditor {
+    return new TreeEditor(this);
+  }
+
+  /** Leaf index of a client identifier, if it is a member. */
+  findClient(clientId: string): number | undefined {
+    return this.clientIds.get(clientId);
+  }
+  findSignatureKey(key: Uint8Array): number | undefined {
+    return this.sigKeys.get(keyOf(key));
+  }
+
+  /** RFC 9420 `optional<Node> ratchet_tree<V>`, trailing blanks stripped. */
+  encode(): Uint8Array {
+    let last = this.nodes.length - 1;
+    while (last >= 0 && this.nodes.get(last) === undefined) last--;
+    const parts: Uint8Array[] = [];
+    let total = 0;
+    for (let i = 0; i <= last; i++) {
+      const n = this.nodes.get(i);
+      let p: Uint8Array;
+      if (n === undefined) p = Uint8Array.of(0);
+      else if (n.t === 1) {
+        p = new Uint8Array(2 + n.raw.length);
+        p[0] = 1;
+        p[1] = 1;
+        p.set(n.raw, 2);
+      } else p = concat(Uint8Array.of(1, 2), encodeParentNode(n.parent));
+      parts.push(p);
+      total += p.length;
+    }
+    return concat(varLenHeader(total), ...parts);
+  }
+
+  /** Decode a ratchet tree (extension form) into an unvalidated PublicTree with hashes. */
+  static decode(bytes: Uint8Array, crypto: EngineCrypto, opts: TreeOptions): PublicTree {
+    let hdr: { length: number; lengthFieldSize: number };
+    try {
+      hdr = determineLength(bytes, 0);
+    } catch (e) {
+      return fail("decode_error", (e as Error).message);
+    }
+    const end = hdr.lengthFieldSize + hdr.length;
+    if (end !== bytes.length) fail("decode_error", "ratchet tree length mismatch");
+    const nodes: (TNode | undefined)[] = [];
+    let o = hdr.lengthFieldSize;
+    while (o < end) {
+      const present = bytes[o]!;
+      o += 1;
+      if (present === 0) {
+        nodes.push(undefined);
+        continue;
+      }
+      if (present !== 1) fail("decode_error", "bad optional flag in ratchet tree");
+      const [nt] = run(decodeUint8, bytes, o, "node type");
+      o += 1;
+      const pos = nodes.length;
+      if (nt === 1) {
+        if (!isLeafNode(pos)) fail("invalid_tree", `leaf node at parent position ${pos}`);
+        const [leaf, l] = run(decodeLeafNode, bytes, o, "LeafNode");
+        nodes.push({ t: 1, leaf, raw: bytes.subarray(o, o + l), clientId: clientIdOf(leaf.credential) });
+        o += l;
+      } else if (nt === 2) {
+        if (isLeafNode(pos)) fail("invalid_tree", `parent node at leaf position ${pos}`);
+        const [parent, l] = run(decodeParentNode, bytes, o, "ParentNode");
+        nodes.push({ t: 2, parent });
+        o += l;
+      } else fail("decode_error", `node type ${nt}`);
+    }
+    if (o !== end) fail("decode_error", "ratchet tree overrun");
+    if (nodes.length === 0 || nodes[nodes.length - 1] === undefined) fail("invalid_tree", "ratchet tree empty or ends in a blank node");
+    const leaves = pow2AtLeast((nodes.length + 1) / 2);
+    const width = nodeWidth(leaves);
+    while (nodes.length < width) nodes.push(undefined);
+    return PublicTree.fromNodes(nodes, leaves, crypto, opts);
+  }
+
+  /** Build indexes and hashes over a node array (no validation beyond key uniqueness). */
+  static fromNodes(nodes: (TNode | undefined)[], leaves: number, crypto: EngineCrypto, opts: TreeOptions): PublicTree {
+    const ed = PublicTree.empty(crypto, opts).edit();
+    ed.resizeLeaves(leaves);
+    for (let i = 0; i < nodes.length; i++) {
+      const n = nodes[i];
+      if (n !== undefined) ed.setNode(i, n);
+    }
+    return ed.freeze();
+  }
+
+  // ---------- resolution and hashes (read-only) ----------
+
+  resolution(x: number, out: number[] = [], limit = Infinity): number[] {
+    resolutionOf((i) => this.nodes.get(i), x, out, limit);
+    return out;
+  }
+}
+
+/** RFC 9420 4.1.1 resolution, stopping once more than `limit` nodes are found. */
+export function resolutionOf(get: (i: number) => TNode | undefined, x: number, out: number[], limit: number): void {
+  if (out.length > limit) return;
+  const n = get(x);
+  if (n !== undefined) {
+    out.push(x);
+    if (n.t === 2) for (const l of n.parent.unmergedLeaves) out.push(leafToNode(l));
+    return;
+  }
+  if (isLeafNode(x)) return;
+  resolutionOf(get, left(x), out, limit);
+  resolutionOf(get, right(x), out, limit);
+}
+
+function hasNonBlank(get: (i: number) => TNode | undefined, x: number): boolean {
+  if (get(x) !== undefined) return true;
+  if (isLeafNode(x)) return false;
+  return hasNonBlank(get, left(x)) || hasNonBlank(get, right(x));
+}
+
+export function blankLeafHashInput(li: number): Uint8Array {
+  const b = new Uint8Array(6);
+  b[0] = 1;
+  b.set(u32(li), 1);
+  b[5] = 0;
+  return b;
+}
+
+/** Mutable working copy of a PublicTree (copy-on-write underneath). */
+export class TreeEditor {
+  readonly crypto: EngineCrypto;
+  readonly opts: TreeOptions;
+  leafWidth: number;
+  private nodes: PVecEditor<TNode>;
+  private hashes: PVecEditor<Uint8Array>;
+  private encKeys: PMapEditor<number>;
+  private sigKeys: PMapEditor<number>;
+  private clientIds: PMapEditor<number>;
+  memberCount: number;
+  readonly caps: {
+    credUse: Map<string, number>;
+    credSupport: Map<string, number>;
+    extSupport: Map<number, number>;
+    propSupport: Map<number, number>;
+  };
+  private firstBlankHint: number;
+
+  constructor(base: PublicTree) {
+    this.crypto = base.crypto;
+    this.opts = base.opts;
+    this.leafWidth = base.leafWidth;
+    this.nodes = base.nodes.edit();
+    this.hashes = base.hashes.edit();
+    this.encKeys = base.encKeys.edit();
+    this.sigKeys = base.sigKeys.edit();
+    this.clientIds = base.clientIds.edit();
+    this.memberCount = base.memberCount;
+    this.caps = {
+      credUse: new Map(base.caps.credUse),
+      credSupport: new Map(base.caps.credSupport),
+      extSupport: new Map(base.caps.extSupport),
+      propSupport: new Map(base.caps.propSupport),
+    };
+    this.firstBlankHint = base.firstBlankHint;
+  }
+
+  get root(): number {
+    return rootOf(this.leafWidth);
+  }
+  readonly get = (i: number): TNode | undefined => this.nodes.get(i);
+  leaf(li: number): LeafEntry | undefined {
+    const n = this.nodes.get(leafToNode(li));
+    return n?.t === 1 ? n : undefined;
+  }
+  findEncKey(k: Uint8Array): number | undefined {
+    return this.encKeys.get(keyOf(k));
+  }
+  findSigKey(k: Uint8Array): number | undefined {
+    return this.sigKeys.get(keyOf(k));
+  }
+  findClient(id: string): number | undefined {
+    return this.clientIds.get(id);
+  }
+
+  private markDirty(i: number): void {
+    // Invariant: a node without a cached hash has no cached hash above it either.
+    const r = this.root;
+    for (;;) {
+      const was = this.hashes.get(i);
+      this.hashes.set(i, undefined);
+      if (i === r || was === undefined) return;
+      i = parentOf(i);
+    }
+  }
+
+  private unindex(i: number, n: TNode): void {
+    if (n.t === 1) {
+      this.encKeys.delete(keyOf(n.leaf.hpkePublicKey));
+      this.sigKeys.delete(keyOf(n.leaf.signaturePublicKey));
+      if (this.clientIds.get(n.clientId) === nodeToLeaf(i)) this.clientIds.delete(n.clientId);
+      this.memberCount--;
+      this.countCaps(n.leaf, -1);
+      const li = nodeToLeaf(i);
+      if (li < this.firstBlankHint) this.firstBlankHint = li;
+    } else {
+      const k = keyOf(n.parent.hpkePublicKey);
+      if (this.encKeys.get(k) === i) this.encKeys.delete(k);
+    }
+  }
+
+  private index(i: number, n: TNode): void {
+    if (n.t === 1) {
+      const li = nodeToLeaf(i);
+      const ek = keyOf(n.leaf.hpkePublicKey);
+      if (this.encKeys.has(ek)) fail("duplicate_key", `encryption key of leaf ${li} already in the tree`);
+      const sk = keyOf(n.leaf.signaturePublicKey);
+      if (this.sigKeys.has(sk)) fail("duplicate_key", `signature key of leaf ${li} already in the tree`);
+      if (this.opts.uniqueClientIds && this.clientIds.has(n.clientId))
+        fail("duplicate_client", `client ${JSON.stringify(n.clientId)} is already leaf ${this.clientIds.get(n.clientId)}`);
+      this.encKeys.set(ek, i);
+      this.sigKeys.set(sk, li);
+      if (!this.clientIds.has(n.clientId)) this.clientIds.set(n.clientId, li);
+      this.memberCount++;
+      this.countCaps(n.leaf, +1);
+    } else {
+      const k = keyOf(n.parent.hpkePublicKey);
+      const at = this.encKeys.get(k);
+      if (at !== undefined && at !== i) fail("duplicate_key", `encryption key of node ${i} already at node ${at}`);
+      this.encKeys.set(k, i);
+    }
+  }
+
+  private countCaps(leaf: LeafNode, d: number): void {
+    bump(this.caps.credUse, String(leaf.credential.credentialType), d);
+    for (const c of new Set(leaf.capabilities.credentials)) bump(this.caps.credSupport, String(c), d);
+    for (const e of new Set(leaf.capabilities.extensions)) bump(this.caps.extSupport, e, d);
+    for (const p of new Set(leaf.capabilities.proposals)) bump(this.caps.propSupport, p, d);
+  }
+
+  /** Replace node i (undefined = blank), keeping indexes and the hash cache in step. */
+  setNode(i: number, n: TNode | undefined): void {
+    const old = this.nodes.get(i);
+    if (old === n) return;
+    if (old !== undefined) this.unindex(i, old);
+    this.nodes.set(i, n);
+    if (n !== undefined) {
+      try {
+        this.index(i, n);
+      } catch (e) {
+        this.nodes.set(i, old);
+        if (old !== undefined) this.index(i, old);
+        throw e;
+      }
+    }
+    this.markDirty(i);
+  }
+
+  resizeLeaves(leaves: number): void {
+    const oldRoot = this.leafWidth === 0 ? -1 : this.root;
+    this.leafWidth = leaves;
+    const w = nodeWidth(leaves);
+    this.nodes.resize(w);
+    this.hashes.resize(w);
+    if (oldRoot >= 0 && oldRoot < w) this.markDirty(oldRoot);
+  }
+
+  /** RFC 9420 12.1.3: drop right halves without members. */
+  truncate(): void {
+    let last = this.leafWidth - 1;
+    while (last >= 0 && this.nodes.get(leafToNode(last)) === undefined) last--;
+    if (last < 0) return;
+    let w = this.leafWidth;
+    while (w > 1 && last < w / 2) w /= 2;
+    if (w !== this.leafWidth) {
+      this.leafWidth = w;
+      this.nodes.resize(nodeWidth(w));
+      this.hashes.resize(nodeWidth(w));
+      // the new root's subtree hash is unchanged: subtree hashes do not depend on the width
+    }
+  }
+
+  /** Blank every node on the direct path of leaf li. */
+  blankDirectPath(li: number): void {
+    for (const x of directPath(leafToNode(li), this.leafWidth)) if (this.nodes.get(x) !== undefined) this.setNode(x, undefined);
+  }
+
+  /** RFC 9420 12.1.1: leftmost blank leaf (or extend), add to unmerged_leaves of non-blank ancestors. */
+  addLeaf(entry: LeafEntry): number {
+    let li = this.firstBlankHint;
+    while (li < this.leafWidth && this.nodes.get(leafToNode(li)) !== undefined) li++;
+    this.firstBlankHint = li;
+    if (li >= this.leafWidth) this.resizeLeaves(this.leafWidth === 0 ? 1 : this.leafWidth * 2);
+    this.setNode(leafToNode(li), entry);
+    this.firstBlankHint = li + 1;
+    for (const x of directPath(leafToNode(li), this.leafWidth)) {
+      const p = this.nodes.get(x);
+      if (p?.t === 2) this.setNode(x, parentEntry({ ...p.parent, unmergedLeaves: [...p.parent.unmergedLeaves, li] }));
+    }
+    return li;
+  }
+
+  /** The leaf index addLeaf would use next. */
+  nextFreeLeaf(): number {
+    let li = this.firstBlankHint;
+    while (li < this.leafWidth && this.nodes.get(leafToNode(li)) !== undefined) li++;
+    return li;
+  }
+
+  removeLeaf(li: number): void {
+    this.setNode(leafToNode(li), undefined);
+    this.blankDirectPath(li);
+  }
+
+  updateLeaf(li: number, entry: LeafEntry): void {
+    this.setNode(leafToNode(li), entry);
+    this.blankDirectPath(li);
+  }
+
+  resolution(x: number, out: number[] = [], limit = Infinity): number[] {
+    resolutionOf(this.get, x, out, limit);
+    return out;
+  }
+
+  /** Filtered direct path of leaf li: [parent node, copath child] pairs, leaf to root. */
+  filteredDirectPath(li: number): { node: number; copath: number }[] {
+    const out: { node: number; copath: number }[] = [];
+    let x = leafToNode(li);
+    const r = this.root;
+    while (x !== r) {
+      const s = siblingOf(x);
+      const p = parentOf(x);
+      if (hasNonBlank(this.get, s)) out.push({ node: p, copath: s });
+      x = p;
+    }
+    return out;
+  }
+
+  // ---------- hashes ----------
+
+  hashOf(x: number): Uint8Array {
+    const h = this.hashes.get(x);
+    if (h !== undefined) return h;
+    const n = this.nodes.get(x);
+    let input: Uint8Array;
+    if (isLeafNode(x)) {
+      if (n === undefined) input = blankLeafHashInput(nodeToLeaf(x));
+      else {
+        if (n.t !== 1) throw new EngineError("invalid_tree", "parent at leaf position");
+        input = new Uint8Array(6 + n.raw.length);
+        input[0] = 1;
+        input.set(u32(nodeToLeaf(x)), 1);
+        input[5] = 1;
+        input.set(n.raw, 6);
+      }
+    } else {
+      const lh = this.hashOf(left(x));
+      const rh = this.hashOf(right(x));
+      const body = n === undefined ? Uint8Array.of(0) : concat(Uint8Array.of(1), encodeParentNode((n as ParentEntry).parent));
+      input = concat(Uint8Array.of(2), body, varLen(lh), varLen(rh));
+    }
+    const out = this.crypto.hash(input);
+    this.hashes.set(x, out);
+    return out;
+  }
+
+  /** Tree hash of subtree x with the given leaves blanked and dropped from unmerged_leaves. */
+  hashExcluding(x: number, excluded: readonly number[]): Uint8Array {
+    const [s, e] = leafRange(x);
+    const inside = excluded.filter((l) => l >= s && l < e);
+    if (inside.length === 0) return this.hashOf(x);
+    if (isLeafNode(x)) return this.crypto.hash(blankLeafHashInput(nodeToLeaf(x)));
+    const n = this.nodes.get(x);
+    const lh = this.hashExcluding(left(x), inside);
+    const rh = this.hashExcluding(right(x), inside);
+    let body: Uint8Array;
+    if (n === undefined) body = Uint8Array.of(0);
+    else {
+      const p = (n as ParentEntry).parent;
+      body = concat(Uint8Array.of(1), encodeParentNode({ ...p, unmergedLeaves: p.unmergedLeaves.filter((l) => !inside.includes(l)) }));
+    }
+    return this.crypto.hash(concat(Uint8Array.of(2), body, varLen(lh), varLen(rh)));
+  }
+
+  /** RFC 9420 7.9: ParentHash of parent p as seen from the child whose sibling is s. */
+  parentHash(p: number, s: number): Uint8Array {
+    const pn = this.nodes.get(p);
+    if (pn?.t !== 2) throw new EngineError("invalid_tree", `expected parent node at ${p}`);
+    const sib = this.hashExcluding(s, pn.parent.unmergedLeaves);
+    return this.crypto.hash(concat(varLen(pn.parent.hpkePublicKey), varLen(pn.parent.parentHash), varLen(sib)));
+  }
+
+  freeze(): PublicTree {
+    if (this.leafWidth > 0) this.hashOf(this.root);
+    return new PublicTree(
+      this.crypto,
+      this.opts,
+      this.leafWidth,
+      this.nodes.freeze(),
+      this.hashes.freeze(),
+      this.encKeys.freeze(),
+      this.sigKeys.freeze(),
+      this.clientIds.freeze(),
+      this.memberCount,
+      { credUse: new Map(this.caps.credUse), credSupport: new Map(this.caps.credSupport), extSupport: new Map(this.caps.extSupport), propSupport: new Map(this.caps.propSupport) },
+      this.firstBlankHint,
+    );
+  }
+
+  /**
+   * RFC 9420 7.9.2: every non-blank parent node must be parent-hash valid with
+   * respect to one of its children. Used when seeding from a received tree.
+   */
+  verifyAllParentHashes(): void {
+    const width = nodeWidth(this.leafWidth);
+    for (let p = 1; p < width; p += 2) {
+      const pn = this.nodes.get(p);
+      if (pn === undefined) continue;
+      if (pn.t !== 2) fail("invalid_tree", `leaf at parent position ${p}`);
+      if (!this.parentHashValidVia(p, left(p), right(p)) && !this.parentHashValidVia(p, right(p), left(p)))
+        fail("invalid_parent_hash", `parent node ${p} is not parent-hash valid`);
+    }
+  }
+
+  private parentHashValidVia(p: number, c: number, s: number): boolean {
+    const pn = this.nodes.get(p) as ParentEntry;
+    const [cs, ce] = leafRange(c);
+    const unmergedInC = new Set(pn.parent.unmergedLeaves.filter((l) => l >= cs && l < ce).map(leafToNode));
+    const res = this.resolution(c, [], unmergedInC.size + 1);
+    if (res.length !== unmergedInC.size + 1) return false;
+    const others = res.filter((d) => !unmergedInC.has(d));
+    if (others.length !== 1) return false;
+    const d = this.nodes.get(others[0]!);
+    const dHash = d === undefined ? undefined : d.t === 2 ? d.parent.parentHash : d.leaf.leafNodeSource === "commit" ? d.leaf.parentHash : undefined;
+    if (dHash === undefined) return false;
+    return bytesEqual(dHash, this.parentHash(p, s));
+  }
+
+  /** Structural checks of unmerged_leaves (RFC 9420 7.9 / 12.4.3.1). */
+  verifyUnmergedLeaves(): void {
+    const width = nodeWidth(this.leafWidth);
+    for (let p = 1; p < width; p += 2) {
+      const pn = this.nodes.get(p);
+      if (pn?.t !== 2) continue;
+      for (const l of pn.parent.unmergedLeaves) {
+        const ln = leafToNode(l);
+        if (!covers(p, ln) || ln === p) fail("invalid_tree", `unmerged leaf ${l} not below node ${p}`);
+        if (this.nodes.get(ln)?.t !== 1) fail("invalid_tree", `unmerged leaf ${l} of node ${p} is blank`);
+        let x = parentOf(ln);
+        while (x !== p) {
+          const xn = this.nodes.get(x);
+          if (xn?.t === 2 && !xn.parent.unmergedLeaves.includes(l))
+            fail("invalid_tree", `node ${x} between leaf ${l} and node ${p} does not list it as unmerged`);
+          x = parentOf(x);
+        }
+      }
+    }
+  }
+}
