@@ -1,8 +1,13 @@
-// Composition root of `serve`: store + DS handler + server, and their teardown
-// in reverse order (the server drains first, then the store closes).
+// Composition root of `serve`: store, the DS domain layer (hub operations),
+// the delivery layer (local clients, fanout streams, the guest consumer of
+// peer hubs), and the server; torn down in reverse order (streams end, the
+// server drains, then the store closes).
 import { mkdir, readFile } from "node:fs/promises";
-import type { Logger } from "pino";
 import { join } from "node:path";
+import type { Logger } from "pino";
+import { createClientService, createFanoutService, FanoutTokenKeys, GuestConsumer, loadPeers, PeerDirectory, PeerTransports } from "../delivery/index.js";
+import { DSClient } from "../client/ds.js";
+import type { PeerHubs } from "../ds/peers.js";
 import { createDeliveryService } from "../ds/service.js";
 import { adminRoute } from "../server/admin.js";
 import { startServer, type RunningServer } from "../server/index.js";
@@ -11,7 +16,7 @@ import type { ServeConfig } from "./config.js";
 
 export interface Service {
   readonly server: RunningServer;
-  /** Graceful shutdown: drain the server, then close the store. */
+  /** Graceful shutdown: stop consuming and streaming, drain the server, then close the store. */
   close(): Promise<void>;
 }
 
@@ -22,27 +27,59 @@ export async function createService(config: ServeConfig, logger: Logger): Promis
     readFile(config.tlsKey),
     config.tlsCa !== undefined ? readFile(config.tlsCa) : Promise.resolve(undefined),
   ]);
+  const peers = config.peers !== undefined ? loadPeers(config.peers) : new PeerDirectory([]);
   const store = await openStore(config.store);
+  const transports = new PeerTransports(peers, { cert, key });
   try {
+    const peerHubs: PeerHubs = {
+      has: (domain) => peers.get(domain) !== undefined,
+      submit: (domain, bytes) => new DSClient(transports.get(domain)!).submit(bytes),
+    };
     const ds = await createDeliveryService({
       domain: config.domain,
       store,
       keyFile: join(config.dataDir, "hub-keys.json"),
       config: { rateLimits: config.rateLimits },
+      peers: peerHubs,
     });
+    const tokens = FanoutTokenKeys.open(config.fanoutTokenKey);
+    const clients = createClientService({ domain: config.domain, store, tokens, logger });
+    const fanout = createFanoutService({ store, logger });
+    // Client certificates of peers are verified against their CAs as well as ours.
+    const cas = peers.caBundle(ca);
     const server = await startServer({
       domain: config.domain,
       host: config.host,
       port: config.port,
       handler: ds.handler,
       hubInfo: ds.hubInfo,
-      services: [adminRoute(ds.context)],
-      tls: { cert, key, ...(ca !== undefined ? { ca } : {}) },
+      services: [clients.route, fanout.route, adminRoute(ds.context)],
+      tls: { cert, key, ...(cas.length > 0 ? { ca: cas } : {}) },
       logger,
       onClose: () => store.close(),
     });
-    return { server, close: () => server.close() };
+    const consumer = new GuestConsumer({
+      domain: config.domain,
+      store,
+      tokens,
+      peers,
+      tls: { cert, key },
+      logger,
+      ...(config.fanoutRateLimit !== undefined ? { rateLimit: config.fanoutRateLimit } : {}),
+    });
+    consumer.start();
+    return {
+      server,
+      async close() {
+        await consumer.stop();
+        clients.close();
+        fanout.close();
+        transports.close();
+        await server.close();
+      },
+    };
   } catch (err) {
+    transports.close();
     await store.close();
     throw err;
   }

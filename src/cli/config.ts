@@ -17,6 +17,12 @@ export interface ServeConfig {
   readonly logLevel: string;
   /** DSRequest rate limits ("N/s", "N/m", "N/h"); absent = unlimited. */
   readonly rateLimits: RateLimits;
+  /** Peer DSs (JSON file, docs/federation.md). */
+  readonly peers?: string;
+  /** The key file that issues and verifies this domain's FanoutAuthTokens. */
+  readonly fanoutTokenKey: string;
+  /** Fanout accepted from each hub per window. */
+  readonly fanoutRateLimit?: RateRule;
 }
 
 export class ConfigError extends Error {
@@ -34,7 +40,11 @@ export const serveUsage = `usage: mimi-ds serve [options]
   --log-level L     trace|debug|info|warn|error|fatal|silent  (MIMI_DS_LOG_LEVEL, default info)
   --rate-limit-client R   DSRequests per client, e.g. 20/s      (MIMI_DS_RATE_LIMIT_CLIENT, default none)
   --rate-limit-group R    DSRequests per group                  (MIMI_DS_RATE_LIMIT_GROUP, default none)
-  --rate-limit-domain R   DSRequests per peer DS domain         (MIMI_DS_RATE_LIMIT_DOMAIN, default none)`;
+  --rate-limit-domain R   DSRequests per peer DS domain         (MIMI_DS_RATE_LIMIT_DOMAIN, default none)
+  --peers FILE            peer DSs (docs/federation.md)         (MIMI_DS_PEERS, default none)
+  --fanout-token-key FILE FanoutAuthToken keys, shared by all instances (MIMI_DS_FANOUT_TOKEN_KEY,
+                          default <data-dir>/fanout-token-key.json)
+  --fanout-rate-limit R   DSFanoutRequests accepted per hub     (MIMI_DS_FANOUT_RATE_LIMIT, default none)`;
 
 const logLevels = new Set(["trace", "debug", "info", "warn", "error", "fatal", "silent"]);
 
@@ -57,6 +67,9 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
         "rate-limit-client": { type: "string" },
         "rate-limit-group": { type: "string" },
         "rate-limit-domain": { type: "string" },
+        peers: { type: "string" },
+        "fanout-token-key": { type: "string" },
+        "fanout-rate-limit": { type: "string" },
       },
     }));
   } catch (err) {
@@ -97,7 +110,24 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
     ...(perGroup !== undefined ? { perGroup } : {}),
     ...(perDomain !== undefined ? { perDomain } : {}),
   };
-  return { domain, host, port, dataDir, store, tlsCert, tlsKey, ...(tlsCa !== undefined ? { tlsCa } : {}), logLevel, rateLimits };
+  const peers = pick(values.peers, "MIMI_DS_PEERS");
+  const fanoutTokenKey = pick(values["fanout-token-key"], "MIMI_DS_FANOUT_TOKEN_KEY") ?? join(dataDir, "fanout-token-key.json");
+  const fanoutRateLimit = rate(values["fanout-rate-limit"], "MIMI_DS_FANOUT_RATE_LIMIT");
+  return {
+    domain,
+    host,
+    port,
+    dataDir,
+    store,
+    tlsCert,
+    tlsKey,
+    ...(tlsCa !== undefined ? { tlsCa } : {}),
+    logLevel,
+    rateLimits,
+    ...(peers !== undefined ? { peers: resolve(peers) } : {}),
+    fanoutTokenKey,
+    ...(fanoutRateLimit !== undefined ? { fanoutRateLimit } : {}),
+  };
 }
 
 /** "host:port", "[v6]:port" or ":port" (all interfaces). */

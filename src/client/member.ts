@@ -181,7 +181,7 @@ export class MimiMember {
    * A fresh KeyPackage carrying the FanoutAuth extension (when a token is
    * known) and advertising our extensions; kept for joining later.
    */
-  async generateKeyPackage(options: { lastResort?: boolean } = {}): Promise<OwnKeyPackage> {
+  async generateKeyPackage(options: { lastResort?: boolean; tokenInLeaf?: boolean } = {}): Promise<OwnKeyPackage> {
     const extensions: Extension[] = [];
     if (this.token !== undefined) extensions.push(makeFanoutAuthExtension(this.token));
     if (options.lastResort === true) extensions.push(makeLastResortExtension());
@@ -193,7 +193,11 @@ export class MimiMember {
       extensions,
       this.signatureKeyPair,
       this.cs,
-      [makeDSSupportedVersionsExtension([DS_PROTOCOL_VERSION])],
+      [
+        makeDSSupportedVersionsExtension([DS_PROTOCOL_VERSION]),
+        // An external joiner has no KeyPackage at the hub: its token travels in its leaf (docs/protocol.md).
+        ...(options.tokenInLeaf === true && this.token !== undefined ? [makeFanoutAuthExtension(this.token)] : []),
+      ],
     );
     const ref = await makeKeyPackageRef(publicPackage, this.cs.hash);
     const own: OwnKeyPackage = { publicPackage, privatePackage, ref, lastResort: options.lastResort === true };
@@ -398,7 +402,7 @@ export class MimiMember {
     const hub = this.requireHub();
     const info = await hub.externalCommitInfo(groupId);
     if (info.groupInfo.wireformat !== "mls_group_info") throw new Error("external_commit_info without a GroupInfo");
-    const kp = await this.generateKeyPackage();
+    const kp = await this.generateKeyPackage({ tokenInLeaf: true });
     this.keyPackages.delete(hex(kp.ref));
     const { publicMessage, newState } = await joinGroupExternal(
       info.groupInfo.groupInfo,

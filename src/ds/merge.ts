@@ -21,13 +21,29 @@ export interface StagedRequest {
 export const answerOnly = (response: DSResponse): StagedRequest => ({ response, writes: [], fanout: [] });
 
 export async function mergeStaged(ctx: DSContext, staged: StagedRequest): Promise<DSResponse> {
+  const submitted = await submitStaged(ctx, staged);
+  return "durable" in submitted ? submitted.durable : submitted.response;
+}
+
+/**
+ * Like mergeStaged, but a request that leaves the group as it is (send_message)
+ * on a store that applies writes in call order only submits its write: the
+ * caller may let the group's next request start and await `durable` (the
+ * response, once the write is durable) after releasing the group's lock.
+ */
+export async function submitStaged(ctx: DSContext, staged: StagedRequest): Promise<{ response: DSResponse } | { durable: Promise<DSResponse> }> {
   const appends = await planFanout(ctx.hub, staged.fanout);
   const ops = [...staged.writes, ...appends];
-  if (ops.length > 0) await ctx.store.apply({ ops });
   const g = staged.group;
+  if (g === undefined && ops.length > 0 && ctx.store.appliesInOrder === true) {
+    const durable = ctx.store.apply({ ops }).then(() => staged.response);
+    durable.catch(() => undefined); // awaited by the caller after the lock is released
+    return { durable };
+  }
+  if (ops.length > 0) await ctx.store.apply({ ops });
   if (g !== undefined) {
     if ("next" in g) ctx.groups.put(g.next);
     else ctx.groups.evict(g.evict);
   }
-  return staged.response;
+  return { response: staged.response };
 }

@@ -223,6 +223,7 @@ export class PublicTree {
       const n = nodes[i];
       if (n !== undefined) ed.setNode(i, n);
     }
+    ed.nextFreeLeaf();
     return ed.freeze();
   }
 
@@ -435,10 +436,11 @@ export class TreeEditor {
     return li;
   }
 
-  /** The leaf index addLeaf would use next. */
+  /** The leaf index addLeaf would use next (advances the hint past filled leaves). */
   nextFreeLeaf(): number {
     let li = this.firstBlankHint;
     while (li < this.leafWidth && this.nodes.get(leafToNode(li)) !== undefined) li++;
+    this.firstBlankHint = li;
     return li;
   }
 

@@ -405,6 +405,14 @@ export interface Store {
    * Resolves only once the write is durable.
    */
   apply(batch: StoreWrite): Promise<AppliedWrite>;
+  /**
+   * True when batches are applied in the order of the `apply` calls, even
+   * while earlier ones are not yet durable (SQLite's group commit). The DS
+   * then lets the next request of a group start before the previous one's
+   * write is durable if that write does not change the group (send_message),
+   * without changing the order of the writes.
+   */
+  readonly appliesInOrder?: boolean;
 
   // Groups
   loadGroup(groupId: string): Promise<LoadedGroup | undefined>;

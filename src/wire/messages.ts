@@ -455,7 +455,7 @@ export const dsFanoutResponseCodec = struct<DSFanoutResponse>([
 export interface ClientAuthTBS {
   readonly clientId: ClientID;
   readonly timestampMs: bigint;
-  /** The RPC's name, e.g. "PublishKeyPackages", so a signature cannot be replayed on another RPC. */
+  /** The full RPC path, e.g. "mimi.ds.v1.ClientService/PublishKeyPackages", so a signature cannot be replayed on another RPC. */
   readonly rpcName: string;
 }
 export const clientAuthTBSCodec = struct<ClientAuthTBS>([

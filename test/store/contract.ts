@@ -264,6 +264,44 @@ export function runStoreContract(name: string, factory: StoreFactory): void {
         expect(r.appended).toEqual([{ queue: "q", seq: 1n }]);
       });
 
+      it("many concurrent batches, one failing its precondition: the others commit, it alone rolls back", async () => {
+        await create("g", 0n);
+        const n = 40;
+        const bad = 17;
+        const results = await Promise.allSettled(
+          Array.from({ length: n }, (_, i) =>
+            store.apply({
+              ops: [
+                // The failing batch appends first, so its rollback must also give the sequence back.
+                { kind: "append", queue: "q", payload: b(i) },
+                { kind: "append", queue: `own-${i}`, payload: b(i) },
+                { kind: "checkEpoch", groupId: "g", epoch: i === bad ? 5n : 0n },
+              ],
+            }),
+          ),
+        );
+        const failed = results[bad]!;
+        expect(failed.status).toBe("rejected");
+        expect((failed as PromiseRejectedResult).reason).toBeInstanceOf(EpochConflictError);
+        expect(((failed as PromiseRejectedResult).reason as EpochConflictError).currentEpoch).toBe(0n);
+        const seqs: bigint[] = [];
+        results.forEach((r, i) => {
+          if (i === bad) return;
+          expect(r.status).toBe("fulfilled");
+          const w = (r as PromiseFulfilledResult<Awaited<ReturnType<Store["apply"]>>>).value;
+          expect(w.appended[1]).toEqual({ queue: `own-${i}`, seq: 1n });
+          seqs.push(w.appended[0]!.seq);
+        });
+        // Gap-free: the n-1 committed batches hold 1..n-1 of q; the failed one left no hole.
+        expect([...seqs].sort((x, y) => (x < y ? -1 : 1))).toEqual(Array.from({ length: n - 1 }, (_, i) => BigInt(i + 1)));
+        if (store.appliesInOrder === true) expect(seqs).toEqual(Array.from({ length: n - 1 }, (_, i) => BigInt(i + 1)));
+        expect(await store.queueInfo("q")).toEqual({ lastSeq: BigInt(n - 1), firstSeq: 1n, length: n - 1 });
+        expect(await store.queueInfo(`own-${bad}`)).toEqual({ lastSeq: 0n, firstSeq: undefined, length: 0 });
+        const payloads = (await store.read("q", 0n, 100)).map((e) => e.payload[0]);
+        expect(payloads).not.toContain(bad);
+        expect(payloads).toHaveLength(n - 1);
+      });
+
       it("ops of one batch see each other's effects in order", async () => {
         const r = await store.apply({
           ops: [

@@ -1,10 +1,17 @@
 // The embedded adapter: better-sqlite3 in one file, WAL journal, and
 // synchronous=FULL by default so that an acknowledged write survives kill -9
 // and power loss. better-sqlite3 is synchronous: each port call runs to
-// completion on the event loop (a commit costs one WAL fsync) and is wrapped in
-// a resolved Promise. Every apply is one BEGIN IMMEDIATE transaction, so
-// batches are serialized with each other, also across processes sharing the
-// file (busy_timeout makes writers wait instead of failing).
+// completion on the event loop and is wrapped in a Promise.
+//
+// Group commit: a commit costs one WAL fsync, so `apply` calls are not written
+// one by one. Calls made during one turn of the event loop are queued and
+// written together at the end of the turn (setImmediate) in one BEGIN
+// IMMEDIATE transaction with one fsync; each call's ops run in their own
+// SAVEPOINT, so a call whose precondition fails rolls back alone and gets its
+// own error while the others commit. Every promise settles only after the
+// shared COMMIT returned (durable), in call order, and calls are applied in
+// call order (`appliesInOrder`). BEGIN IMMEDIATE serializes with other
+// processes sharing the file (busy_timeout makes writers wait).
 //
 // Wake-ups are in-process only: a second process writing the same file does
 // not wake this one's waiters. Scale-out uses the MongoDB adapter.
@@ -64,6 +71,25 @@ const bytes = (v: unknown): Uint8Array => plainBytes(v as Buffer | null);
 /** Thrown inside a transaction to roll a duplicate batch back; never escapes. */
 class DuplicateBatch extends Error {}
 
+/** Most `apply` calls written in one group commit (bounds how long one commit holds the event loop). */
+const MAX_GROUP = 512;
+
+/** One queued `apply` call of a group commit. */
+interface PendingApply {
+  readonly ops: readonly WriteOp[];
+  readonly resolve: (r: AppliedWrite) => void;
+  readonly reject: (err: unknown) => void;
+}
+
+type ApplyOutcome = { readonly ok: { result: AppliedWrite; appended: Map<QueueId, bigint> } } | { readonly err: unknown };
+
+/** SQLite rolled the whole transaction back (I/O error, disk full, ...): the group fails as a whole. */
+class GroupAborted extends Error {
+  constructor(readonly original: unknown) {
+    super("group commit aborted");
+  }
+}
+
 // SQLite result codes that mean "the database cannot serve now", not "your request is wrong".
 const UNAVAILABLE = /^SQLITE_(BUSY|LOCKED|IOERR|FULL|CANTOPEN|READONLY|CORRUPT|NOTADB|PROTOCOL|NOMEM)/;
 
@@ -85,16 +111,34 @@ export class SqliteStore implements Store {
   readonly #now: () => number;
   readonly #notifier = new AppendNotifier();
   readonly #s: ReturnType<typeof prepare>;
-  readonly #applyTx: (ops: readonly WriteOp[]) => { result: AppliedWrite; appended: Map<QueueId, bigint> };
+  readonly #groupTx: (group: readonly PendingApply[]) => ApplyOutcome[];
+  #pending: PendingApply[] = [];
+  #flushScheduled = false;
   #closed = false;
+
+  /** Calls are applied, and their promises settle, in call order. */
+  readonly appliesInOrder = true;
 
   private constructor(db: Database.Database, now: () => number) {
     this.#db = db;
     this.#now = now;
     this.#s = prepare(db);
-    const tx = db.transaction((ops: readonly WriteOp[]) => this.#applyOps(ops));
+    // Inside the group's transaction better-sqlite3 runs a nested transaction as a SAVEPOINT:
+    // a throw rolls back to it (and releases it) and rethrows.
+    const one = db.transaction((ops: readonly WriteOp[]) => this.#applyOps(ops));
+    const group = db.transaction((items: readonly PendingApply[]): ApplyOutcome[] =>
+      items.map((item) => {
+        try {
+          return { ok: one(item.ops) };
+        } catch (err) {
+          // Some errors (SQLITE_FULL, IOERR, ...) make SQLite roll the whole transaction back.
+          if (!db.inTransaction) throw new GroupAborted(err);
+          return { err };
+        }
+      }),
+    );
     // IMMEDIATE: take the write lock at BEGIN, so concurrent writers queue on busy_timeout instead of deadlocking on upgrade.
-    this.#applyTx = (ops) => tx.immediate(ops);
+    this.#groupTx = (items) => group.immediate(items);
   }
 
   static open(options: SqliteStoreOptions): SqliteStore {
@@ -126,19 +170,50 @@ export class SqliteStore implements Store {
   // -------------------------------------------------------------------------
   // apply
 
-  async apply(batch: StoreWrite): Promise<AppliedWrite> {
-    return this.#run(() => {
-      let out: { result: AppliedWrite; appended: Map<QueueId, bigint> };
-      try {
-        out = this.#applyTx(batch.ops);
-      } catch (err) {
-        if (err instanceof DuplicateBatch) return { duplicate: true, appended: [], keyPackages: [], epochs: [] };
-        throw err;
+  apply(batch: StoreWrite): Promise<AppliedWrite> {
+    if (this.#closed) return Promise.reject(new StoreClosedError());
+    return new Promise<AppliedWrite>((resolve, reject) => {
+      this.#pending.push({ ops: batch.ops, resolve, reject });
+      if (!this.#flushScheduled) {
+        this.#flushScheduled = true;
+        // After this turn's I/O callbacks and their promise chains: every apply they made joins the group.
+        setImmediate(() => this.#flush());
       }
-      // Committed (and fsynced): now wake readers.
-      for (const [queue, last] of out.appended) this.#notifier.notify(queue, last);
-      return out.result;
     });
+  }
+
+  /** Writes every queued apply: groups of up to MAX_GROUP calls, one transaction (one fsync) each. */
+  #flush(): void {
+    this.#flushScheduled = false;
+    while (this.#pending.length > 0) {
+      const items = this.#pending.length <= MAX_GROUP ? this.#pending : this.#pending.slice(0, MAX_GROUP);
+      this.#pending = this.#pending.length <= MAX_GROUP ? [] : this.#pending.slice(MAX_GROUP);
+      this.#commitGroup(items);
+    }
+  }
+
+  #commitGroup(items: readonly PendingApply[]): void {
+    let outcomes: ApplyOutcome[];
+    try {
+      if (this.#closed) throw new StoreClosedError();
+      outcomes = this.#groupTx(items);
+    } catch (err) {
+      // BEGIN or COMMIT failed, or SQLite dropped the transaction: nothing of the group was applied.
+      const e = translate(err instanceof GroupAborted ? err.original : err);
+      for (const item of items) item.reject(e);
+      return;
+    }
+    // Committed (and fsynced): wake readers once per queue, then answer every caller in order.
+    const last = new Map<QueueId, bigint>();
+    for (const o of outcomes) if ("ok" in o) for (const [queue, seq] of o.ok.appended) last.set(queue, seq);
+    for (const [queue, seq] of last) this.#notifier.notify(queue, seq);
+    for (let i = 0; i < items.length; i++) {
+      const o = outcomes[i]!;
+      const item = items[i]!;
+      if ("ok" in o) item.resolve(o.ok.result);
+      else if (o.err instanceof DuplicateBatch) item.resolve({ duplicate: true, appended: [], keyPackages: [], epochs: [] });
+      else item.reject(translate(o.err));
+    }
   }
 
   #applyOps(ops: readonly WriteOp[]): { result: AppliedWrite; appended: Map<QueueId, bigint> } {
@@ -517,6 +592,8 @@ export class SqliteStore implements Store {
 
   async close(): Promise<void> {
     if (this.#closed) return;
+    // Calls made before close() are written (or fail) before the connection goes.
+    this.#flush();
     this.#closed = true;
     this.#notifier.close();
     this.#db.close();
