@@ -44,7 +44,7 @@ test: install lint typecheck
 
 test-mongo: install
 	@test -n "$$MONGODB_URI" || { echo "set MONGODB_URI (a replica set) to run the MongoDB suite"; exit 2; }
-	vitest run test/store
+	vitest run test/store test/e2e/mongo-instances.test.ts
 
 bench: build
 	node dist/bench/run.js
