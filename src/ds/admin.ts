@@ -56,7 +56,10 @@ async function proposeOnce(ctx: DSContext, key: string, build: (g: HostedGroup) 
   const state = await merge(group.state, staged);
   await mergeStaged(ctx, {
     response: { protocolVersion: 1, responseBody: { responseType: "ok" } },
-    writes: [{ kind: "addProposal", groupId: key, epoch: epochOf(state), ref: staged.pending.ref, proposal: bytes }],
+    writes: [
+      { kind: "checkEpoch", groupId: key, epoch: epochOf(state) },
+      { kind: "addProposal", groupId: key, epoch: epochOf(state), ref: staged.pending.ref, proposal: bytes },
+    ],
     fanout: [{ message: bytes, group, exceptLeaves: new Set() }],
     group: { next: group.with({ state }) },
   });

@@ -19,7 +19,7 @@ import type { DSRequestHandler, HandledRequest, RequestContext } from "./handler
 import type { DSContext } from "./context.js";
 import { DSFailure, toDSFailure } from "./errors.js";
 import { groupKey } from "./groups.js";
-import { mergeStaged, submitStaged } from "./merge.js";
+import { mergeStaged } from "./merge.js";
 import { hubDomainOfGroupId } from "./ops/common.js";
 import { decodeForwarded } from "./peers.js";
 import { operations, type OperationInput } from "./ops/index.js";
@@ -60,36 +60,49 @@ async function handleRequest(ctx: DSContext, bytes: Uint8Array, rc: RequestConte
   const hubDomain = groupId !== undefined ? hubDomainOfGroupId(groupId) : undefined;
   if (rc.peerDomain !== undefined) ctx.rateLimiter.hit("perDomain", rc.peerDomain);
   if (hubDomain !== undefined && hubDomain !== ctx.config.domain) return forward(ctx, hubDomain, bytes);
-  const stage = async () => {
+  const run = async (release?: () => void) => {
     const key = groupId !== undefined ? groupKey(groupId) : undefined;
-    const group = key !== undefined ? await ctx.groups.get(key) : undefined;
+    // Reads answer from the group's latest epoch even when another instance wrote it.
+    const reads = type === "external_commit_info" || type === "welcome_info";
+    const group = key === undefined ? undefined : reads ? await ctx.groups.getFresh(key) : await ctx.groups.get(key);
+    if (group !== undefined) {
+      ctx.rateLimiter.hit("perGroup", group.key);
+      // The claimed sender; a forged claim fails authentication in the operation right after.
+      const auth = request.authenticationData;
+      const claimed = auth.authType === "client_signature" ? memberAt(group.state, auth.senderIndex)?.clientId : undefined;
+      if (claimed !== undefined) ctx.rateLimiter.hit("perClient", claimed);
+    }
     const input: OperationInput = { request, raw: bytes, context: rc, ...(groupId !== undefined ? { groupId } : {}), ...(group !== undefined ? { group } : {}) };
-    return operation(ctx, input);
+    return mergeStaged(ctx, await operation(ctx, input), release);
   };
-  const run = async () => mergeStaged(ctx, await stage());
   if (groupId === undefined) return run();
   const key = groupKey(groupId);
-  const retry = (err: unknown) => {
-    // Another instance moved the group on: reload it and judge the request again.
-    if (!(err instanceof EpochConflictError)) throw err;
-    ctx.groups.evict(key);
-    return run();
-  };
-  const submitted = await ctx.groups.exclusive(key, async () => {
+  return ctx.groups.exclusive(key, async (release) => {
+    // mergeStaged may hand the lock on before the write is durable (send_message): see there.
+    let released = false;
     try {
-      return await submitStaged(ctx, await stage());
+      return await run(() => {
+        released = true;
+        release();
+      });
     } catch (err) {
-      return { response: await retry(err) };
+      // Another instance moved the group on: reload it and judge the request again.
+      if (!(err instanceof EpochConflictError)) throw err;
+      ctx.groups.evict(key);
+      return released ? ctx.groups.exclusive(key, () => run()) : run();
     }
   });
-  if ("response" in submitted) return submitted.response;
-  // The write is queued in order and changes nothing cached: the group's next
-  // request already runs while this one waits for durability.
-  try {
-    return await submitted.durable;
-  } catch (err) {
-    return ctx.groups.exclusive(key, () => retry(err));
-  }
+}
+
+/** Hand the request to the hub of its group and answer with that hub's DSResponse. */
+async function forward(ctx: DSContext, hubDomain: string, bytes: Uint8Array): Promise<DSResponse> {
+  if (ctx.peers === undefined || !ctx.peers.has(hubDomain))
+    throw new DSFailure(DSErrorCode.unknown_group, `the group is hosted by ${hubDomain}, which is not a peer of ${ctx.config.domain}`);
+  const response = decodeForwarded(hubDomain, await ctx.peers.submit(hubDomain, bytes));
+  const body = response.responseBody;
+  // The hub's error stays the hub's error (code, sentence, epoch), with the matching RPC status here too.
+  if (body.responseType === "error") throw new DSFailure(body.error.code as DSErrorCodeValue, body.error.message, body.error.currentEpoch);
+  return response;
 }
 
 const messageGroupId = (m: MLSMessage): Uint8Array | undefined => {

@@ -81,8 +81,11 @@ export class GroupRegistry {
     this.maxCached = options.maxCached ?? 1000;
   }
 
-  /** Run `fn` with this group's lock held: requests for one group run one after another. */
-  async exclusive<T>(key: string, fn: () => Promise<T>): Promise<T> {
+  /**
+   * Run `fn` with this group's lock held: requests for one group run one after
+   * another. `fn` may hand the lock on before it ends by calling `release`.
+   */
+  async exclusive<T>(key: string, fn: (release: () => void) => Promise<T>): Promise<T> {
     const prev = this.locks.get(key) ?? Promise.resolve();
     let release!: () => void;
     const mine = new Promise<void>((r) => (release = r));
@@ -90,7 +93,7 @@ export class GroupRegistry {
     this.locks.set(key, chain);
     await prev.catch(() => undefined);
     try {
-      return await fn();
+      return await fn(release);
     } finally {
       release();
       if (this.locks.get(key) === chain) this.locks.delete(key);
@@ -108,6 +111,17 @@ export class GroupRegistry {
     const loaded = await this.load(key);
     if (loaded !== undefined) this.put(loaded);
     return loaded;
+  }
+
+  /**
+   * Like get, but first asks the store for the group's epoch, so that a read
+   * served from this instance's cache is never older than the last commit
+   * another instance accepted.
+   */
+  async getFresh(key: string): Promise<HostedGroup | undefined> {
+    const hit = this.cache.get(key);
+    if (hit !== undefined && (await this.store.groupEpoch(key)) !== hit.epoch) this.cache.delete(key);
+    return this.get(key);
   }
 
   put(group: HostedGroup): void {

@@ -20,30 +20,25 @@ export interface StagedRequest {
 
 export const answerOnly = (response: DSResponse): StagedRequest => ({ response, writes: [], fanout: [] });
 
-export async function mergeStaged(ctx: DSContext, staged: StagedRequest): Promise<DSResponse> {
-  const submitted = await submitStaged(ctx, staged);
-  return "durable" in submitted ? submitted.durable : submitted.response;
-}
-
 /**
- * Like mergeStaged, but a request that leaves the group as it is (send_message)
- * on a store that applies writes in call order only submits its write: the
- * caller may let the group's next request start and await `durable` (the
- * response, once the write is durable) after releasing the group's lock.
+ * Makes `staged` durable, then updates the cached group. `release` (the
+ * group's lock) is called early when the store applies writes in call order
+ * and the request leaves the group as it is (send_message): the group's next
+ * request may then be staged while this write waits for its fsync, and its
+ * write still lands after this one.
  */
-export async function submitStaged(ctx: DSContext, staged: StagedRequest): Promise<{ response: DSResponse } | { durable: Promise<DSResponse> }> {
+export async function mergeStaged(ctx: DSContext, staged: StagedRequest, release?: () => void): Promise<DSResponse> {
   const appends = await planFanout(ctx.hub, staged.fanout);
   const ops = [...staged.writes, ...appends];
   const g = staged.group;
-  if (g === undefined && ops.length > 0 && ctx.store.appliesInOrder === true) {
-    const durable = ctx.store.apply({ ops }).then(() => staged.response);
-    durable.catch(() => undefined); // awaited by the caller after the lock is released
-    return { durable };
+  if (ops.length > 0) {
+    const durable = ctx.store.apply({ ops });
+    if (g === undefined && release !== undefined && ctx.store.appliesInOrder === true) release();
+    await durable;
   }
-  if (ops.length > 0) await ctx.store.apply({ ops });
   if (g !== undefined) {
     if ("next" in g) ctx.groups.put(g.next);
     else ctx.groups.evict(g.evict);
   }
-  return { response: staged.response };
+  return staged.response;
 }

@@ -30,7 +30,11 @@ export const selfRemoveClient: Operation = async (_ctx, input) => {
   const state = await merge(group.state, staged);
   return {
     response: ok(),
-    writes: [{ kind: "addProposal", groupId: group.key, epoch: epochOf(state), ref: staged.pending.ref, proposal: bytes }],
+    // checkEpoch: another instance may have moved the group on (then this one reloads and judges again).
+    writes: [
+      { kind: "checkEpoch", groupId: group.key, epoch: epochOf(state) },
+      { kind: "addProposal", groupId: group.key, epoch: epochOf(state), ref: staged.pending.ref, proposal: bytes },
+    ],
     fanout: [{ message: bytes, group, exceptLeaves: new Set([sender.leafIndex]) }],
     group: { next: group.with({ state }) },
   };
