@@ -10,7 +10,9 @@ import { DSClient } from "../client/ds.js";
 import type { PeerHubs } from "../ds/peers.js";
 import { createDeliveryService } from "../ds/service.js";
 import { adminRoute } from "../server/admin.js";
+import type { DomainTrust } from "../server/context.js";
 import { startServer, type RunningServer } from "../server/index.js";
+import { X509Certificate } from "node:crypto";
 import { openStore } from "../store/index.js";
 import type { ServeConfig } from "./config.js";
 
@@ -45,8 +47,15 @@ export async function createService(config: ServeConfig, logger: Logger): Promis
     const tokens = FanoutTokenKeys.open(config.fanoutTokenKey);
     const clients = createClientService({ domain: config.domain, store, tokens, logger });
     const fanout = createFanoutService({ store, logger });
-    // Client certificates of peers are verified against their CAs as well as ours.
+    // Client certificates of peers are verified against their CAs as well as ours,
+    // and name a domain only when issued by the CA configured for that domain.
     const cas = peers.caBundle(ca);
+    const ownCas = ca !== undefined ? certificatesOf(ca) : [];
+    const domainTrust: DomainTrust = (domain) => {
+      if (domain === config.domain) return ownCas;
+      const peer = peers.get(domain);
+      return peer !== undefined ? certificatesOf(peer.ca) : [];
+    };
     const server = await startServer({
       domain: config.domain,
       host: config.host,
@@ -55,6 +64,7 @@ export async function createService(config: ServeConfig, logger: Logger): Promis
       hubInfo: ds.hubInfo,
       services: [clients.route, fanout.route, adminRoute(ds.context)],
       tls: { cert, key, ...(cas.length > 0 ? { ca: cas } : {}) },
+      domainTrust,
       logger,
       onClose: () => store.close(),
     });
@@ -83,4 +93,10 @@ export async function createService(config: ServeConfig, logger: Logger): Promis
     await store.close();
     throw err;
   }
+}
+
+/** DER of every certificate in a PEM bundle. */
+function certificatesOf(pem: Buffer): Buffer[] {
+  const blocks = pem.toString("latin1").match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? [];
+  return blocks.map((b) => new X509Certificate(b).raw);
 }

@@ -3,7 +3,7 @@
 // `requestContext(ctx)`; the logging interceptor reads it for the `peer` field.
 import type { IncomingMessage } from "node:http";
 import type { Http2ServerRequest } from "node:http2";
-import type { TLSSocket } from "node:tls";
+import type { DetailedPeerCertificate, TLSSocket } from "node:tls";
 import { createContextKey, type HandlerContext } from "@connectrpc/connect";
 import type { RequestContext } from "../ds/handler.js";
 
@@ -32,16 +32,32 @@ const dnsName = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([
  * entry, and only when the chain was verified against our CA (`authorized`).
  * Certificates without a DNS SAN name no domain (the CN is not trusted for this).
  */
-export function peerDomainOf(socket: TLSSocket): string | undefined {
+export function peerDomainOf(socket: TLSSocket, trust?: DomainTrust): string | undefined {
   const cached = peerDomainCache.get(socket);
   if (cached !== undefined) return cached ?? undefined;
   let domain: string | null = null;
   if (socket.authorized) {
-    const cert = socket.getPeerCertificate(false);
+    const cert = socket.getPeerCertificate(true);
     domain = firstDnsSan(cert?.subjectaltname ?? "") ?? null;
+    // A certificate speaks for a domain only if it chains to the CA configured for that
+    // domain: a peer trusted for its own name must not pose as another peer.
+    if (domain !== null && trust !== undefined && !chainsTo(cert, trust(domain))) domain = null;
   }
   peerDomainCache.set(socket, domain);
   return domain ?? undefined;
+}
+
+/** The CA certificates (DER) allowed to vouch for a domain; undefined = any CA the server trusts. */
+export type DomainTrust = (domain: string) => readonly Buffer[] | undefined;
+
+function chainsTo(cert: DetailedPeerCertificate, cas: readonly Buffer[] | undefined): boolean {
+  if (cas === undefined) return true;
+  const seen = new Set<DetailedPeerCertificate>();
+  for (let c: DetailedPeerCertificate | undefined = cert; c !== undefined && !seen.has(c); c = c.issuerCertificate) {
+    seen.add(c);
+    if (cas.some((ca) => ca.equals(c!.raw))) return true;
+  }
+  return false;
 }
 
 /** First "DNS:" entry of Node's subjectaltname string ("DNS:a, IP Address:1.2.3.4"). */
@@ -55,9 +71,9 @@ export function firstDnsSan(subjectAltName: string): string | undefined {
   return undefined;
 }
 
-export function buildRequestContext(req: IncomingMessage | Http2ServerRequest): RequestContext {
+export function buildRequestContext(req: IncomingMessage | Http2ServerRequest, trust?: DomainTrust): RequestContext {
   const socket = tlsSocketOf(req);
-  const peerDomain = socket !== undefined ? peerDomainOf(socket) : undefined;
+  const peerDomain = socket !== undefined ? peerDomainOf(socket, trust) : undefined;
   const remoteAddress = socket?.remoteAddress;
   return {
     ...(peerDomain !== undefined ? { peerDomain } : {}),

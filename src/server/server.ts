@@ -12,7 +12,7 @@ import { pino, type Logger } from "pino";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { HubService } from "../../gen/mimi/ds/v1/hub_pb.js";
 import type { DSRequestHandler, HubInfoSource } from "../ds/handler.js";
-import { buildRequestContext, requestContextKey } from "./context.js";
+import { buildRequestContext, requestContextKey, type DomainTrust } from "./context.js";
 import { HealthRegistry, registerHealth } from "./health.js";
 import { registerHub } from "./hub.js";
 import { loggingInterceptor } from "./logging.js";
@@ -56,6 +56,8 @@ export interface ServerOptions {
   readonly unaryTimeoutMs?: number;
   /** How long close() lets in-flight calls and streams run before aborting them; default 10 s. */
   readonly drainTimeoutMs?: number;
+  /** Which CAs may vouch for a client certificate's domain (peers config); default: any CA in `tls.ca`. */
+  readonly domainTrust?: DomainTrust;
   /** Runs last in close(), after every connection is gone (closes the store). */
   readonly onClose?: () => void | Promise<void>;
 }
@@ -106,7 +108,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       streamsEndUnavailable(shutdown.signal),
       unaryTimeout(options.unaryTimeoutMs ?? defaultUnaryTimeoutMs),
     ],
-    contextValues: (req) => createContextValues().set(requestContextKey, buildRequestContext(req)),
+    contextValues: (req) => createContextValues().set(requestContextKey, buildRequestContext(req, options.domainTrust)),
   });
 
   const server = http2.createSecureServer({

@@ -28,7 +28,7 @@ export async function startTestServer(
   ca: DevCa,
   domain: string,
   handler: DSRequestHandler,
-  extra: Partial<Omit<ServerOptions, "domain" | "handler" | "tls">> = {},
+  extra: Partial<Omit<ServerOptions, "domain" | "handler">> = {},
 ): Promise<TestServer> {
   const { logger, lines } = memoryLogger();
   const cert = ca.domain(domain);

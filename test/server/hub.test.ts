@@ -1,5 +1,6 @@
 // HubService over every protocol and client: Ping, Submit envelopes, DS error
 // mapping with DSErrorDetail, size limits, client-certificate domains, logs.
+import { X509Certificate } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { DSErrorDetailSchema, HubService } from "../../gen/mimi/ds/v1/hub_pb.js";
@@ -200,5 +201,26 @@ describe("HubService envelope and error mapping", () => {
     }
     const line = server.logs.findLast((l) => l.msg === "rpc" && l.method === "Submit");
     expect(line?.peer).toBe("peer.example");
+  });
+
+  it("names a domain only when its certificate comes from the CA configured for that domain", async () => {
+    // Both CAs are trusted for TLS, but otherCa vouches only for other.example:
+    // its certificate for peer.example must not speak for peer.example.
+    const der = (pem: Buffer) => new X509Certificate(pem).raw;
+    const trustServer = await startTestServer(ca, "hub.example", handler, {
+      tls: { cert: ca.domain("hub.example").cert, key: ca.domain("hub.example").key, ca: [ca.ca, otherCa.ca] },
+      domainTrust: (d) => (d === "peer.example" ? [der(ca.ca)] : d === "other.example" ? [der(otherCa.ca)] : []),
+    });
+    try {
+      const posing = otherCa.domain("peer.example");
+      const genuine = ca.domain("peer.example");
+      for (const [cert, expected] of [[posing, undefined], [genuine, "peer.example"]] as const) {
+        const hub = client(HubService, "grpc", trustServer.url, { ca: ca.ca, cert: cert.cert, key: cert.key });
+        await hub.submit({ dsRequest: new Uint8Array([0]) });
+        expect(handler.calls.at(-1)!.ctx.peerDomain).toBe(expected);
+      }
+    } finally {
+      await trustServer.close();
+    }
   });
 });
