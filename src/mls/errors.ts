@@ -25,7 +25,8 @@ export type EngineErrorCode =
   | "unsupported_capability" // capabilities / required_capabilities / extension support
   | "invalid_leaf_node"
   | "invalid_group_info"
-  | "group_suspended"; // a ReInit was committed; the group takes no more commits
+  | "group_suspended" // a ReInit was committed; the group takes no more commits
+  | "unsupported_ciphersuite"; // the suite's signature algorithm is not available here
 
 export class EngineError extends Error {
   override readonly name = "EngineError";

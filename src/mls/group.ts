@@ -28,7 +28,7 @@ import {
   type PathInfo,
   type ExternalSenderEntry,
 } from "./codec.js";
-import { PublicTree, leafEntry, parentEntry, type LeafEntry, type TreeEditor } from "./tree.js";
+import { PublicTree, leafEntry, parentEntry, resolutionCount, type LeafEntry, type TreeEditor } from "./tree.js";
 import { leafToNode } from "./treemath.js";
 
 // ---------------------------------------------------------------- options
@@ -100,18 +100,23 @@ const L_GI = LABEL("GroupInfoTBS");
 const L_PROPREF = new TextEncoder().encode("MLS 1.0 Proposal Reference");
 const L_KPREF = new TextEncoder().encode("MLS 1.0 KeyPackage Reference");
 
-const signContent = (label: Uint8Array, content: Uint8Array) => concat(varLen(label), varLen(content));
+/** SignContent = label<V> || content<V>, with content given in parts (one allocation for big commits). */
+function signContent(label: Uint8Array, ...content: Uint8Array[]): Uint8Array {
+  let n = 0;
+  for (const c of content) n += c.length;
+  return concat(varLen(label), varLenHeader(n), ...content);
+}
 
 /**
  * Verify SignWithLabel. Single checks run synchronously (no threadpool round
  * trip); `parallel` sends them to the threadpool so a batch uses every core.
  */
-function verifySigSync(c: EngineCrypto, pk: Uint8Array, label: Uint8Array, content: Uint8Array, sig: Uint8Array, parallel = false): boolean | Promise<boolean> {
-  const m = signContent(label, content);
+function verifySigSync(c: EngineCrypto, pk: Uint8Array, label: Uint8Array, content: Uint8Array | Uint8Array[], sig: Uint8Array, parallel = false): boolean | Promise<boolean> {
+  const m = content instanceof Uint8Array ? signContent(label, content) : signContent(label, ...content);
   return c.verifySync !== undefined && !parallel ? c.verifySync(pk, m, sig) : c.verify(pk, m, sig);
 }
 
-const refHash = (c: EngineCrypto, label: Uint8Array, value: Uint8Array) => c.hash(concat(varLen(label), varLen(value)));
+const refHash = (c: EngineCrypto, label: Uint8Array, value: Uint8Array) => c.hashParts(varLen(label), varLenHeader(value.length), value);
 
 export function keyPackageRef(c: EngineCrypto, kp: KeyPackage): Uint8Array {
   return refHash(c, L_KPREF, encodeKeyPackage(kp));
@@ -345,7 +350,7 @@ function checkFraming(s: GroupState, m: DecodedPublicMessage): void {
 async function verifyFramedSignature(s: GroupState, m: DecodedPublicMessage, key: Uint8Array): Promise<void> {
   const st = m.content.sender.senderType;
   const withContext = st === "member" || st === "new_member_commit";
-  const tbs = withContext ? concat(m.bytes.subarray(0, m.fcEnd), s.groupContextBytes) : m.bytes.subarray(0, m.fcEnd);
+  const tbs = withContext ? [m.bytes.subarray(0, m.fcEnd), s.groupContextBytes] : [m.bytes.subarray(0, m.fcEnd)];
   if (!(await verifySigSync(s.crypto, key, L_FRAMED, tbs, m.signature))) fail("invalid_signature", "FramedContent signature");
 }
 
@@ -364,7 +369,14 @@ export interface StagedProposal {
 }
 
 /** Per-proposal checks that need only the current state (RFC 9420 12.1). */
-async function validateProposal(s: GroupState, p: Proposal, sender: Sender, senderLeaf: number | undefined, parallel = false): Promise<LeafEntry | undefined> {
+async function validateProposal(
+  s: GroupState,
+  p: Proposal,
+  sender: Sender,
+  senderLeaf: number | undefined,
+  parallel = false,
+  inCommit = false,
+): Promise<LeafEntry | undefined> {
   const st = sender.senderType;
   switch (p.proposalType) {
     case "add": {
@@ -405,8 +417,8 @@ async function validateProposal(s: GroupState, p: Proposal, sender: Sender, send
     case "group_context_extensions": {
       if (st !== "member" && st !== "external") fail("invalid_sender", "GroupContextExtensions sender");
       const { required } = parseGroupExtensions(p.groupContextExtensions.extensions);
-      const caps = s.tree.caps;
-      checkAllMembersSupport(caps as Caps, s.tree.memberCount, p.groupContextExtensions.extensions, required);
+      // in a commit, support is checked on the final tree (members it removes need not support them)
+      if (!inCommit) checkAllMembersSupport(s.tree.caps as Caps, s.tree.memberCount, p.groupContextExtensions.extensions, required);
       return undefined;
     }
     default:
@@ -445,8 +457,7 @@ async function processProposal(s: GroupState, m: DecodedPublicMessage): Promise<
   }
   await verifyFramedSignature(s, m, key);
   await validateProposal(s, p, sender, senderLeaf);
-  const entry = await validatedAgainstTree(s, p, senderLeaf);
-  void entry;
+  await validatedAgainstTree(s, p, senderLeaf);
   if (isSelfRemove(p)) {
     for (const q of s.proposals.values())
       if (isSelfRemove(q.proposal) && q.senderLeafIndex === senderLeaf) fail("invalid_proposal", "a second SelfRemove from the same member in this epoch");
@@ -455,7 +466,7 @@ async function processProposal(s: GroupState, m: DecodedPublicMessage): Promise<
   return {
     kind: "proposal",
     base: s,
-    pending: { ref, proposal: p, sender, ...(senderLeaf !== undefined ? { senderLeafIndex: senderLeaf } : {}), message: m.bytes },
+    pending: { ref, proposal: p, sender, ...(senderLeaf !== undefined ? { senderLeafIndex: senderLeaf } : {}), message: m.bytes.slice() },
   };
 }
 
@@ -563,7 +574,7 @@ async function processCommit(s: GroupState, m: DecodedPublicMessage): Promise<St
   const byValue = c.proposals.filter((p) => p.proposalOrRefType === "proposal").map((p) => (p as { proposal: Proposal }).proposal);
   const parallel = byValue.length > 4;
   for (let i = 0; i < byValue.length; i += 256) {
-    await Promise.all(byValue.slice(i, i + 256).map((p) => validateProposal(s, p, sender, committerLeafOld, parallel)));
+    await Promise.all(byValue.slice(i, i + 256).map((p) => validateProposal(s, p, sender, committerLeafOld, parallel, true)));
   }
 
   // RFC 9420 12.2: combination rules.
@@ -696,7 +707,7 @@ async function processCommit(s: GroupState, m: DecodedPublicMessage): Promise<St
   }
 
   const tree = ed.freeze();
-  const confirmed = s.crypto.hash(concat(s.interimTranscriptHash, m.bytes.subarray(2, m.sigEnd)));
+  const confirmed = s.crypto.hashParts(s.interimTranscriptHash, m.bytes.subarray(2, m.sigEnd));
   const gc: GroupContext = {
     ...s.groupContext,
     epoch: s.groupContext.epoch + 1n,
@@ -740,9 +751,7 @@ export function mergeUpdatePath(ed: TreeEditor, committer: number, path: PathInf
   const fdp = ed.filteredDirectPath(committer);
   if (fdp.length !== path.nodes.length) fail("invalid_path", `UpdatePath has ${path.nodes.length} nodes, filtered direct path ${fdp.length}`);
   for (let i = 0; i < fdp.length; i++) {
-    const res = ed.resolution(fdp[i]!.copath);
-    let n = 0;
-    for (const x of res) if (!joiners.has(x)) n++;
+    const n = resolutionCount(ed.get, fdp[i]!.copath, joiners);
     if (path.nodes[i]!.ciphertexts !== n) fail("invalid_path", `node ${fdp[i]!.node}: ${path.nodes[i]!.ciphertexts} ciphertexts for a resolution of ${n}`);
   }
   ed.blankDirectPath(committer);
@@ -757,7 +766,7 @@ export function mergeUpdatePath(ed: TreeEditor, committer: number, path: PathInf
 
 /** Confirmed and interim transcript hashes after a commit (RFC 9420 8.2). */
 export function transcriptHashes(c: EngineCrypto, interimBefore: Uint8Array, m: DecodedPublicMessage): { confirmed: Uint8Array; interim: Uint8Array } {
-  const confirmed = c.hash(concat(interimBefore, m.bytes.subarray(2, m.sigEnd)));
+  const confirmed = c.hashParts(interimBefore, m.bytes.subarray(2, m.sigEnd));
   return { confirmed, interim: interimHash(c, confirmed, m.confirmationTag ?? fail("decode_error", "no confirmation_tag")) };
 }
 
@@ -765,7 +774,7 @@ export function transcriptHashes(c: EngineCrypto, interimBefore: Uint8Array, m: 
 export async function verifyPublicMessageSignature(c: EngineCrypto, mlsMessage: Uint8Array, groupContext: Uint8Array, key: Uint8Array): Promise<boolean> {
   const m = decodePublicMessage(mlsMessage);
   const st = m.content.sender.senderType;
-  const tbs = st === "member" || st === "new_member_commit" ? concat(m.bytes.subarray(0, m.fcEnd), groupContext) : m.bytes.subarray(0, m.fcEnd);
+  const tbs = st === "member" || st === "new_member_commit" ? [m.bytes.subarray(0, m.fcEnd), groupContext] : [m.bytes.subarray(0, m.fcEnd)];
   return verifySigSync(c, key, L_FRAMED, tbs, m.signature);
 }
 

@@ -9,6 +9,9 @@ export {
   apply,
   assembleGroupInfo,
   keyPackageRef,
+  mergeUpdatePath,
+  transcriptHashes,
+  verifyPublicMessageSignature,
   type GroupState,
   type EngineOptions,
   type SeedInput,
@@ -35,6 +38,7 @@ export {
   members,
   memberCount,
   pendingProposals,
+  unreferencedProposals,
   externalSenderIndex,
   encodeGroupState,
   decodeGroupState,
@@ -45,3 +49,5 @@ export {
 export { clientIdOf, domainOf } from "./identity.js";
 export { nodeCryptoProvider, engineCrypto, type EngineCrypto } from "./crypto.js";
 export { decodeExternalSendersExtension, decodePartialGroupInfo, type ExternalSenderEntry, type PartialGroupInfo, PROPOSAL_TYPE_SELF_REMOVE } from "./codec.js";
+export { type PublicTree, type LeafEntry, type ParentEntry, type TNode } from "./tree.js";
+export { type PathInfo } from "./codec.js";

@@ -93,10 +93,9 @@ export class PVecEditor<T> {
 
 const SHARDS = 256;
 function shardOf(key: string): number {
-  // FNV-1a over the last few chars: keys are mostly random key bytes.
+  // FNV-1a over the whole key: client ids share long suffixes ("@domain"), keys are random.
   let h = 0x811c9dc5;
-  const n = key.length;
-  for (let i = Math.max(0, n - 8); i < n; i++) {
+  for (let i = 0; i < key.length; i++) {
     h ^= key.charCodeAt(i);
     h = Math.imul(h, 0x01000193);
   }

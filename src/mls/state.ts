@@ -4,9 +4,11 @@ import { decodeVarLenData } from "ts-mls/codec/variableLength.js";
 import { decodeUint8 } from "ts-mls/codec/number.js";
 import { concat, keyOf, run, varLen } from "./codec.js";
 import { fail } from "./errors.js";
-import { apply, merge, processMessage, seedFromGroupContext, type EngineOptions, type GroupState, type PendingProposal } from "./group.js";
+import { apply, merge, processMessage, seedFromGroupContext, type EngineOptions, type GroupState, type PendingProposal, type StagedCommit } from "./group.js";
 import { domainOf } from "./identity.js";
-import type { Credential } from "ts-mls";
+import type { Credential, Reinit } from "ts-mls";
+import { decodeReinit, reinitEncoder } from "ts-mls/proposal.js";
+import { encode } from "ts-mls/codec/tlsEncoder.js";
 
 export interface Member {
   readonly leafIndex: number;
@@ -64,6 +66,16 @@ export function* members(s: GroupState): IterableIterator<Member> {
 export const memberCount = (s: GroupState): number => s.tree.memberCount;
 export const pendingProposals = (s: GroupState): PendingProposal[] => [...s.proposals.values()];
 
+/**
+ * Pending proposals of the epoch that a staged commit does not reference. The
+ * draft wants commits to include every stored proposal; this lets the DS
+ * enforce that policy (external commits can only carry SelfRemoves).
+ */
+export function unreferencedProposals(staged: StagedCommit): PendingProposal[] {
+  const used = new Set(staged.proposals.filter((p) => p.ref !== undefined).map((p) => keyOf(p.ref!)));
+  return [...staged.base.proposals.values()].filter((p) => !used.has(keyOf(p.ref)));
+}
+
 /** Index of an external sender by its signature key (how the hub finds its own entry). */
 export function externalSenderIndex(s: GroupState, signatureKey: Uint8Array): number | undefined {
   const k = keyOf(signatureKey);
@@ -77,7 +89,7 @@ const SNAPSHOT_VERSION = 1;
 
 /**
  * Snapshot: version(1) || GroupContext<V> || confirmation_tag<V> || ratchet_tree<V>
- * || optional GroupInfo<V> || pending proposal MLSMessages<V><V> || reinit flag(1).
+ * || optional GroupInfo<V> || pending proposal MLSMessages<V><V> || optional ReInit<V>.
  * The interim transcript hash follows from GroupContext and confirmation tag.
  */
 export function encodeGroupState(s: GroupState): Uint8Array {
@@ -89,7 +101,7 @@ export function encodeGroupState(s: GroupState): Uint8Array {
     varLen(s.tree.encode()),
     s.groupInfo === undefined ? Uint8Array.of(0) : concat(Uint8Array.of(1), varLen(s.groupInfo)),
     varLen(concat(...props)),
-    Uint8Array.of(s.reinit === undefined ? 0 : 1),
+    s.reinit === undefined ? Uint8Array.of(0) : concat(Uint8Array.of(1), varLen(encode(reinitEncoder)(s.reinit))),
   );
 }
 
@@ -114,6 +126,13 @@ export async function decodeGroupState(b: Uint8Array, options: EngineOptions & {
   const props = next("proposals");
   const [reinitFlag] = run(decodeUint8, b, o, "reinit flag");
   o += 1;
+  let reinit: Reinit | undefined;
+  if (reinitFlag === 1) {
+    const rb = next("ReInit");
+    const [r, rl] = run(decodeReinit, rb, 0, "ReInit");
+    if (rl !== rb.length) fail("decode_error", "trailing bytes in ReInit");
+    reinit = r;
+  }
   if (o !== b.length) fail("decode_error", "trailing bytes in snapshot");
   let s = await seedFromGroupContext({ groupContext: gc, ratchetTree: tree, confirmationTag: tag }, { verify: "trusted", ...options });
   if (gi !== undefined) s = { ...s, groupInfo: gi };
@@ -124,10 +143,7 @@ export async function decodeGroupState(b: Uint8Array, options: EngineOptions & {
     const staged = await processMessage(s, msg);
     s = await merge(s, staged);
   }
-  if (reinitFlag === 1) {
-    // The ReInit itself is in the last commit; keep the group closed.
-    s = { ...s, reinit: { groupId: new Uint8Array(), version: s.groupContext.version, cipherSuite: s.groupContext.cipherSuite, extensions: [] } };
-  }
+  if (reinit !== undefined) s = { ...s, reinit };
   return s;
 }
 

@@ -249,6 +249,18 @@ export function resolutionOf(get: (i: number) => TNode | undefined, x: number, o
   resolutionOf(get, right(x), out, limit);
 }
 
+/** Size of the resolution of x, leaving out the node indices in `exclude`. */
+export function resolutionCount(get: (i: number) => TNode | undefined, x: number, exclude: ReadonlySet<number>): number {
+  const n = get(x);
+  if (n !== undefined) {
+    let c = exclude.has(x) ? 0 : 1;
+    if (n.t === 2) for (const l of n.parent.unmergedLeaves) if (!exclude.has(leafToNode(l))) c++;
+    return c;
+  }
+  if (isLeafNode(x)) return 0;
+  return resolutionCount(get, left(x), exclude) + resolutionCount(get, right(x), exclude);
+}
+
 function hasNonBlank(get: (i: number) => TNode | undefined, x: number): boolean {
   if (get(x) !== undefined) return true;
   if (isLeafNode(x)) return false;
@@ -281,6 +293,8 @@ export class TreeEditor {
     propSupport: Map<number, number>;
   };
   private firstBlankHint: number;
+  /** Parent entries created by this editor: safe to extend in place (nobody else sees them yet). */
+  private fresh = new WeakSet<ParentEntry>();
 
   constructor(base: PublicTree) {
     this.crypto = base.crypto;
@@ -431,7 +445,15 @@ export class TreeEditor {
     this.firstBlankHint = li + 1;
     for (const x of directPath(leafToNode(li), this.leafWidth)) {
       const p = this.nodes.get(x);
-      if (p?.t === 2) this.setNode(x, parentEntry({ ...p.parent, unmergedLeaves: [...p.parent.unmergedLeaves, li] }));
+      if (p?.t !== 2) continue;
+      if (this.fresh.has(p)) {
+        (p.parent.unmergedLeaves as number[]).push(li);
+        this.markDirty(x);
+      } else {
+        const np = parentEntry({ ...p.parent, unmergedLeaves: [...p.parent.unmergedLeaves, li] });
+        this.fresh.add(np);
+        this.setNode(x, np);
+      }
     }
     return li;
   }
@@ -503,18 +525,31 @@ export class TreeEditor {
 
   /** Tree hash of subtree x with the given leaves blanked and dropped from unmerged_leaves. */
   hashExcluding(x: number, excluded: readonly number[]): Uint8Array {
+    if (excluded.length === 0) return this.hashOf(x);
+    const sorted = [...excluded].sort((a, b) => a - b);
+    return this.hashExcludingSorted(x, sorted, new Set(sorted));
+  }
+
+  private hashExcludingSorted(x: number, sorted: readonly number[], set: ReadonlySet<number>): Uint8Array {
     const [s, e] = leafRange(x);
-    const inside = excluded.filter((l) => l >= s && l < e);
-    if (inside.length === 0) return this.hashOf(x);
+    // any excluded leaf in [s, e)? (binary search for the first >= s)
+    let lo = 0;
+    let hi = sorted.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (sorted[mid]! < s) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo >= sorted.length || sorted[lo]! >= e) return this.hashOf(x);
     if (isLeafNode(x)) return this.crypto.hash(blankLeafHashInput(nodeToLeaf(x)));
     const n = this.nodes.get(x);
-    const lh = this.hashExcluding(left(x), inside);
-    const rh = this.hashExcluding(right(x), inside);
+    const lh = this.hashExcludingSorted(left(x), sorted, set);
+    const rh = this.hashExcludingSorted(right(x), sorted, set);
     let body: Uint8Array;
     if (n === undefined) body = Uint8Array.of(0);
     else {
       const p = (n as ParentEntry).parent;
-      body = concat(Uint8Array.of(1), encodeParentNode({ ...p, unmergedLeaves: p.unmergedLeaves.filter((l) => !inside.includes(l)) }));
+      body = concat(Uint8Array.of(1), encodeParentNode({ ...p, unmergedLeaves: p.unmergedLeaves.filter((l) => !set.has(l)) }));
     }
     return this.crypto.hash(concat(Uint8Array.of(2), body, varLen(lh), varLen(rh)));
   }
@@ -529,6 +564,7 @@ export class TreeEditor {
 
   freeze(): PublicTree {
     if (this.leafWidth > 0) this.hashOf(this.root);
+    this.fresh = new WeakSet(); // frozen entries are shared from now on
     return new PublicTree(
       this.crypto,
       this.opts,
@@ -576,9 +612,19 @@ export class TreeEditor {
   /** Structural checks of unmerged_leaves (RFC 9420 7.9 / 12.4.3.1). */
   verifyUnmergedLeaves(): void {
     const width = nodeWidth(this.leafWidth);
+    const sets = new Map<number, Set<number>>();
+    const setOf = (x: number, pn: ParentEntry): Set<number> => {
+      let st = sets.get(x);
+      if (st === undefined) {
+        st = new Set(pn.parent.unmergedLeaves);
+        sets.set(x, st);
+      }
+      return st;
+    };
     for (let p = 1; p < width; p += 2) {
       const pn = this.nodes.get(p);
       if (pn?.t !== 2) continue;
+      if (setOf(p, pn).size !== pn.parent.unmergedLeaves.length) fail("invalid_tree", `node ${p} lists an unmerged leaf twice`);
       for (const l of pn.parent.unmergedLeaves) {
         const ln = leafToNode(l);
         if (!covers(p, ln) || ln === p) fail("invalid_tree", `unmerged leaf ${l} not below node ${p}`);
@@ -586,8 +632,7 @@ export class TreeEditor {
         let x = parentOf(ln);
         while (x !== p) {
           const xn = this.nodes.get(x);
-          if (xn?.t === 2 && !xn.parent.unmergedLeaves.includes(l))
-            fail("invalid_tree", `node ${x} between leaf ${l} and node ${p} does not list it as unmerged`);
+          if (xn?.t === 2 && !setOf(x, xn).has(l)) fail("invalid_tree", `node ${x} between leaf ${l} and node ${p} does not list it as unmerged`);
           x = parentOf(x);
         }
       }

@@ -137,6 +137,7 @@ export class Harness {
       }
     }
     this.assertSynced();
+    await this.assertReseedable();
     return staged;
   }
 
@@ -159,6 +160,15 @@ export class Harness {
 
   leafOf(name: string): number {
     return this.state(name).privatePath.leafIndex;
+  }
+
+  /** A second engine seeded from the GroupInfo and tree this one serves must agree with it. */
+  async assertReseedable(): Promise<void> {
+    const gi = groupInfoBytes(this.engine);
+    if (gi === undefined) return;
+    const other = await seedFromGroupInfo(gi, ratchetTreeBytes(this.engine));
+    expect(toHex(other.groupContextBytes)).toBe(toHex(this.engine.groupContextBytes));
+    expect(toHex(other.interimTranscriptHash)).toBe(toHex(this.engine.interimTranscriptHash));
   }
 
   assertSynced(): void {

@@ -213,4 +213,33 @@ describe("negative cases", () => {
     await expectRejected(h.engine, bytes, "invalid_commit");
     await expectRejected(h.engine, Uint8Array.of(0, 1, 0, 2, 0), "unsupported_wireformat");
   });
+
+  it("PartialGroupInfo not signed by the committer -> invalid_signature; the state is kept", async () => {
+    const r = await createCommit({ state: h.state("alice@a.example"), cipherSuite: cs }, { wireAsPublicMessage: true });
+    const staged = await processMessage(h.engine, mlsBytes(r.commit));
+    const { partialGroupInfoOf } = await import("./harness.js");
+    const pgi = (await partialGroupInfoOf(r.newState, cs)).slice();
+    pgi[pgi.length - 5]! ^= 1;
+    const before = encodeGroupState(h.engine);
+    await expect(merge(h.engine, staged, pgi)).rejects.toMatchObject({ code: "invalid_signature" });
+    expect(toHex(encodeGroupState(h.engine))).toBe(toHex(before));
+    // the untouched PartialGroupInfo merges
+    await merge(h.engine, staged, await partialGroupInfoOf(r.newState, cs));
+  });
+
+  it("unknown external sender index -> not_member; message for another group -> wrong_group", async () => {
+    const r = await createProposal(h.state("bob@b.example"), true, { proposalType: "remove", remove: { removed: 0 } }, cs);
+    const ctx = h.state("bob@b.example").groupContext;
+    const ext = await resign(r.message, h.state("bob@b.example").signaturePrivateKey, ctx, (c) => {
+      c.sender = { senderType: "external", senderIndex: 0 };
+    });
+    // an external sender's message carries no membership_tag
+    const m = decodeMlsMessage(ext, 0)![0] as MlsPublicMessage;
+    const bytes = encodeMlsMessage({ ...m, publicMessage: { ...m.publicMessage, senderType: "external" } } as MLSMessage);
+    await expectRejected(h.engine, bytes, "not_member");
+    const other = await resign(r.message, h.state("bob@b.example").signaturePrivateKey, ctx, (c) => {
+      c.groupId = new TextEncoder().encode("another-group");
+    });
+    await expectRejected(h.engine, other, "wrong_group");
+  });
 });

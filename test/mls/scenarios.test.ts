@@ -9,7 +9,7 @@ import { encodeRequiredCapabilities } from "ts-mls";
 import { Harness, externalSendersExtension, mlsBytes } from "./harness.js";
 import { tsMlsSuite, toHex } from "./helpers.js";
 import { merge, processMessage, type StagedCommit } from "../../src/mls/group.js";
-import { groupInfoBytes, memberByClientId, members, ratchetTreeBytes, encodeGroupState, decodeGroupState, replay } from "../../src/mls/state.js";
+import { groupInfoBytes, memberByClientId, members, ratchetTreeBytes, encodeGroupState, decodeGroupState, replay, unreferencedProposals } from "../../src/mls/state.js";
 import { EngineError } from "../../src/mls/errors.js";
 import { keyOf } from "../../src/mls/codec.js";
 import { engineCrypto } from "../../src/mls/crypto.js";
@@ -48,12 +48,30 @@ describe("scenarios with ts-mls clients", () => {
     await h.propose("dave@a.example", { proposalType: "remove", remove: { removed: h.leafOf("erin@b.example") } });
     expect(h.engine.proposals.size).toBe(1);
     const st2 = (await h.commit("alice@a.example")) as StagedCommit;
+    expect(unreferencedProposals(st2)).toEqual([]);
     expect(st2.removed.map((r) => r.clientId)).toEqual(["erin@b.example"]);
     expect(st2.proposals[0]!.ref).toBeDefined();
     expect(h.engine.proposals.size).toBe(0);
     // membership
     expect([...members(h.engine)].map((m) => m.clientId).sort()).toEqual(["alice@a.example", "bob:phone@b.example", "carol@c.example", "dave@a.example"]);
     expect(memberByClientId(h.engine, "bob:phone@b.example")?.domain).toBe("b.example");
+  });
+
+  it("adds without a path leave unmerged leaves; the served GroupInfo and tree re-seed an engine", async () => {
+    const h = new Harness(await suite());
+    await h.create("alice@a.example");
+    const first = await Promise.all(Array.from({ length: 7 }, (_, i) => h.identity(`m${i}@x.example`)));
+    await h.commit("alice@a.example", first.map((j) => ({ proposalType: "add" as const, add: { keyPackage: j.kp } })), first);
+    await h.commit("m0@x.example"); // fills m0's direct path
+    await h.commit("alice@a.example", [2, 3].map((l) => ({ proposalType: "remove" as const, remove: { removed: l } })));
+    const more = await Promise.all(["n0@y.example", "n1@y.example"].map((n) => h.identity(n)));
+    const st = (await h.commit("m4@x.example", more.map((j) => ({ proposalType: "add" as const, add: { keyPackage: j.kp } })), more)) as StagedCommit;
+    expect(st.hasPath).toBe(false);
+    expect(st.added.map((a) => a.leafIndex)).toEqual([2, 3]);
+    const unmerged = h.engine.tree.nodes.toArray().reduce((n, x) => n + (x?.t === 2 ? x.parent.unmergedLeaves.length : 0), 0);
+    expect(unmerged).toBeGreaterThan(0);
+    await h.commit("m5@x.example"); // a path next to nodes with unmerged leaves
+    await h.commit("n0@y.example"); // a path through them
   });
 
   it("self-remove (a member's Remove proposal for its own leaf) committed by another member", async () => {
@@ -151,6 +169,9 @@ describe("scenarios with ts-mls clients", () => {
     await h.deliver(r.commit, ["alice@a.example"]);
     h.members.set("alice@a.example", r.newState);
     h.assertSynced();
+    // the suspension survives a snapshot
+    const restored = await decodeGroupState(encodeGroupState(h.engine));
+    expect(restored.reinit?.groupId).toEqual(reinit.groupId);
     // a later commit for the suspended group is refused
     const again = { ...h.engine.groupContext };
     void again;
