@@ -14,6 +14,7 @@ import {
   ratchetTreeBytes,
   type GroupState,
   type Member,
+  unreferencedProposals,
   type StagedCommit,
 } from "../mls/index.js";
 import type { WriteOp } from "../store/port.js";
@@ -119,8 +120,7 @@ export async function stageGroupUpdate(
   // Section 8: a member's commit includes every stored proposal by reference.
   // External commits cannot (RFC 9420 12.4.3.2); their epoch change drops them.
   if (input.sender === "member") {
-    const referenced = new Set(staged.proposals.flatMap((p) => (p.ref !== undefined ? [Buffer.from(p.ref).toString("hex")] : [])));
-    const missing = [...base.proposals.values()].filter((p) => !referenced.has(Buffer.from(p.ref).toString("hex")));
+    const missing = unreferencedProposals(staged);
     if (missing.length > 0)
       failWith(DSErrorCode.missing_proposals, `${operation}: the commit must include all ${base.proposals.size} stored proposals by reference; ${missing.length} missing`);
   }
