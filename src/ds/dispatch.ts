@@ -60,7 +60,7 @@ async function handleRequest(ctx: DSContext, bytes: Uint8Array, rc: RequestConte
   const hubDomain = groupId !== undefined ? hubDomainOfGroupId(groupId) : undefined;
   if (rc.peerDomain !== undefined) ctx.rateLimiter.hit("perDomain", rc.peerDomain);
   if (hubDomain !== undefined && hubDomain !== ctx.config.domain) return forward(ctx, hubDomain, bytes);
-  const run = async (release?: () => void) => {
+  const run = async () => {
     const key = groupId !== undefined ? groupKey(groupId) : undefined;
     // Reads answer from the group's latest epoch even when another instance wrote it.
     const reads = type === "external_commit_info" || type === "welcome_info";
@@ -73,23 +73,32 @@ async function handleRequest(ctx: DSContext, bytes: Uint8Array, rc: RequestConte
       if (claimed !== undefined) ctx.rateLimiter.hit("perClient", claimed);
     }
     const input: OperationInput = { request, raw: bytes, context: rc, ...(groupId !== undefined ? { groupId } : {}), ...(group !== undefined ? { group } : {}) };
-    return mergeStaged(ctx, await operation(ctx, input), release);
+    return mergeStaged(ctx, await operation(ctx, input));
   };
   if (groupId === undefined) return run();
   const key = groupKey(groupId);
-  return ctx.groups.exclusive(key, async (release) => {
-    // mergeStaged may hand the lock on before the write is durable (send_message): see there.
-    let released = false;
+  if (type === "send_message" && ctx.store.appliesInOrder === true && ctx.groups.has(key)) {
+    // Optimistic, without the group's lock: send_message changes no group state and
+    // its write carries the epoch check, and the store applies writes in call order,
+    // so a commit staged meanwhile either lands after it or makes it fail here
+    // (EpochConflictError); then it is judged again below, with the lock. Sends of
+    // one group thus verify concurrently and share a group commit. Only for a cached
+    // group (run() then reads it synchronously): a load outside the lock could put
+    // an older state into the cache after a commit.
     try {
-      return await run(() => {
-        released = true;
-        release();
-      });
+      return await run();
+    } catch (err) {
+      if (!(err instanceof EpochConflictError)) throw err;
+    }
+  }
+  return ctx.groups.exclusive(key, async () => {
+    try {
+      return await run();
     } catch (err) {
       // Another instance moved the group on: reload it and judge the request again.
       if (!(err instanceof EpochConflictError)) throw err;
       ctx.groups.evict(key);
-      return released ? ctx.groups.exclusive(key, () => run()) : run();
+      return run();
     }
   });
 }

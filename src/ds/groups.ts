@@ -81,11 +81,8 @@ export class GroupRegistry {
     this.maxCached = options.maxCached ?? 1000;
   }
 
-  /**
-   * Run `fn` with this group's lock held: requests for one group run one after
-   * another. `fn` may hand the lock on before it ends by calling `release`.
-   */
-  async exclusive<T>(key: string, fn: (release: () => void) => Promise<T>): Promise<T> {
+  /** Run `fn` with this group's lock held: requests for one group run one after another. */
+  async exclusive<T>(key: string, fn: () => Promise<T>): Promise<T> {
     const prev = this.locks.get(key) ?? Promise.resolve();
     let release!: () => void;
     const mine = new Promise<void>((r) => (release = r));
@@ -93,7 +90,7 @@ export class GroupRegistry {
     this.locks.set(key, chain);
     await prev.catch(() => undefined);
     try {
-      return await fn(release);
+      return await fn();
     } finally {
       release();
       if (this.locks.get(key) === chain) this.locks.delete(key);
@@ -122,6 +119,11 @@ export class GroupRegistry {
     const hit = this.cache.get(key);
     if (hit !== undefined && (await this.store.groupEpoch(key)) !== hit.epoch) this.cache.delete(key);
     return this.get(key);
+  }
+
+  /** Whether the group is in the cache (a get() would not touch the store). */
+  has(key: string): boolean {
+    return this.cache.has(key);
   }
 
   put(group: HostedGroup): void {

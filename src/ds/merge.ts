@@ -20,22 +20,11 @@ export interface StagedRequest {
 
 export const answerOnly = (response: DSResponse): StagedRequest => ({ response, writes: [], fanout: [] });
 
-/**
- * Makes `staged` durable, then updates the cached group. `release` (the
- * group's lock) is called early when the store applies writes in call order
- * and the request leaves the group as it is (send_message): the group's next
- * request may then be staged while this write waits for its fsync, and its
- * write still lands after this one.
- */
-export async function mergeStaged(ctx: DSContext, staged: StagedRequest, release?: () => void): Promise<DSResponse> {
+export async function mergeStaged(ctx: DSContext, staged: StagedRequest): Promise<DSResponse> {
   const appends = await planFanout(ctx.hub, staged.fanout);
   const ops = [...staged.writes, ...appends];
+  if (ops.length > 0) await ctx.store.apply({ ops });
   const g = staged.group;
-  if (ops.length > 0) {
-    const durable = ctx.store.apply({ ops });
-    if (g === undefined && release !== undefined && ctx.store.appliesInOrder === true) release();
-    await durable;
-  }
   if (g !== undefined) {
     if ("next" in g) ctx.groups.put(g.next);
     else ctx.groups.evict(g.evict);

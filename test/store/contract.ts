@@ -640,6 +640,34 @@ export function runStoreContract(name: string, factory: StoreFactory): void {
         }
       });
 
+      it("one payload appended to many queues in a batch reads back from each, also after the others are gone", async () => {
+        const payload = text("a commit for everyone");
+        const queues = ["client:a", "client:b", "client:c", "client:d"];
+        const r = await store.apply({
+          ops: [
+            ...queues.map((queue): WriteOp => ({ kind: "append", queue, payload })),
+            { kind: "append", queue: "client:a", payload: text("own") },
+            { kind: "append", queue: "client:b", payload },
+          ],
+        });
+        expect(r.appended).toEqual([
+          { queue: "client:a", seq: 1n },
+          { queue: "client:b", seq: 1n },
+          { queue: "client:c", seq: 1n },
+          { queue: "client:d", seq: 1n },
+          { queue: "client:a", seq: 2n },
+          { queue: "client:b", seq: 2n },
+        ]);
+        await store.ack("client:a", 2n);
+        await store.apply({ ops: [{ kind: "deleteQueue", queue: "client:c" }] });
+        expect((await store.read("client:b", 0n, 10)).map((e) => str(e.payload))).toEqual(["a commit for everyone", "a commit for everyone"]);
+        await store.ack("client:b", 1n);
+        expect((await store.read("client:b", 0n, 10)).map((e) => [e.seq, str(e.payload)])).toEqual([[2n, "a commit for everyone"]]);
+        await store.ack("client:b", 2n);
+        expect((await store.read("client:d", 0n, 10)).map((e) => str(e.payload))).toEqual(["a commit for everyone"]);
+        expect(await store.queueInfo("client:d")).toEqual({ lastSeq: 1n, firstSeq: 1n, length: 1 });
+      });
+
       it("reads in bounded pages after a sequence; ack deletes up to it; numbering continues", async () => {
         const q = clientQueue("bob");
         for (let i = 1; i <= 10; i++) await store.apply({ ops: [{ kind: "append", queue: q, payload: text(`m${i}`) }] });

@@ -52,6 +52,42 @@ describe("SQLite adapter", () => {
     }
   });
 
+  it("group commit: concurrent applies share one transaction; a lone apply is written at once", async () => {
+    const store = (await openStore(tempDir())) as SqliteStore;
+    try {
+      const payload = new Uint8Array(64);
+      await Promise.all(Array.from({ length: 50 }, (_, i) => store.apply({ ops: [{ kind: "append", queue: `q${i % 5}`, payload }] })));
+      expect(store.applyStats).toEqual({ transactions: 1, applies: 50 });
+      await store.apply({ ops: [{ kind: "append", queue: "q0", payload }] });
+      expect(store.applyStats).toEqual({ transactions: 2, applies: 51 });
+      // Calls made before close() are written before the connection goes.
+      const last = store.apply({ ops: [{ kind: "append", queue: "q0", payload }] });
+      await store.close();
+      expect((await last).appended).toEqual([{ queue: "q0", seq: 12n }]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("stores a payload appended to many queues once and frees it with its last entry", async () => {
+    const store = (await openStore(tempDir())) as SqliteStore;
+    try {
+      const payload = new Uint8Array(1000).fill(7);
+      await store.apply({ ops: ["a", "b", "c"].map((q) => ({ kind: "append" as const, queue: q, payload })) });
+      const db = store.database;
+      const count = (sql: string): number => Number(db.prepare(sql).pluck().get());
+      expect(count("SELECT count(*) FROM queue_payloads")).toBe(1);
+      expect(count("SELECT sum(length(payload)) FROM queue_entries")).toBe(0);
+      await store.ack("a", 1n);
+      await store.apply({ ops: [{ kind: "deleteQueue", queue: "b" }] });
+      expect(count("SELECT refs FROM queue_payloads")).toBe(1);
+      await store.ack("c", 1n);
+      expect(count("SELECT count(*) FROM queue_payloads")).toBe(0);
+    } finally {
+      await store.close();
+    }
+  });
+
   it("parses store URIs", () => {
     expect(sqlitePathOf("sqlite::memory:")).toBe(":memory:");
     expect(sqlitePathOf("sqlite:/a/b.db")).toBe("/a/b.db");

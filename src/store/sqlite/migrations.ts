@@ -114,6 +114,29 @@ export const MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    // A commit to a big group enqueues the same bytes for every local member:
+    // store them once per batch and let the entries point at them (an entry
+    // with payload_id keeps an empty inline payload). The trigger drops a
+    // shared payload with its last entry (ack, deleteQueue).
+    name: "shared queue payloads",
+    up(db) {
+      db.exec(`
+        CREATE TABLE queue_payloads (
+          id   INTEGER PRIMARY KEY,
+          data BLOB NOT NULL,
+          refs INTEGER NOT NULL
+        );
+        ALTER TABLE queue_entries ADD COLUMN payload_id INTEGER;
+        CREATE TRIGGER queue_entries_release_payload AFTER DELETE ON queue_entries
+        WHEN old.payload_id IS NOT NULL
+        BEGIN
+          UPDATE queue_payloads SET refs = refs - 1 WHERE id = old.payload_id;
+          DELETE FROM queue_payloads WHERE id = old.payload_id AND refs <= 0;
+        END;
+      `);
+    },
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -1,0 +1,66 @@
+// A DS in this process: the real dispatcher over a durable SQLite store
+// (synchronous=FULL) in a temp directory, reached by a DSClient through an
+// in-memory ConnectRPC transport (no network), and the handler itself for
+// timing the server's part of a request.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createRouterTransport } from "@connectrpc/connect";
+import { DSClient } from "../src/client/index.js";
+import { createDeliveryService, type DeliveryService } from "../src/ds/service.js";
+import { registerHub } from "../src/server/hub.js";
+import { openSqliteStore, type SqliteStore } from "../src/store/sqlite/store.js";
+
+export interface InProcessHub {
+  readonly ds: DeliveryService;
+  readonly store: SqliteStore;
+  /** Wall time spent in store.apply calls (from the call to durable), ms, since the last reset. */
+  applyMs(): number;
+  resetApplyMs(): void;
+  readonly hub: DSClient;
+  close(): Promise<void>;
+}
+
+export async function startInProcessHub(domain: string): Promise<InProcessHub> {
+  const dir = mkdtempSync(join(tmpdir(), "mimi-bench-inproc-"));
+  const store = await openSqliteStore({ path: join(dir, "ds.sqlite"), synchronous: "FULL" });
+  // The DS sees the store through a proxy that times apply (queueing, ops and the fsync).
+  let applyMs = 0;
+  const timed = new Proxy(store, {
+    get(target, prop) {
+      if (prop === "apply")
+        return async (batch: Parameters<SqliteStore["apply"]>[0]) => {
+          const t = performance.now();
+          try {
+            return await target.apply(batch);
+          } finally {
+            applyMs += performance.now() - t;
+          }
+        };
+      const v = Reflect.get(target, prop, target) as unknown;
+      return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+  const ds = await createDeliveryService({ domain, store: timed });
+  const transport = createRouterTransport((router) =>
+    registerHub(router, {
+      domain,
+      handler: ds.handler,
+      hubInfo: ds.hubInfo,
+      onInternalError: (err) => console.error(err),
+    }),
+  );
+  return {
+    ds,
+    store,
+    hub: new DSClient(transport),
+    applyMs: () => applyMs,
+    resetApplyMs: () => {
+      applyMs = 0;
+    },
+    async close() {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
