@@ -28,6 +28,7 @@ import {
   uint16,
   utf8V,
   vectorV,
+  mlsMessageGroupId,
 } from "../wire/index.js";
 import { checkToken, loadLocalClient } from "./clients.js";
 import { type OwnTls, type PeerDirectory, createPeerTransport, type Peer, type PeerTransportOptions } from "./peers.js";
@@ -69,19 +70,6 @@ const receivedFanoutCodec = struct<ReceivedFanout>([
   ["signature", "signature", opaqueV],
 ]);
 
-/** The MLS group id a message names in clear, if any (for group blocks). */
-function groupIdOf(m: MLSMessage): Uint8Array | undefined {
-  switch (m.wireformat) {
-    case "mls_public_message":
-      return m.publicMessage.content.groupId;
-    case "mls_private_message":
-      return m.privateMessage.groupId;
-    case "mls_group_info":
-      return m.groupInfo.groupContext.groupId;
-    default:
-      return undefined; // a Welcome's group id is encrypted
-  }
-}
 
 // ---------------------------------------------------------------- processing one request
 
@@ -186,7 +174,7 @@ export async function processFanoutRequest(deps: GuestDeps, hubDomain: string, s
     return reject("malformed", `${req.recipientIds.length} recipients but ${req.fanoutAuthTokens.length} tokens`);
   }
 
-  const groupId = groupIdOf(req.mlsMessage.message);
+  const groupId = mlsMessageGroupId(req.mlsMessage.message);
   const unknown: ClientID[] = [];
   const badToken: ClientID[] = [];
   const blocked: ClientID[] = [];

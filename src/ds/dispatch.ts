@@ -2,7 +2,6 @@
 // version, find the group it is about, and run its operation with the group's
 // lock held; the operation stages, merge.ts makes it durable. Every failure
 // becomes one DSError and changes nothing.
-import type { MLSMessage } from "ts-mls";
 import {
   decodeDSRequest,
   type DSErrorCodeValue,
@@ -12,6 +11,7 @@ import {
   DSErrorCode,
   encodeDSResponse,
   type DSRequest,
+  mlsMessageGroupId,
 } from "../wire/index.js";
 import { EpochConflictError } from "../store/errors.js";
 import { memberAt } from "../mls/index.js";
@@ -114,41 +114,29 @@ async function forward(ctx: DSContext, hubDomain: string, bytes: Uint8Array): Pr
   return response;
 }
 
-const messageGroupId = (m: MLSMessage): Uint8Array | undefined => {
-  switch (m.wireformat) {
-    case "mls_public_message":
-      return m.publicMessage.content.groupId;
-    case "mls_private_message":
-      return m.privateMessage.groupId;
-    case "mls_group_info":
-      return m.groupInfo.groupContext.groupId;
-    default:
-      return undefined;
-  }
-};
 
 /** The group a request is about, from its body (for most, the MLSMessage's group_id). */
 export function groupIdOf(request: DSRequest): Uint8Array | undefined {
   const b = request.requestBody;
   switch (b.requestType) {
     case "delete_group":
-      return messageGroupId(b.deleteGroupRequest.groupUpdate.commit);
+      return mlsMessageGroupId(b.deleteGroupRequest.groupUpdate.commit);
     case "add_clients":
-      return messageGroupId(b.addClientsRequest.groupUpdate.commit);
+      return mlsMessageGroupId(b.addClientsRequest.groupUpdate.commit);
     case "remove_clients":
-      return messageGroupId(b.removeClientsRequest.groupUpdate.commit);
+      return mlsMessageGroupId(b.removeClientsRequest.groupUpdate.commit);
     case "self_remove_client":
-      return messageGroupId(b.selfRemoveClientRequest.proposal);
+      return mlsMessageGroupId(b.selfRemoveClientRequest.proposal);
     case "update_client":
-      return messageGroupId(b.updateClientRequest.groupUpdate.commit);
+      return mlsMessageGroupId(b.updateClientRequest.groupUpdate.commit);
     case "external_join":
-      return messageGroupId(b.externalJoinRequest.groupUpdate.commit);
+      return mlsMessageGroupId(b.externalJoinRequest.groupUpdate.commit);
     case "send_message":
-      return messageGroupId(b.sendMessageRequest.applicationMessage);
+      return mlsMessageGroupId(b.sendMessageRequest.applicationMessage);
     case "reinitialize_group":
-      return messageGroupId(b.reInitializeGroupRequest.commit.commit);
+      return mlsMessageGroupId(b.reInitializeGroupRequest.commit.commit);
     case "create_group":
-      return messageGroupId(b.createGroupRequest.groupInfo);
+      return mlsMessageGroupId(b.createGroupRequest.groupInfo);
     case "welcome_info":
       return b.welcomeInfoRequest.groupId;
     case "external_commit_info":

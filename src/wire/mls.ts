@@ -367,3 +367,17 @@ export function encodeKeyPackageBytes(kp: KeyPackage): Uint8Array {
 export function decodeKeyPackageBytes(bytes: Uint8Array, limits?: Partial<DecodeLimits>): KeyPackage {
   return decodeWith(keyPackageCodec, bytes, "KeyPackage", limits);
 }
+
+/** The MLS group id an MLSMessage names in clear, if any (a Welcome's is encrypted). */
+export function mlsMessageGroupId(m: MLSMessage): Uint8Array | undefined {
+  switch (m.wireformat) {
+    case "mls_public_message":
+      return m.publicMessage.content.groupId;
+    case "mls_private_message":
+      return m.privateMessage.groupId;
+    case "mls_group_info":
+      return m.groupInfo.groupContext.groupId;
+    default:
+      return undefined;
+  }
+}
