@@ -18,16 +18,12 @@ import {
   type DSFanoutResponse,
   type FanoutAuthToken,
   SignatureLabel,
-  clientIdCodec,
+  dsFanoutRequestHeadFields,
   decodeWith,
   encodeDSFanoutResponse,
-  fanoutAuthTokenCodec,
   mlsMessageCodec,
   opaqueV,
   struct,
-  uint16,
-  utf8V,
-  vectorV,
   mlsMessageGroupId,
 } from "../wire/index.js";
 import { checkToken, loadLocalClient } from "./clients.js";
@@ -62,10 +58,7 @@ interface ReceivedFanout {
   readonly signature: Uint8Array;
 }
 const receivedFanoutCodec = struct<ReceivedFanout>([
-  ["protocol_version", "protocolVersion", uint16],
-  ["hub_domain", "hubDomain", utf8V],
-  ["recipient_ids", "recipientIds", vectorV(clientIdCodec)],
-  ["fanout_auth_tokens", "fanoutAuthTokens", vectorV(fanoutAuthTokenCodec)],
+  ...dsFanoutRequestHeadFields,
   ["mls_message", "mlsMessage", slicedMessage],
   ["signature", "signature", opaqueV],
 ]);

@@ -53,8 +53,6 @@ export interface StagedGroupUpdate {
   readonly next: HostedGroup;
   readonly writes: WriteOp[];
   readonly fanout: FanoutItem[];
-  /** The commit as received. */
-  readonly commitBytes: Uint8Array;
 }
 
 /** The commit message of an MLSGroupUpdate, checked to be a PublicMessage commit. */
@@ -130,14 +128,17 @@ export async function stageGroupUpdate(
   const nextState = await merge(base, staged, partialGroupInfo);
 
   // FanoutAuthTokens: joiners bring theirs in their KeyPackages; removed members' go.
-  const tokens = new Map(group.tokens);
   const writes: WriteOp[] = [];
   const added = joinerTokens(staged.added, operation);
-  for (const r of staged.removed) {
-    if (tokens.delete(r.clientId)) writes.push({ kind: "removeFanoutToken", groupId: group.key, clientId: r.clientId });
+  const removedWithToken = staged.removed.filter((r) => group.tokens.has(r.clientId));
+  // Copied only when it changes: most commits (updates) leave every token as it is.
+  const tokens = added.size > 0 || removedWithToken.length > 0 ? new Map(group.tokens) : undefined;
+  for (const r of removedWithToken) {
+    tokens!.delete(r.clientId);
+    writes.push({ kind: "removeFanoutToken", groupId: group.key, clientId: r.clientId });
   }
   for (const [clientId, token] of added) {
-    tokens.set(clientId, token);
+    tokens!.set(clientId, token);
     writes.push({ kind: "setFanoutToken", groupId: group.key, clientId, token });
   }
 
@@ -169,6 +170,6 @@ export async function stageGroupUpdate(
   // Everyone of the old epoch but the committer learns of the commit (removed members included).
   const except = new Set<number>(staged.external ? [] : [staged.committer]);
   const fanout: FanoutItem[] = [{ message: commitBytes, group, exceptLeaves: except }];
-  const next = group.with({ state: nextState, tokens, logLength: snapshot ? 0 : group.logLength + 1 });
-  return { staged, ...(member !== undefined ? { sender: member } : {}), next, writes, fanout, commitBytes };
+  const next = group.with({ state: nextState, ...(tokens !== undefined ? { tokens } : {}), logLength: snapshot ? 0 : group.logLength + 1 });
+  return { staged, ...(member !== undefined ? { sender: member } : {}), next, writes, fanout };
 }

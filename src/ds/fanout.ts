@@ -7,14 +7,11 @@ import type { WriteOp } from "../store/port.js";
 import { clientQueue, outboxQueue } from "../store/port.js";
 import {
   DS_PROTOCOL_VERSION,
+  dsFanoutRequestHeadFields,
   encodeWith,
-  fanoutAuthTokenCodec,
   opaqueV,
   SignatureLabel,
   struct,
-  uint16,
-  utf8V,
-  vectorV,
   type FanoutAuthToken,
 } from "../wire/index.js";
 import { FANOUT_SIGNATURE_SUITE, type HubIdentity } from "./hub-identity.js";
@@ -38,14 +35,8 @@ interface FanoutHead {
   readonly recipientIds: readonly Uint8Array[];
   readonly fanoutAuthTokens: readonly FanoutAuthToken[];
 }
-// The DSFanoutRequestTBS fields before mls_message; the message bytes follow
-// as received, so the hub never re-encodes what it forwards.
-const fanoutHeadCodec = struct<FanoutHead>([
-  ["protocol_version", "protocolVersion", uint16],
-  ["hub_domain", "hubDomain", utf8V],
-  ["recipient_ids", "recipientIds", vectorV(opaqueV)],
-  ["fanout_auth_tokens", "fanoutAuthTokens", vectorV(fanoutAuthTokenCodec)],
-]);
+// The message bytes follow the head as received: the hub never re-encodes what it forwards.
+const fanoutHeadCodec = struct<FanoutHead>(dsFanoutRequestHeadFields);
 
 const utf8 = new TextEncoder();
 

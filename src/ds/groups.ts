@@ -3,12 +3,12 @@
 // request at a time per group on this instance. Across instances the store's
 // compare-and-set on the epoch keeps one linear order.
 import {
-  apply,
   decodeGroupState,
   epochOf,
   members,
   merge,
   processMessage,
+  replay,
   type EngineOptions,
   type GroupState,
   type Member,
@@ -19,7 +19,7 @@ import { decodeEpochLogRecord, decodeGroupMetadata, type GroupMetadata } from ".
 /** The store key of an MLS group_id. */
 export const groupKey = (groupId: Uint8Array): string => Buffer.from(groupId).toString("base64url");
 
-/** Recipients of one domain, with their FanoutAuthTokens, in leaf order. */
+/** Members of one domain, in leaf order. */
 export interface DomainMembers {
   readonly clientIds: readonly string[];
   readonly leafIndices: readonly number[];
@@ -140,32 +140,17 @@ export class GroupRegistry {
     this.cache.delete(key);
   }
 
-  get cachedCount(): number {
-    return this.cache.size;
-  }
-
   private async load(key: string): Promise<HostedGroup | undefined> {
     const stored = await this.store.loadGroup(key);
     if (stored === undefined) return undefined;
-    const engine = { ...this.options.engine, ...REPLAY_OPTIONS };
-    let state = await decodeGroupState(stored.snapshot.state, engine);
-    for (const entry of stored.log) {
-      const record = decodeEpochLogRecord(entry.entry);
-      state = await apply(state, record.message, record.partialGroupInfo);
-    }
+    const snapshot = await decodeGroupState(stored.snapshot.state, this.options.engine);
+    let state = await replay(snapshot, stored.log.map((e) => decodeEpochLogRecord(e.entry)));
     // Proposals of the current epoch were validated when received; re-stage them.
     for (const p of await this.store.listProposals(key, epochOf(state))) state = await merge(state, await processMessage(state, p.proposal));
-    // Back to the live lifetime tolerance for new messages.
-    state = { ...state, options: { ...state.options, clockSkewSeconds: this.options.engine?.clockSkewSeconds ?? DEFAULT_CLOCK_SKEW_SECONDS } };
     const tokens = await this.store.fanoutTokens(key);
     return new HostedGroup(key, state, decodeGroupMetadata(stored.metadata), tokens, stored.log.length);
   }
 }
 
-// Replaying accepted commits must not fail because time moved on: KeyPackage
-// lifetimes were checked when the commit was accepted.
-const REPLAY_OPTIONS: EngineOptions = { clockSkewSeconds: Number.MAX_SAFE_INTEGER };
-
-const DEFAULT_CLOCK_SKEW_SECONDS = 300;
 
 export type { Member };

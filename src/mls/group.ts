@@ -9,7 +9,7 @@ import { encodePskId } from "ts-mls/presharedkey.js";
 import { decodeRequiredCapabilities, type RequiredCapabilities } from "ts-mls/requiredCapabilities.js";
 import { protocolVersions } from "ts-mls/protocolVersion.js";
 import { defaultExtensionTypes } from "ts-mls";
-import { EngineError, WrongEpochError, fail } from "./errors.js";
+import { WrongEpochError, fail } from "./errors.js";
 import { engineCrypto, type EngineCrypto } from "./crypto.js";
 import {
   bytesEqual,

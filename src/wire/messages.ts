@@ -398,13 +398,17 @@ export interface DSFanoutRequest extends DSFanoutRequestTBS {
   readonly signature: Uint8Array;
 }
 
-const fanoutTbsFields = [
+/**
+ * The DSFanoutRequest fields before mls_message. Exported so that the hub can
+ * sign, and a guest read, the MLSMessage as bytes without re-encoding it.
+ */
+export const dsFanoutRequestHeadFields = [
   ["protocol_version", "protocolVersion", dsProtocolVersionCodec],
   ["hub_domain", "hubDomain", utf8V],
   ["recipient_ids", "recipientIds", vectorV(clientIdCodec)],
   ["fanout_auth_tokens", "fanoutAuthTokens", vectorV(fanoutAuthTokenCodec)],
-  ["mls_message", "mlsMessage", mlsMessageCodec],
 ] as const;
+const fanoutTbsFields = [...dsFanoutRequestHeadFields, ["mls_message", "mlsMessage", mlsMessageCodec]] as const;
 export const dsFanoutRequestTBSCodec = struct<DSFanoutRequestTBS>(fanoutTbsFields);
 export const dsFanoutRequestCodec = struct<DSFanoutRequest>([...fanoutTbsFields, ["signature", "signature", opaqueV]]);
 

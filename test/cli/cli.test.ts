@@ -1,7 +1,5 @@
 // The command line as a child process: dev-certs and serve (port from the log,
 // Ping, graceful exit on SIGTERM and SIGINT).
-import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
-import { createInterface } from "node:readline";
 import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -11,11 +9,9 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HubService } from "../../gen/mimi/ds/v1/hub_pb.js";
 import { client } from "../helpers/clients.js";
+import { cliMain, spawnServe, tsxBin, type ServeProcess } from "../helpers/process.js";
 
-const root = process.cwd();
-const tsx = join(root, "node_modules", ".bin", "tsx");
-const main = join(root, "src", "cli", "main.ts");
-const run = (args: string[]) => promisify(execFile)(tsx, [main, ...args], { cwd: root, timeout: 60_000 });
+const run = (args: string[]) => promisify(execFile)(tsxBin, [cliMain, ...args], { cwd: process.cwd(), timeout: 60_000 });
 
 let dir: string;
 beforeAll(async () => {
@@ -72,35 +68,8 @@ describe("dev-certs", () => {
   });
 });
 
-interface Served {
-  child: ChildProcessWithoutNullStreams;
-  port: number;
-  lines: Record<string, unknown>[];
-  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-async function serve(certs: string, name: string): Promise<Served> {
-  const child = spawn(
-    tsx,
-    [main, "serve", "--listen", "127.0.0.1:0", "--data-dir", join(dir, `data-${name}`), "--tls-cert", join(certs, "a.example", "cert.pem"), "--tls-key", join(certs, "a.example", "key.pem"), "--tls-ca", join(certs, "ca.pem")],
-    { cwd: root, env: { ...process.env, MIMI_DS_DOMAIN: "a.example" } },
-  );
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once("exit", (code, signal) => resolve({ code, signal })),
-  );
-  const lines: Record<string, unknown>[] = [];
-  let stderr = "";
-  child.stderr.on("data", (d) => (stderr += d));
-  const port = await new Promise<number>((resolve, reject) => {
-    createInterface({ input: child.stdout }).on("line", (line) => {
-      const entry = JSON.parse(line) as Record<string, unknown>;
-      lines.push(entry);
-      if (entry.msg === "listening") resolve(entry.port as number);
-    });
-    void exit.then(() => reject(new Error(`serve exited early: ${stderr}`)));
-  });
-  return { child, port, lines, exit };
-}
+const serve = (certs: string, name: string): Promise<ServeProcess> =>
+  spawnServe({ domain: "a.example", dataDir: join(dir, `data-${name}`), certsDir: certs, env: { MIMI_DS_DOMAIN: "a.example" } });
 
 describe("serve", () => {
   const certs = () => join(dir, "certs");

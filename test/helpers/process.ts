@@ -35,8 +35,8 @@ export async function spawnServe(o: ServeOptions): Promise<ServeProcess> {
     [
       cliMain,
       "serve",
-      "--domain",
-      o.domain,
+      // The domain may come from the environment instead (MIMI_DS_DOMAIN), as in the CLI test.
+      ...(o.env?.MIMI_DS_DOMAIN === undefined ? ["--domain", o.domain] : []),
       "--listen",
       "127.0.0.1:0",
       "--data-dir",
