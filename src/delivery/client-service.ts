@@ -18,6 +18,7 @@ import { clientIdOf, domainOf, engineCrypto, keyPackageRef } from "../mls/index.
 import { serviceRoute, type ServiceRoute } from "../server/server.js";
 import { DuplicateKeyPackageError, UnknownClientError } from "../store/errors.js";
 import { clientQueue, type KeyPackageUpload, type Store } from "../store/port.js";
+import { ClientInbox } from "./inbox.js";
 import {
   SignatureLabel,
   WireDecodeError,
@@ -247,15 +248,21 @@ export function createClientService(options: ClientServiceOptions): ClientServic
 
     async *receive(req, ctx: HandlerContext) {
       const { clientId } = await mapped(() => authenticate(req.auth, "receive"));
-      const entries = streamQueue(store, clientQueue(clientId), req.resumeAfter, {
+      const inbox = new ClientInbox(store, clientId);
+      inbox.open();
+      const entries = streamQueue(store, inbox.queue, req.resumeAfter, {
         signal: ctx.signal,
         stop: stop.signal,
         pageSize: options.pageSize ?? DEFAULT_PAGE_SIZE,
+        refill: inbox.refill,
+        wait: inbox.wait,
       });
       try {
         for await (const e of entries) yield { sequence: e.seq, mlsMessage: e.payload };
       } catch (err) {
         throw rpcError(err);
+      } finally {
+        inbox.close();
       }
     },
 

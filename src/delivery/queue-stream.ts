@@ -15,6 +15,10 @@ export interface QueueStreamOptions {
   readonly signal: AbortSignal;
   /** Our own stop (service closing): the stream fails with Unavailable so the reader resumes elsewhere. */
   readonly stop?: AbortSignal;
+  /** When caught up, before waiting: bring more entries into the queue (true: some came). */
+  readonly refill?: () => Promise<boolean>;
+  /** Wait for more (default: an append to the queue); resolves with a committed sequence if it knows one. */
+  readonly wait?: (afterSeq: bigint, signal: AbortSignal) => Promise<bigint | undefined>;
 }
 
 /**
@@ -52,7 +56,9 @@ export async function* streamQueue(
       continue;
     }
     try {
-      committed = await store.waitForAppend(queue, pos, signal);
+      if (options.refill !== undefined && (await options.refill())) continue;
+      const known = options.wait !== undefined ? await options.wait(pos, signal) : await store.waitForAppend(queue, pos, signal);
+      if (known !== undefined) committed = known;
     } catch (err) {
       if (signal.aborted) break;
       throw err;

@@ -32,7 +32,7 @@ import { authenticateMember } from "./auth.js";
 import type { DSContext } from "./context.js";
 import { failWith } from "./errors.js";
 import type { HostedGroup } from "./groups.js";
-import type { FanoutItem } from "./fanout.js";
+import { feedChanges, type FanoutItem } from "./fanout.js";
 import { encodeEpochHistoryRecord, encodeEpochLogRecord } from "./records.js";
 
 export interface GroupUpdateInput {
@@ -166,6 +166,11 @@ export async function stageGroupUpdate(
       expiresAt: ctx.config.now() + ctx.config.historyRetentionMs,
     });
   }
+
+  // An external committer joins by its own commit, not by an Add.
+  const joiner = staged.external ? staged.tree.leaf(staged.committer)?.clientId : undefined;
+  const joined = [...staged.added.map((a) => a.clientId), ...(joiner !== undefined ? [joiner] : [])];
+  writes.push(...feedChanges(ctx.hub, group.key, joined, staged.removed.map((r) => r.clientId)));
 
   // Everyone of the old epoch but the committer learns of the commit (removed members included).
   const except = new Set<number>(staged.external ? [] : [staged.committer]);

@@ -1,10 +1,12 @@
 // Fanout planning (draft Section 6.2): every message an accepted request
-// causes becomes queue appends in the same store transaction. Local
-// recipients get one entry in their own queue; every other domain gets one
-// signed DSFanoutRequest in its outbox, however many of its clients are in
-// the group, so the hub's work grows with the number of domains.
+// causes becomes queue appends in the same store transaction. A message to the
+// group is one entry in the group's feed for all its local members (each pulls
+// it into its own queue when it reads) and one signed DSFanoutRequest in the
+// outbox of every other domain, however many of its clients are in the group:
+// the hub's work per message grows with the number of domains, not members.
+// Explicitly named recipients (Welcomes) get an entry in their own queue.
 import type { WriteOp } from "../store/port.js";
-import { clientQueue, outboxQueue } from "../store/port.js";
+import { clientQueue, groupFeed, outboxQueue } from "../store/port.js";
 import {
   DS_PROTOCOL_VERSION,
   dsFanoutRequestHeadFields,
@@ -66,6 +68,11 @@ export async function planFanout(hub: HubIdentity, items: readonly FanoutItem[])
     const byDomain = new Map<string, Recipient[]>();
     if ("group" in item) {
       for (const [domain, m] of item.group.byDomain(hub.domain)) {
+        if (domain === hub.domain) {
+          const except = m.leafIndices.flatMap((leaf, i) => (item.exceptLeaves.has(leaf) ? [m.clientIds[i]!] : []));
+          if (except.length < m.clientIds.length) ops.push({ kind: "append", queue: groupFeed(item.group.key), payload: item.message, except });
+          continue;
+        }
         const list: Recipient[] = [];
         for (let i = 0; i < m.clientIds.length; i++) {
           if (item.exceptLeaves.has(m.leafIndices[i]!)) continue;
@@ -92,4 +99,21 @@ export async function planFanout(hub: HubIdentity, items: readonly FanoutItem[])
     }
   }
   return ops;
+}
+
+/** Whether a client identifier names a client of this hub's domain (ids without a domain do). */
+export const isLocalClient = (hub: HubIdentity, clientId: string): boolean => (domainOf(clientId) ?? hub.domain) === hub.domain;
+
+/**
+ * Feed membership changes of a commit, applied after its fanout: joiners start
+ * after the commit that added them, removed members still get it. A client
+ * both removed and added (resync) stays.
+ */
+export function feedChanges(hub: HubIdentity, groupId: string, added: readonly string[], removed: readonly string[]): WriteOp[] {
+  const joined = new Set(added.filter((c) => isLocalClient(hub, c)));
+  const left = removed.filter((c) => isLocalClient(hub, c) && !joined.delete(c));
+  return [
+    ...left.map((clientId): WriteOp => ({ kind: "leaveFeed", groupId, clientId })),
+    ...[...joined].map((clientId): WriteOp => ({ kind: "joinFeed", groupId, clientId })),
+  ];
 }

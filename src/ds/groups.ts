@@ -13,7 +13,7 @@ import {
   type GroupState,
   type Member,
 } from "../mls/index.js";
-import type { Store } from "../store/port.js";
+import type { Store, WriteOp } from "../store/port.js";
 import { decodeEpochLogRecord, decodeGroupMetadata, type GroupMetadata } from "./records.js";
 
 /** The store key of an MLS group_id. */
@@ -67,6 +67,8 @@ export interface GroupRegistryOptions {
   readonly engine?: EngineOptions;
   /** How many parsed groups stay in memory (least recently used leave first). */
   readonly maxCached?: number;
+  /** The hub's domain: its clients in a loaded group are checked for a feed membership. */
+  readonly localDomain?: string;
 }
 
 export class GroupRegistry {
@@ -148,7 +150,24 @@ export class GroupRegistry {
     // Proposals of the current epoch were validated when received; re-stage them.
     for (const p of await this.store.listProposals(key, epochOf(state))) state = await merge(state, await processMessage(state, p.proposal));
     const tokens = await this.store.fanoutTokens(key);
-    return new HostedGroup(key, state, decodeGroupMetadata(stored.metadata), tokens, stored.log.length);
+    const group = new HostedGroup(key, state, decodeGroupMetadata(stored.metadata), tokens, stored.log.length);
+    if (this.options.localDomain !== undefined) await this.adoptFeedMembers(group, this.options.localDomain);
+    return group;
+  }
+
+  /**
+   * Local members without a feed membership (groups stored before feeds
+   * existed) get one, so they receive the group's next messages. The epoch
+   * precondition keeps it from racing a commit that changes the members.
+   */
+  private async adoptFeedMembers(group: HostedGroup, localDomain: string): Promise<void> {
+    const local = group.byDomain(localDomain).get(localDomain)?.clientIds ?? [];
+    if (local.length === 0) return;
+    const receiving = new Set(await this.store.feedMembers(group.key));
+    const missing = local.filter((c) => !receiving.has(c));
+    if (missing.length === 0) return;
+    const joins: WriteOp[] = missing.map((clientId) => ({ kind: "joinFeed", groupId: group.key, clientId }));
+    await this.store.apply({ ops: [{ kind: "checkEpoch", groupId: group.key, epoch: group.epoch }, ...joins] }).catch(() => undefined);
   }
 }
 

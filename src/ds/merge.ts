@@ -18,11 +18,16 @@ export interface StagedRequest {
   readonly group?: { readonly next: HostedGroup } | { readonly evict: string };
 }
 
+const isFeedMembership = (op: WriteOp): boolean => op.kind === "joinFeed" || op.kind === "leaveFeed";
+
 export const answerOnly = (response: DSResponse): StagedRequest => ({ response, writes: [], fanout: [] });
 
 export async function mergeStaged(ctx: DSContext, staged: StagedRequest): Promise<DSResponse> {
   const appends = await planFanout(ctx.hub, staged.fanout);
-  const ops = [...staged.writes, ...appends];
+  // Feed membership changes take effect after the request's own messages: a
+  // joiner does not get the commit that added it, a removed member does.
+  const membership = staged.writes.filter(isFeedMembership);
+  const ops = membership.length === 0 ? [...staged.writes, ...appends] : [...staged.writes.filter((op) => !isFeedMembership(op)), ...appends, ...membership];
   if (ops.length > 0) await ctx.store.apply({ ops });
   const g = staged.group;
   if (g !== undefined) {

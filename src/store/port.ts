@@ -114,6 +114,14 @@ export interface StoredKeyPackage {
 export type QueueId = string;
 export const clientQueue = (clientId: string): QueueId => `client:${clientId}`;
 export const outboxQueue = (domain: string): QueueId => `outbox:${domain.toLowerCase()}`;
+/**
+ * A group's feed: one entry per message to the group's local members, however
+ * many there are (fan-in on read). Each local member has a cursor into it
+ * (joinFeed / leaveFeed), and pullFeeds copies what it has not received yet
+ * into its own queue when it reads, so a message costs one row at send time.
+ */
+export const groupFeed = (groupId: string): QueueId => `feed:${groupId}`;
+export const isGroupFeed = (queue: QueueId): boolean => queue.startsWith("feed:");
 
 export interface QueueEntry {
   /** Gap-free per queue: 1, 2, 3, ... in append (commit) order. */
@@ -321,6 +329,57 @@ export interface AppendOp {
   readonly kind: "append";
   readonly queue: QueueId;
   readonly payload: Uint8Array;
+  /** Group feeds only: members (client ids) that do not receive this entry (its sender). */
+  readonly except?: readonly string[];
+}
+
+/**
+ * A local client starts receiving the group's feed: every entry appended after
+ * this op (in batch order), so a joiner does not get the commit that added it.
+ * A client already receiving it is left as it is; a client that left but has
+ * not pulled its last entries gets them into its queue first.
+ */
+export interface JoinFeedOp {
+  readonly kind: "joinFeed";
+  readonly groupId: string;
+  readonly clientId: string;
+}
+
+/**
+ * A local client stops receiving the group's feed after the entries appended
+ * before this op (a removed member still gets the commit that removed it).
+ * Without clientId: every member (the group is deleted).
+ */
+export interface LeaveFeedOp {
+  readonly kind: "leaveFeed";
+  readonly groupId: string;
+  readonly clientId?: string;
+}
+
+/** What one pullFeeds op copies at most when it names no limit. */
+export const DEFAULT_FEED_PULL_LIMIT = 1000;
+
+/**
+ * Copy up to `limit` (default DEFAULT_FEED_PULL_LIMIT) entries of the client's feeds that it has
+ * not received into its queue (feed order per group, new queue sequences) and
+ * move its cursors past them; feed entries every member has passed are
+ * dropped. The number copied is in AppliedWrite.pulled.
+ */
+export interface PullFeedsOp {
+  readonly kind: "pullFeeds";
+  readonly clientId: string;
+  readonly limit?: number;
+}
+
+/** A client's place in one group feed (reads). */
+export interface FeedMembership {
+  readonly groupId: string;
+  /** The feed's last sequence; the client has pending entries when it is above `cursor` (and `until`, if set, is too). */
+  readonly head: bigint;
+  /** Last feed sequence the client has received (or skipped: before it joined, or not for it). */
+  readonly cursor: bigint;
+  /** Last feed sequence for the client once it left; undefined while it is a member. */
+  readonly until?: bigint;
 }
 
 /** Delete a queue's entries with seq <= uptoSeq (sequence numbering continues). */
@@ -368,6 +427,9 @@ export type WriteOp =
   | ConsumeKeyPackageOp
   | DeleteKeyPackagesOp
   | AppendOp
+  | JoinFeedOp
+  | LeaveFeedOp
+  | PullFeedsOp
   | AckOp
   | DeleteQueueOp
   | MarkProcessedOp;
@@ -386,6 +448,8 @@ export interface AppliedWrite {
   readonly keyPackages: readonly (StoredKeyPackage | undefined)[];
   /** The epoch each advanceGroup op produced, in op order. */
   readonly epochs: readonly { readonly groupId: string; readonly epoch: bigint }[];
+  /** Feed entries copied into client queues by pullFeeds and joinFeed ops (absent: none). */
+  readonly pulled?: number;
 }
 
 export interface PurgeResult {
@@ -449,6 +513,13 @@ export interface Store {
   /** Delete entries with seq <= uptoSeq; returns how many were deleted. */
   ack(queue: QueueId, uptoSeq: bigint): Promise<number>;
   queueInfo(queue: QueueId): Promise<QueueInfo>;
+  /**
+   * The group feeds the client receives, and those it left but has entries
+   * pending from, in group id order.
+   */
+  feedMemberships(clientId: string): Promise<FeedMembership[]>;
+  /** Client ids currently receiving the group's feed (members that have not left), ascending. */
+  feedMembers(groupId: string): Promise<string[]>;
   /** Listen for committed appends to `queue` (also from other instances where the adapter can see them). */
   subscribe(queue: QueueId, listener: AppendListener): Unsubscribe;
   /**

@@ -11,6 +11,7 @@ import { createDeliveryService, type DeliveryService } from "../../src/ds/servic
 import { adminRoute } from "../../src/server/admin.js";
 import { openStore } from "../../src/store/index.js";
 import { clientQueue, type Store } from "../../src/store/port.js";
+import { pullInbox } from "../helpers/inbox.js";
 import type { ExternalSender } from "ts-mls";
 import { decodeWith, externalSenderCodec } from "../../src/wire/index.js";
 import { makeDevCa, type DevCa } from "../helpers/devca.js";
@@ -63,6 +64,7 @@ export async function startHub(domain = "hub.example", config: Partial<Omit<DSCo
     },
     async deliver(m) {
       const q = clientQueue(m.clientId);
+      await pullInbox(store, m.clientId);
       const entries = await store.read(q, cursors.get(q) ?? 0n, 1000);
       const out = [];
       for (const e of entries) out.push(await m.processIncoming(e.payload));
@@ -74,6 +76,7 @@ export async function startHub(domain = "hub.example", config: Partial<Omit<DSCo
       return out;
     },
     async queueLength(clientId) {
+      await pullInbox(store, clientId);
       return (await store.queueInfo(clientQueue(clientId))).length;
     },
     hosted: (groupId) => ds.context.groups.get(groupKey(groupId)),

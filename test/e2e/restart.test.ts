@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createDSTransport, DSClient, MimiMember, type DSTransport } from "../../src/client/index.js";
 import { openStore } from "../../src/store/index.js";
 import { clientQueue } from "../../src/store/port.js";
+import { pullInbox } from "../helpers/inbox.js";
 import { decodeWith, externalSenderCodec } from "../../src/wire/index.js";
 import { makeDevCa, type DevCa } from "../helpers/devca.js";
 import { spawnServe, type ServeProcess } from "../helpers/process.js";
@@ -82,6 +83,7 @@ describe("crash and restart", () => {
     // Bob's queue holds the Welcome, every acknowledged message and commit, in order.
     const store = await openStore(join(dataDir, "ds.sqlite"));
     try {
+      await pullInbox(store, bob.clientId);
       const entries = await store.read(clientQueue(bob.clientId), 0n, 10_000);
       const texts: string[] = [];
       for (const e of entries) {

@@ -12,6 +12,7 @@ import {
   UnknownClientError,
   UnknownGroupError,
   clientQueue,
+  groupFeed,
   outboxQueue,
   type Store,
   type WriteOp,
@@ -751,6 +752,113 @@ export function runStoreContract(name: string, factory: StoreFactory): void {
         await store.close();
         await expect(w2).rejects.toBeInstanceOf(StoreClosedError);
         store = await harness.open(); // for afterEach
+      });
+    });
+
+    describe("group feeds", () => {
+      const feed = groupFeed("g");
+      const post = (payload: string, except?: string[]) =>
+        store.apply({ ops: [{ kind: "append", queue: feed, payload: text(payload), ...(except ? { except } : {}) }] });
+      const pull = async (clientId: string, limit?: number) =>
+        (await store.apply({ ops: [{ kind: "pullFeeds", clientId, ...(limit !== undefined ? { limit } : {}) }] })).pulled ?? 0;
+      const inbox = async (clientId: string) => (await store.read(clientQueue(clientId), 0n, 1000)).map((e) => str(e.payload));
+
+      it("a member receives the entries appended after it joined, minus those excluded for it, in order", async () => {
+        await post("before");
+        await store.apply({ ops: [{ kind: "joinFeed", groupId: "g", clientId: "alice" }, { kind: "joinFeed", groupId: "g", clientId: "bob" }] });
+        await post("m1");
+        await post("m2 from alice", ["alice"]);
+        await store.apply({ ops: [{ kind: "append", queue: clientQueue("alice"), payload: text("welcome elsewhere") }] });
+        await post("m3");
+        expect(await store.feedMembers("g")).toEqual(["alice", "bob"]);
+        const [m] = await store.feedMemberships("alice");
+        expect(m).toEqual({ groupId: "g", head: 4n, cursor: 1n });
+
+        expect(await pull("alice")).toBe(2);
+        expect(await inbox("alice")).toEqual(["welcome elsewhere", "m1", "m3"]);
+        expect((await store.queueInfo(clientQueue("alice"))).lastSeq).toBe(3n);
+        expect(await pull("alice")).toBe(0);
+        expect(await pull("bob", 2)).toBe(2);
+        expect(await pull("bob", 2)).toBe(1);
+        expect(await inbox("bob")).toEqual(["m1", "m2 from alice", "m3"]);
+        // Both passed every entry: the feed holds nothing any more, its counter goes on.
+        expect((await store.queueInfo(feed)).length).toBe(0);
+        await post("m4");
+        expect((await store.queueInfo(feed)).lastSeq).toBe(5n);
+      });
+
+      it("a member that left gets what was appended before it left, then the membership ends", async () => {
+        await store.apply({ ops: [{ kind: "joinFeed", groupId: "g", clientId: "carol" }, { kind: "joinFeed", groupId: "g", clientId: "dave" }] });
+        // The commit that removes carol reaches her; nothing after it does.
+        await store.apply({
+          ops: [
+            { kind: "append", queue: feed, payload: text("remove carol") },
+            { kind: "leaveFeed", groupId: "g", clientId: "carol" },
+          ],
+        });
+        await post("after");
+        expect(await store.feedMembers("g")).toEqual(["dave"]);
+        expect((await store.feedMemberships("carol"))[0]).toMatchObject({ cursor: 0n, until: 1n });
+        expect(await pull("carol")).toBe(1);
+        expect(await inbox("carol")).toEqual(["remove carol"]);
+        expect(await store.feedMemberships("carol")).toEqual([]);
+        expect(await pull("dave")).toBe(2);
+        expect(await inbox("dave")).toEqual(["remove carol", "after"]);
+      });
+
+      it("a joiner does not get the entry appended before its join in the same batch; re-joining keeps what was pending", async () => {
+        await store.apply({ ops: [{ kind: "joinFeed", groupId: "g", clientId: "erin" }] });
+        await store.apply({ ops: [{ kind: "append", queue: feed, payload: text("bye erin") }, { kind: "leaveFeed", groupId: "g", clientId: "erin" }] });
+        await store.apply({
+          ops: [
+            { kind: "append", queue: feed, payload: text("add frank and erin") },
+            { kind: "joinFeed", groupId: "g", clientId: "frank" },
+            { kind: "joinFeed", groupId: "g", clientId: "erin" },
+            { kind: "joinFeed", groupId: "g", clientId: "frank" }, // idempotent
+          ],
+        });
+        await post("hello");
+        await pull("erin");
+        await pull("frank");
+        expect(await inbox("erin")).toEqual(["bye erin", "hello"]);
+        expect(await inbox("frank")).toEqual(["hello"]);
+      });
+
+      it("leaving without a client id ends every membership (group deleted); entries before it still arrive", async () => {
+        await store.apply({ ops: [{ kind: "joinFeed", groupId: "g", clientId: "gus" }, { kind: "joinFeed", groupId: "g", clientId: "hal" }] });
+        await store.apply({ ops: [{ kind: "append", queue: feed, payload: text("deleted") }, { kind: "leaveFeed", groupId: "g" }] });
+        expect(await store.feedMembers("g")).toEqual([]);
+        expect(await pull("gus")).toBe(1);
+        expect(await pull("hal")).toBe(1);
+        expect(await inbox("hal")).toEqual(["deleted"]);
+        expect((await store.queueInfo(feed)).length).toBe(0);
+      });
+
+      it("joining a feed tells the client's queue listeners, without an append", async () => {
+        const heard: bigint[] = [];
+        const unsubscribe = store.subscribe(clientQueue("kim"), (last) => heard.push(last));
+        await store.apply({ ops: [{ kind: "joinFeed", groupId: "g", clientId: "kim" }] });
+        for (let i = 0; i < 50 && heard.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+        unsubscribe();
+        expect(heard).toEqual([0n]);
+        expect((await store.queueInfo(clientQueue("kim"))).length).toBe(0);
+      });
+
+      it("a feed with no members keeps nothing; pulled entries survive acknowledging the feed's other copies", async () => {
+        await post("nobody hears this");
+        await store.apply({ ops: [{ kind: "leaveFeed", groupId: "g" }] });
+        expect((await store.queueInfo(feed)).length).toBe(0);
+        await store.apply({ ops: [{ kind: "joinFeed", groupId: "g", clientId: "ida" }, { kind: "joinFeed", groupId: "g", clientId: "jo" }] });
+        await post("shared");
+        await pull("ida");
+        await store.ack(clientQueue("ida"), 1n);
+        await pull("jo");
+        expect(await inbox("jo")).toEqual(["shared"]);
+        const reopened = await (async () => {
+          await store.close();
+          return (store = await harness.open());
+        })();
+        expect((await reopened.read(clientQueue("jo"), 0n, 10)).map((e) => str(e.payload))).toEqual(["shared"]);
       });
     });
 

@@ -1,12 +1,13 @@
 // Create group (the draft names the operation but gives no body; docs/protocol.md):
 // the creator's signed GroupInfo and ratchet tree seed the hub's public state.
-import { encodeGroupState, epochOf, externalSenderIndex, seedFromGroupInfo, groupInfoFromMlsMessage } from "../../mls/index.js";
+import { encodeGroupState, epochOf, externalSenderIndex, members, seedFromGroupInfo, groupInfoFromMlsMessage } from "../../mls/index.js";
 import { DS_PROTOCOL_VERSION, DSErrorCode, encodeMLSMessage, readDSProtocolVersion } from "../../wire/index.js";
 import { authenticateMember } from "../auth.js";
 import { failWith } from "../errors.js";
 import { groupKey, HostedGroup } from "../groups.js";
 import { encodeGroupMetadata } from "../records.js";
 import { bodyOf, hubDomainOfGroupId, ok } from "./common.js";
+import { feedChanges } from "../fanout.js";
 import type { Operation } from "./index.js";
 
 export const createGroup: Operation = async (ctx, input) => {
@@ -39,6 +40,7 @@ export const createGroup: Operation = async (ctx, input) => {
     writes: [
       { kind: "createGroup", groupId: key, epoch: epochOf(state), snapshot: encodeGroupState(state), metadata: encodeGroupMetadata(metadata) },
       { kind: "setFanoutToken", groupId: key, clientId: creator.clientId, token: req.creatorToken.token },
+      ...feedChanges(ctx.hub, key, [...members(state)].map((m) => m.clientId), []),
     ],
     fanout: [],
     group: { next: new HostedGroup(key, state, metadata, tokens, 0) },

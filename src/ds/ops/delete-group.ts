@@ -18,7 +18,8 @@ export const deleteGroup: Operation = async (ctx, input) => {
   // The epoch precondition keeps delete ordered with concurrent commits.
   return {
     response: ok(),
-    writes: [{ kind: "deleteGroup", groupId: group.key, expectedEpoch: group.epoch }],
+    // Local members keep receiving what the feed holds up to the delete commit.
+    writes: [{ kind: "deleteGroup", groupId: group.key, expectedEpoch: group.epoch }, { kind: "leaveFeed", groupId: group.key }],
     fanout: s.fanout,
     group: { evict: group.key },
   };

@@ -56,6 +56,7 @@ import type {
   Unsubscribe,
   WriteOp,
 } from "../port.js";
+import { clientQueue, DEFAULT_FEED_PULL_LIMIT, groupFeed, type FeedMembership } from "../port.js";
 
 export interface MongoStoreOptions {
   readonly uri: string;
@@ -100,6 +101,13 @@ export const MONGO_MIGRATIONS: readonly { name: string; up: (db: Db) => Promise<
       );
       await db.collection("queue_entries").createIndex({ queue: 1, seq: 1 }, { unique: true });
       await db.collection("rate_limits").createIndex({ windowEnd: 1 });
+    },
+  },
+  {
+    name: "group feeds",
+    up: async (db) => {
+      await db.collection("feed_members").createIndex({ clientId: 1, groupId: 1 }, { unique: true });
+      await db.collection("feed_members").createIndex({ groupId: 1, cursor: 1 });
     },
   },
 ];
@@ -171,6 +179,7 @@ export class MongoStore implements Store {
     keyPackages: Collection<Doc>;
     queues: Collection<Doc>;
     entries: Collection<Doc>;
+    feedMembers: Collection<Doc>;
     processed: Collection<Doc>;
     rates: Collection<Doc>;
   };
@@ -196,6 +205,7 @@ export class MongoStore implements Store {
       keyPackages: c("key_packages"),
       queues: c("queues"),
       entries: c("queue_entries"),
+      feedMembers: c("feed_members"),
       processed: c("processed"),
       rates: c("rate_limits"),
     };
@@ -250,6 +260,7 @@ export class MongoStore implements Store {
     const keyPackages: (StoredKeyPackage | undefined)[] = [];
     const epochs: { groupId: string; epoch: bigint }[] = [];
     const last = new Map<QueueId, bigint>();
+    let pulled = 0;
 
     const currentEpoch = async (groupId: string): Promise<bigint> => {
       const g = await c.groups.findOne({ _id: groupId }, { ...o, projection: { epoch: 1 } });
@@ -432,9 +443,47 @@ export class MongoStore implements Store {
             { ...o, upsert: true, returnDocument: "after" },
           );
           const seq = big(q!.lastSeq);
-          await c.entries.insertOne({ queue: op.queue, seq, payload: op.payload, enqueuedAt: now }, o);
+          const except = op.except !== undefined && op.except.length > 0 ? { except: [...op.except] } : {};
+          await c.entries.insertOne({ queue: op.queue, seq, payload: op.payload, enqueuedAt: now, ...except }, o);
           appended.push({ queue: op.queue, seq });
           last.set(op.queue, seq);
+          break;
+        }
+        case "joinFeed": {
+          const member = await c.feedMembers.findOne({ clientId: op.clientId, groupId: op.groupId }, o);
+          if (member && member.until == null) break; // already receiving it
+          // Left earlier with entries still pending: they go to its queue before the new membership starts.
+          if (member) pulled += await this.#pullFeed(op.clientId, member, Number.MAX_SAFE_INTEGER, now, session, last);
+          await c.feedMembers.updateOne(
+            { clientId: op.clientId, groupId: op.groupId },
+            { $set: { cursor: await this.#feedHead(op.groupId, session), until: null } },
+            { ...o, upsert: true },
+          );
+          // The client's readers (on any instance: the change stream sees the counter) hear of it without an append.
+          const own = await c.queues.findOneAndUpdate(
+            { _id: clientQueue(op.clientId) },
+            { $setOnInsert: { lastSeq: 0n }, $set: { touchedAt: now } },
+            { ...o, upsert: true, returnDocument: "after" },
+          );
+          last.set(clientQueue(op.clientId), big(own!.lastSeq));
+          break;
+        }
+        case "leaveFeed": {
+          const head = await this.#feedHead(op.groupId, session);
+          const who: Doc = op.clientId !== undefined ? { clientId: op.clientId } : {};
+          await c.feedMembers.updateMany({ groupId: op.groupId, until: null, ...who }, { $set: { until: head } }, o);
+          await c.feedMembers.deleteMany({ groupId: op.groupId, until: { $ne: null }, $expr: { $gte: ["$cursor", "$until"] } }, o);
+          await this.#trimFeed(op.groupId, session);
+          break;
+        }
+        case "pullFeeds": {
+          let budget = Math.max(1, Math.floor(op.limit ?? DEFAULT_FEED_PULL_LIMIT));
+          for (const member of await c.feedMembers.find({ clientId: op.clientId }, { ...o, sort: { groupId: 1 } }).toArray()) {
+            if (budget <= 0) break;
+            const n = await this.#pullFeed(op.clientId, member, budget, now, session, last);
+            pulled += n;
+            budget -= n;
+          }
           break;
         }
         case "ack":
@@ -458,7 +507,52 @@ export class MongoStore implements Store {
         }
       }
     }
-    return { result: { duplicate: false, appended, keyPackages, epochs }, last };
+    return { result: { duplicate: false, appended, keyPackages, epochs, ...(pulled > 0 ? { pulled } : {}) }, last };
+  }
+
+  async #feedHead(groupId: string, session: ClientSession): Promise<bigint> {
+    const q = await this.#c.queues.findOne({ _id: groupFeed(groupId) }, { session });
+    return q ? big(q.lastSeq) : 0n;
+  }
+
+  /** As in the SQLite adapter: copy up to `budget` entries of one membership into the client's queue. */
+  async #pullFeed(clientId: string, member: Doc, budget: number, now: number, session: ClientSession, last: Map<QueueId, bigint>): Promise<number> {
+    const c = this.#c;
+    const o = { session };
+    const groupId = String(member.groupId);
+    const end = member.until == null ? await this.#feedHead(groupId, session) : big(member.until);
+    let cursor = big(member.cursor);
+    const key = { clientId, groupId };
+    if (cursor >= end) {
+      if (member.until != null) await c.feedMembers.deleteOne(key, o);
+      return 0;
+    }
+    const queue = clientQueue(clientId);
+    const rows = await c.entries
+      .find({ queue: groupFeed(groupId), seq: { $gt: cursor, $lte: end } }, { ...o, sort: { seq: 1 }, limit: budget })
+      .toArray();
+    let copied = 0;
+    for (const e of rows) {
+      cursor = big(e.seq);
+      if (Array.isArray(e.except) && e.except.includes(clientId)) continue;
+      const q = await c.queues.findOneAndUpdate({ _id: queue }, { $inc: { lastSeq: 1n } }, { ...o, upsert: true, returnDocument: "after" });
+      const seq = big(q!.lastSeq);
+      await c.entries.insertOne({ queue, seq, payload: e.payload, enqueuedAt: now }, o);
+      last.set(queue, seq);
+      copied++;
+    }
+    if (rows.length < budget) cursor = end;
+    if (member.until != null && cursor >= end) await c.feedMembers.deleteOne(key, o);
+    else await c.feedMembers.updateOne(key, { $set: { cursor } }, o);
+    await this.#trimFeed(groupId, session);
+    return copied;
+  }
+
+  /** Drop feed entries every member has passed (all of them when no one receives the feed). */
+  async #trimFeed(groupId: string, session: ClientSession): Promise<void> {
+    const low = await this.#c.feedMembers.findOne({ groupId }, { session, sort: { cursor: 1 }, projection: { cursor: 1 } });
+    const upto = low ? big(low.cursor) : await this.#feedHead(groupId, session);
+    await this.#c.entries.deleteMany({ queue: groupFeed(groupId), seq: { $lte: upto } }, { session });
   }
 
   // -------------------------------------------------------------------------
@@ -611,6 +705,26 @@ export class MongoStore implements Store {
       const length = await this.#c.entries.countDocuments({ queue }, { session });
       return { lastSeq: head ? big(head.lastSeq) : 0n, firstSeq: first ? big(first.seq) : undefined, length };
     });
+  }
+
+  async feedMemberships(clientId: string): Promise<FeedMembership[]> {
+    return this.#run(async () => {
+      const rows = await this.#c.feedMembers.find({ clientId }, { sort: { groupId: 1 } }).toArray();
+      const heads = await this.#c.queues.find({ _id: { $in: rows.map((r) => groupFeed(String(r.groupId))) } }).toArray();
+      const headOf = new Map(heads.map((q) => [String(q._id), big(q.lastSeq)]));
+      return rows.map((r) => ({
+        groupId: String(r.groupId),
+        head: headOf.get(groupFeed(String(r.groupId))) ?? 0n,
+        cursor: big(r.cursor),
+        ...(r.until == null ? {} : { until: big(r.until) }),
+      }));
+    });
+  }
+
+  async feedMembers(groupId: string): Promise<string[]> {
+    return this.#run(async () =>
+      (await this.#c.feedMembers.find({ groupId, until: null }, { sort: { clientId: 1 }, projection: { clientId: 1 } }).toArray()).map((r) => String(r.clientId)),
+    );
   }
 
   subscribe(queue: QueueId, listener: AppendListener): Unsubscribe {

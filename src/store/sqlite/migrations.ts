@@ -137,6 +137,25 @@ export const MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    // Group feeds (port.ts groupFeed): a message to a group's local members is
+    // one feed entry (its payload in queue_payloads, the excluded sender in
+    // except_ids); each member's cursor says what it has pulled into its queue.
+    name: "group feeds",
+    up(db) {
+      db.exec(`
+        ALTER TABLE queue_entries ADD COLUMN except_ids TEXT;
+        CREATE TABLE feed_members (
+          client_id TEXT NOT NULL,
+          group_id  TEXT NOT NULL,
+          cursor    INTEGER NOT NULL,
+          until     INTEGER,
+          PRIMARY KEY (client_id, group_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX feed_members_by_group ON feed_members (group_id, cursor);
+      `);
+    },
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -55,6 +55,7 @@ import type {
   Unsubscribe,
   WriteOp,
 } from "../port.js";
+import { clientQueue, DEFAULT_FEED_PULL_LIMIT, groupFeed, isGroupFeed, type FeedMembership } from "../port.js";
 import { migrate } from "./migrations.js";
 
 export interface SqliteStoreOptions {
@@ -84,7 +85,6 @@ class DuplicateBatch extends Error {}
 
 /** Most `apply` calls written in one group commit (bounds how long one commit holds the event loop). */
 const MAX_GROUP = 512;
-
 /** One queued `apply` call of a group commit. */
 interface PendingApply {
   readonly ops: readonly WriteOp[];
@@ -263,6 +263,7 @@ export class SqliteStore implements Store {
     const appended: { queue: QueueId; seq: bigint }[] = [];
     const keyPackages: (StoredKeyPackage | undefined)[] = [];
     const epochs: { groupId: string; epoch: bigint }[] = [];
+    let pulled = 0;
     const lastByQueue = new Map<QueueId, bigint>();
     // Payloads (by identity) appended more than once in this batch are stored once.
     const sharedPayloads = sharedAppendPayloads(ops);
@@ -379,13 +380,47 @@ export class SqliteStore implements Store {
           const row = s.bumpQueue.get(op.queue) as Row;
           const seq = big(row.last_seq);
           const shared = sharedPayloads.get(op.payload);
-          if (shared === undefined) s.insertEntry.run(op.queue, seq, op.payload, now);
+          if (isGroupFeed(op.queue)) {
+            // Feed payloads always live in queue_payloads: members' copies point at them.
+            const id = shared?.id ?? big((s.insertPayload.get(op.payload, shared?.refs ?? 1) as Row).id);
+            if (shared !== undefined) shared.id = id;
+            s.insertFeedEntry.run(op.queue, seq, id, now, op.except !== undefined && op.except.length > 0 ? op.except.join("\n") : null);
+          } else if (shared === undefined) s.insertEntry.run(op.queue, seq, op.payload, now);
           else {
             if (shared.id === undefined) shared.id = big((s.insertPayload.get(op.payload, shared.refs) as Row).id);
             s.insertSharedEntry.run(op.queue, seq, shared.id, now);
           }
           appended.push({ queue: op.queue, seq });
           lastByQueue.set(op.queue, seq);
+          break;
+        }
+        case "joinFeed": {
+          const member = s.getFeedMember.get(op.clientId, op.groupId) as Row | undefined;
+          if (member !== undefined && member.until == null) break; // already receiving it
+          // Left earlier with entries still pending: they go to its queue before the new membership starts.
+          if (member !== undefined) pulled += this.#pullFeed(op.clientId, member, Number.MAX_SAFE_INTEGER, now, lastByQueue);
+          s.upsertFeedMember.run(op.clientId, op.groupId, this.#feedHead(op.groupId));
+          // The client's readers hear of it (without an append) and start following the feed.
+          const own = s.queueHead.get(clientQueue(op.clientId)) as Row | undefined;
+          lastByQueue.set(clientQueue(op.clientId), own ? big(own.last_seq) : 0n);
+          break;
+        }
+        case "leaveFeed": {
+          const head = this.#feedHead(op.groupId);
+          if (op.clientId !== undefined) s.leaveFeed.run(head, op.clientId, op.groupId);
+          else s.leaveFeedAll.run(head, op.groupId);
+          s.dropFinishedFeedMembers.run(op.groupId);
+          this.#trimFeed(op.groupId);
+          break;
+        }
+        case "pullFeeds": {
+          let budget = Math.max(1, Math.floor(op.limit ?? DEFAULT_FEED_PULL_LIMIT));
+          for (const member of s.feedMembersOfClient.all(op.clientId) as Row[]) {
+            if (budget <= 0) break;
+            const n = this.#pullFeed(op.clientId, member, budget, now, lastByQueue);
+            pulled += n;
+            budget -= n;
+          }
           break;
         }
         case "ack":
@@ -409,7 +444,56 @@ export class SqliteStore implements Store {
         }
       }
     }
-    return { result: { duplicate: false, appended, keyPackages, epochs }, appended: lastByQueue };
+    return { result: { duplicate: false, appended, keyPackages, epochs, ...(pulled > 0 ? { pulled } : {}) }, appended: lastByQueue };
+  }
+
+  #feedHead(groupId: string): bigint {
+    const row = this.#s.queueHead.get(groupFeed(groupId)) as Row | undefined;
+    return row ? big(row.last_seq) : 0n;
+  }
+
+  /**
+   * Copy up to `budget` entries of one membership into the client's queue (the
+   * ones excluded for it are skipped) and move its cursor; a membership that
+   * reached its end goes. Returns how many entries were copied.
+   */
+  #pullFeed(clientId: string, member: Row, budget: number, now: number, lastByQueue: Map<QueueId, bigint>): number {
+    const s = this.#s;
+    const groupId = String(member.group_id);
+    const feed = groupFeed(groupId);
+    const end = member.until == null ? this.#feedHead(groupId) : big(member.until);
+    let cursor = big(member.cursor);
+    if (cursor >= end) {
+      if (member.until != null) s.deleteFeedMember.run(clientId, groupId);
+      return 0;
+    }
+    const queue = clientQueue(clientId);
+    let copied = 0;
+    let scanned = 0;
+    const rows = s.feedEntries.all(feed, cursor, end, budget) as Row[];
+    for (const e of rows) {
+      scanned++;
+      cursor = big(e.seq);
+      if (e.except_ids != null && String(e.except_ids).split("\n").includes(clientId)) continue;
+      const seq = big((s.bumpQueue.get(queue) as Row).last_seq);
+      s.insertSharedEntry.run(queue, seq, e.payload_id, now);
+      s.addPayloadRef.run(e.payload_id);
+      lastByQueue.set(queue, seq);
+      copied++;
+    }
+    // Fewer rows than asked: nothing else is left up to `end` (earlier entries were trimmed or not for it).
+    if (scanned < budget) cursor = end;
+    if (member.until != null && cursor >= end) s.deleteFeedMember.run(clientId, groupId);
+    else s.setFeedCursor.run(cursor, clientId, groupId);
+    this.#trimFeed(groupId);
+    return copied;
+  }
+
+  /** Drop feed entries every member has passed (all of them when no one receives the feed). */
+  #trimFeed(groupId: string): void {
+    const feed = groupFeed(groupId);
+    const low = this.#s.lowestFeedCursor.get(groupId) as Row;
+    this.#s.ackQueue.run(feed, low.low == null ? this.#feedHead(groupId) : big(low.low));
   }
 
   #consume(clientId: string, ciphersuite: number | undefined, now: number): StoredKeyPackage | undefined {
@@ -585,6 +669,21 @@ export class SqliteStore implements Store {
       firstSeq: stats.first == null ? undefined : big(stats.first),
       length: num(stats.n),
     };
+  }
+
+  async feedMemberships(clientId: string): Promise<FeedMembership[]> {
+    return this.#run(() =>
+      (this.#s.feedMembershipsOfClient.all(clientId) as Row[]).map((r) => ({
+        groupId: String(r.group_id),
+        head: big(r.head),
+        cursor: big(r.cursor),
+        ...(r.until == null ? {} : { until: big(r.until) }),
+      })),
+    );
+  }
+
+  async feedMembers(groupId: string): Promise<string[]> {
+    return this.#run(() => (this.#s.feedMembersOfGroup.all(groupId) as Row[]).map((r) => String(r.client_id)));
   }
 
   subscribe(queue: QueueId, listener: AppendListener): Unsubscribe {
@@ -763,6 +862,24 @@ function prepare(db: Database.Database) {
     ),
     insertEntry: p("INSERT INTO queue_entries (queue, seq, payload, enqueued_at) VALUES (?, ?, ?, ?)"),
     insertPayload: p("INSERT INTO queue_payloads (data, refs) VALUES (?, ?) RETURNING id"),
+    insertFeedEntry: p("INSERT INTO queue_entries (queue, seq, payload, payload_id, enqueued_at, except_ids) VALUES (?, ?, x'', ?, ?, ?)"),
+    addPayloadRef: p("UPDATE queue_payloads SET refs = refs + 1 WHERE id = ?"),
+    feedEntries: p("SELECT seq, payload_id, except_ids FROM queue_entries WHERE queue = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?"),
+    getFeedMember: p("SELECT group_id, cursor, until FROM feed_members WHERE client_id = ? AND group_id = ?"),
+    upsertFeedMember: p(
+      "INSERT INTO feed_members (client_id, group_id, cursor, until) VALUES (?, ?, ?, NULL) ON CONFLICT (client_id, group_id) DO UPDATE SET cursor = excluded.cursor, until = NULL",
+    ),
+    leaveFeed: p("UPDATE feed_members SET until = ? WHERE client_id = ? AND group_id = ? AND until IS NULL"),
+    leaveFeedAll: p("UPDATE feed_members SET until = ? WHERE group_id = ? AND until IS NULL"),
+    dropFinishedFeedMembers: p("DELETE FROM feed_members WHERE group_id = ? AND until IS NOT NULL AND cursor >= until"),
+    deleteFeedMember: p("DELETE FROM feed_members WHERE client_id = ? AND group_id = ?"),
+    setFeedCursor: p("UPDATE feed_members SET cursor = ? WHERE client_id = ? AND group_id = ?"),
+    feedMembersOfClient: p("SELECT group_id, cursor, until FROM feed_members WHERE client_id = ? ORDER BY group_id"),
+    feedMembershipsOfClient: p(
+      "SELECT m.group_id, m.cursor, m.until, coalesce(q.last_seq, 0) AS head FROM feed_members m LEFT JOIN queues q ON q.queue = 'feed:' || m.group_id WHERE m.client_id = ? ORDER BY m.group_id",
+    ),
+    feedMembersOfGroup: p("SELECT client_id FROM feed_members WHERE group_id = ? AND until IS NULL ORDER BY client_id"),
+    lowestFeedCursor: p("SELECT min(cursor) AS low FROM feed_members WHERE group_id = ?"),
     insertSharedEntry: p("INSERT INTO queue_entries (queue, seq, payload, payload_id, enqueued_at) VALUES (?, ?, x'', ?, ?)"),
     readQueue: p(
       "SELECT e.seq, coalesce(p.data, e.payload) AS payload, e.enqueued_at FROM queue_entries e LEFT JOIN queue_payloads p ON p.id = e.payload_id WHERE e.queue = ? AND e.seq > ? ORDER BY e.seq LIMIT ?",
