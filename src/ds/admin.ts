@@ -10,7 +10,7 @@ import { EpochConflictError } from "../store/errors.js";
 import { DSErrorCode, encodeMLSMessage } from "../wire/index.js";
 import type { DSContext } from "./context.js";
 import { failWith } from "./errors.js";
-import { groupKey, type HostedGroup } from "./groups.js";
+import { groupKey, NO_CHANGE, type HostedGroup } from "./groups.js";
 import { suiteImpl } from "./hub-identity.js";
 import { mergeStaged } from "./merge.js";
 
@@ -61,7 +61,7 @@ async function proposeOnce(ctx: DSContext, key: string, build: (g: HostedGroup) 
       { kind: "addProposal", groupId: key, epoch: epochOf(state), ref: staged.pending.ref, proposal: bytes },
     ],
     fanout: [{ message: bytes, group, exceptLeaves: new Set() }],
-    group: { next: group.with({ state }) },
+    group: { next: group.with({ state, members: NO_CHANGE }) },
   });
   return staged.pending.ref;
 }

@@ -31,7 +31,7 @@ import {
 import { authenticateMember } from "./auth.js";
 import type { DSContext } from "./context.js";
 import { failWith } from "./errors.js";
-import type { HostedGroup } from "./groups.js";
+import { membershipChange, type HostedGroup } from "./groups.js";
 import { feedChanges, type FanoutItem } from "./fanout.js";
 import { encodeEpochHistoryRecord, encodeEpochLogRecord } from "./records.js";
 
@@ -167,14 +167,12 @@ export async function stageGroupUpdate(
     });
   }
 
-  // An external committer joins by its own commit, not by an Add.
-  const joiner = staged.external ? staged.tree.leaf(staged.committer)?.clientId : undefined;
-  const joined = [...staged.added.map((a) => a.clientId), ...(joiner !== undefined ? [joiner] : [])];
-  writes.push(...feedChanges(ctx.hub, group.key, joined, staged.removed.map((r) => r.clientId)));
+  const change = membershipChange(staged);
+  writes.push(...feedChanges(ctx.hub, group.key, change.added.map((a) => a.clientId), change.removed.map((r) => r.clientId)));
 
   // Everyone of the old epoch but the committer learns of the commit (removed members included).
   const except = new Set<number>(staged.external ? [] : [staged.committer]);
   const fanout: FanoutItem[] = [{ message: commitBytes, group, exceptLeaves: except }];
-  const next = group.with({ state: nextState, ...(tokens !== undefined ? { tokens } : {}), logLength: snapshot ? 0 : group.logLength + 1 });
+  const next = group.with({ state: nextState, members: change, ...(tokens !== undefined ? { tokens } : {}), logLength: snapshot ? 0 : group.logLength + 1 });
   return { staged, ...(member !== undefined ? { sender: member } : {}), next, writes, fanout };
 }

@@ -10,8 +10,10 @@ import {
   processMessage,
   replay,
   type EngineOptions,
+  domainOf,
   type GroupState,
   type Member,
+  type StagedCommit,
 } from "../mls/index.js";
 import type { Store, WriteOp } from "../store/port.js";
 import { decodeEpochLogRecord, decodeGroupMetadata, type GroupMetadata } from "./records.js";
@@ -25,8 +27,30 @@ export interface DomainMembers {
   readonly leafIndices: readonly number[];
 }
 
+/** Who a commit brought in and took out, by leaf (a client whose identifier changed is both). */
+export interface MembershipChange {
+  readonly added: readonly { readonly leafIndex: number; readonly clientId: string }[];
+  readonly removed: readonly { readonly leafIndex: number; readonly clientId: string }[];
+}
+
+/** A state change that adds and removes no one (a stored proposal). */
+export const NO_CHANGE: MembershipChange = { added: [], removed: [] };
+
+export function membershipChange(staged: StagedCommit): MembershipChange {
+  const renamed = staged.updated.filter((u) => u.previousClientId !== u.clientId);
+  return {
+    added: [...staged.added, ...(staged.externalJoiner !== undefined ? [staged.externalJoiner] : []), ...renamed],
+    removed: [...staged.removed, ...renamed.map((u) => ({ leafIndex: u.leafIndex, clientId: u.previousClientId }))],
+  };
+}
+
+interface ByDomain {
+  readonly fallback: string;
+  readonly map: ReadonlyMap<string, DomainMembers>;
+}
+
 export class HostedGroup {
-  private byDomainCache?: ReadonlyMap<string, DomainMembers>;
+  private byDomainCache?: ByDomain;
 
   constructor(
     readonly key: string,
@@ -36,15 +60,18 @@ export class HostedGroup {
     readonly tokens: ReadonlyMap<string, Uint8Array>,
     /** Accepted commits since the store's last snapshot. */
     readonly logLength: number,
-  ) {}
+    byDomain?: ByDomain,
+  ) {
+    if (byDomain !== undefined) this.byDomainCache = byDomain;
+  }
 
   get epoch(): bigint {
     return epochOf(this.state);
   }
 
-  /** Members grouped by domain, computed once per epoch (fanout costs per domain, not per member). */
+  /** Members grouped by domain (fanout costs per domain, not per member); kept up to date commit by commit. */
   byDomain(fallbackDomain: string): ReadonlyMap<string, DomainMembers> {
-    if (this.byDomainCache === undefined) {
+    if (this.byDomainCache === undefined || this.byDomainCache.fallback !== fallbackDomain) {
       const m = new Map<string, { clientIds: string[]; leafIndices: number[] }>();
       for (const member of members(this.state)) {
         const d = member.domain ?? fallbackDomain;
@@ -53,13 +80,47 @@ export class HostedGroup {
         e.clientIds.push(member.clientId);
         e.leafIndices.push(member.leafIndex);
       }
-      this.byDomainCache = m;
+      this.byDomainCache = { fallback: fallbackDomain, map: m };
     }
-    return this.byDomainCache;
+    return this.byDomainCache.map;
   }
 
-  with(next: { state?: GroupState; tokens?: ReadonlyMap<string, Uint8Array>; logLength?: number; metadata?: GroupMetadata }): HostedGroup {
-    return new HostedGroup(this.key, next.state ?? this.state, next.metadata ?? this.metadata, next.tokens ?? this.tokens, next.logLength ?? this.logLength);
+  with(next: { state?: GroupState; tokens?: ReadonlyMap<string, Uint8Array>; logLength?: number; metadata?: GroupMetadata; members?: MembershipChange }): HostedGroup {
+    const byDomain = this.byDomainCache !== undefined && (next.state === undefined || next.members !== undefined) ? this.byDomainAfter(this.byDomainCache, next.members) : undefined;
+    return new HostedGroup(this.key, next.state ?? this.state, next.metadata ?? this.metadata, next.tokens ?? this.tokens, next.logLength ?? this.logLength, byDomain);
+  }
+
+  /** The grouping after a commit: only the domains it touched are rebuilt (cost of the change, not of the group). */
+  private byDomainAfter(before: ByDomain, change: MembershipChange | undefined): ByDomain {
+    if (change === undefined || (change.added.length === 0 && change.removed.length === 0)) return before;
+    const map = new Map(before.map);
+    const touched = new Map<string, { clientIds: string[]; leafIndices: number[] }>();
+    const entry = (clientId: string) => {
+      const d = domainOf(clientId) ?? before.fallback;
+      let e = touched.get(d);
+      if (e === undefined) {
+        const old = map.get(d);
+        touched.set(d, (e = { clientIds: [...(old?.clientIds ?? [])], leafIndices: [...(old?.leafIndices ?? [])] }));
+      }
+      return e;
+    };
+    for (const r of change.removed) {
+      const e = entry(r.clientId);
+      const i = e.leafIndices.indexOf(r.leafIndex);
+      if (i >= 0) (e.leafIndices.splice(i, 1), e.clientIds.splice(i, 1));
+    }
+    for (const a of change.added) {
+      const e = entry(a.clientId);
+      let i = e.leafIndices.length;
+      while (i > 0 && e.leafIndices[i - 1]! > a.leafIndex) i--; // keep leaf order
+      e.leafIndices.splice(i, 0, a.leafIndex);
+      e.clientIds.splice(i, 0, a.clientId);
+    }
+    for (const [d, e] of touched) {
+      if (e.clientIds.length === 0) map.delete(d);
+      else map.set(d, e);
+    }
+    return { fallback: before.fallback, map };
   }
 }
 

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { MimiMember } from "../../src/client/index.js";
 import { groupFeed } from "../../src/store/port.js";
-import { groupKey } from "../../src/ds/groups.js";
+import { groupKey, HostedGroup } from "../../src/ds/groups.js";
 import { startHub, type HubFixture } from "./fixture.js";
 
 let f: HubFixture;
@@ -59,6 +59,12 @@ describe("group feeds", () => {
     expect(kinds(await f.deliver(bob))).toEqual(["commit"]); // the sender does not get its own message
     expect(kinds(await f.deliver(dave))).toEqual(["commit", "application"]);
     expect(kinds(await f.deliver(alice))).toEqual(["application"]); // nor the committer its commit
+
+    // The members-by-domain grouping, kept up to date commit by commit, equals one computed afresh.
+    const g = (await f.hosted(groupId))!;
+    const fresh = new HostedGroup(g.key, g.state, g.metadata, g.tokens, 0);
+    expect(g.byDomain(f.domain)).toEqual(fresh.byDomain(f.domain));
+    expect([...g.byDomain(f.domain).get(f.domain)!.clientIds].sort()).toEqual([alice.clientId, bob.clientId, dave.clientId].sort());
   });
 
   it("deleting the group: every member gets the delete commit, then the memberships end and the feed is emptied", async () => {

@@ -5,6 +5,7 @@ import { epochOf, merge, processMessage } from "../../mls/index.js";
 import { DSErrorCode, encodeMLSMessage, isSelfRemoveProposal } from "../../wire/index.js";
 import { authenticateMember } from "../auth.js";
 import { failWith } from "../errors.js";
+import { NO_CHANGE } from "../groups.js";
 import { bodyOf, ok, requireGroup } from "./common.js";
 import type { Operation } from "./index.js";
 
@@ -36,6 +37,6 @@ export const selfRemoveClient: Operation = async (_ctx, input) => {
       { kind: "addProposal", groupId: group.key, epoch: epochOf(state), ref: staged.pending.ref, proposal: bytes },
     ],
     fanout: [{ message: bytes, group, exceptLeaves: new Set([sender.leafIndex]) }],
-    group: { next: group.with({ state }) },
+    group: { next: group.with({ state, members: NO_CHANGE }) },
   };
 };
