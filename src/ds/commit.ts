@@ -11,7 +11,6 @@ import {
   memberAt,
   merge,
   processMessage,
-  ratchetTreeBytes,
   type GroupState,
   type Member,
   unreferencedProposals,
@@ -151,13 +150,14 @@ export async function stageGroupUpdate(
     ...(snapshot ? { snapshot: encodeGroupState(nextState) } : {}),
   });
 
-  // Section 7: joiners fetch the new epoch's tree later; keep it until they do.
+  // Section 7: joiners fetch the new epoch's tree later. The entry names the
+  // epoch; its tree comes from the state of that epoch (the store keeps the
+  // snapshot and log to rebuild it), so a commit costs the size of the commit.
   if (staged.added.length > 0) {
     writes.push({
       kind: "addHistory",
       groupId: group.key,
       epoch: epochOf(nextState),
-      ratchetTree: ratchetTreeBytes(nextState),
       groupInfo: encodeEpochHistoryRecord({
         groupInfo: nextState.groupInfo ?? new Uint8Array(),
         joiners: staged.added.map((a) => ({ keyPackageRef: a.keyPackageRef, leafIndex: a.leafIndex, signaturePublicKey: a.keyPackage.leafNode.signaturePublicKey })),

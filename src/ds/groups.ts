@@ -15,7 +15,7 @@ import {
   type Member,
   type StagedCommit,
 } from "../mls/index.js";
-import type { Store, WriteOp } from "../store/port.js";
+import type { LoadedGroup, Store, WriteOp } from "../store/port.js";
 import { decodeEpochLogRecord, decodeGroupMetadata, type GroupMetadata } from "./records.js";
 
 /** The store key of an MLS group_id. */
@@ -206,14 +206,24 @@ export class GroupRegistry {
   private async load(key: string): Promise<HostedGroup | undefined> {
     const stored = await this.store.loadGroup(key);
     if (stored === undefined) return undefined;
-    const snapshot = await decodeGroupState(stored.snapshot.state, this.options.engine);
-    let state = await replay(snapshot, stored.log.map((e) => decodeEpochLogRecord(e.entry)));
+    let state = await this.replayed(stored);
     // Proposals of the current epoch were validated when received; re-stage them.
     for (const p of await this.store.listProposals(key, epochOf(state))) state = await merge(state, await processMessage(state, p.proposal));
     const tokens = await this.store.fanoutTokens(key);
     const group = new HostedGroup(key, state, decodeGroupMetadata(stored.metadata), tokens, stored.log.length);
     if (this.options.localDomain !== undefined) await this.adoptFeedMembers(group, this.options.localDomain);
     return group;
+  }
+
+  private async replayed(stored: LoadedGroup): Promise<GroupState> {
+    const snapshot = await decodeGroupState(stored.snapshot.state, this.options.engine);
+    return replay(snapshot, stored.log.map((e) => decodeEpochLogRecord(e.entry)));
+  }
+
+  /** The group's state at an earlier epoch of its history (draft Section 7), rebuilt from the store. */
+  async stateAt(key: string, epoch: bigint): Promise<GroupState | undefined> {
+    const stored = await this.store.loadGroupAt(key, epoch);
+    return stored === undefined ? undefined : this.replayed(stored);
   }
 
   /**

@@ -63,7 +63,10 @@ export interface StoredProposal {
 export interface HistoryEntry {
   readonly groupId: string;
   readonly epoch: bigint;
-  /** TLS-serialized ratchet tree of `epoch` (optional<Node> ratchet_tree<V>). */
+  /**
+   * TLS-serialized ratchet tree of `epoch` (optional<Node> ratchet_tree<V>), or
+   * empty: then the tree is the state of that epoch, from loadGroupAt.
+   */
   readonly ratchetTree: Uint8Array;
   /** GroupInfo (or other joiner data) of `epoch`, opaque; empty if not kept. */
   readonly groupInfo: Uint8Array;
@@ -181,7 +184,9 @@ export interface CreateGroupOp {
  * expectedEpoch + 1 (MLS epochs advance by exactly one per commit), the log
  * entry is appended, and pending proposals of older epochs are cleared.
  * With `snapshot` (the full state at the new epoch) the snapshot is replaced and
- * the log up to the new epoch is dropped.
+ * the log up to the new epoch is dropped, except what the group's epoch history
+ * still needs (see loadGroupAt): the newest older snapshot at or before its
+ * oldest epoch and the log after it are kept until those entries go.
  */
 export interface AdvanceGroupOp {
   readonly kind: "advanceGroup";
@@ -247,7 +252,8 @@ export interface AddHistoryOp {
   readonly kind: "addHistory";
   readonly groupId: string;
   readonly epoch: bigint;
-  readonly ratchetTree: Uint8Array;
+  /** The tree, or omitted: the store keeps the snapshot and log to rebuild the epoch (loadGroupAt). */
+  readonly ratchetTree?: Uint8Array;
   readonly groupInfo?: Uint8Array;
   readonly joiners: readonly Uint8Array[];
   readonly expiresAt: number;
@@ -480,6 +486,13 @@ export interface Store {
 
   // Groups
   loadGroup(groupId: string): Promise<LoadedGroup | undefined>;
+  /**
+   * What to replay to get the state at an earlier `epoch` (snapshot at or
+   * before it, log up to it; `epoch` of the result is `epoch`). Kept for the
+   * epochs of the group's history entries; undefined when the group is absent
+   * or that epoch can no longer be rebuilt.
+   */
+  loadGroupAt(groupId: string, epoch: bigint): Promise<LoadedGroup | undefined>;
   /** Current epoch only (cheap; to validate a cached state), undefined if absent. */
   groupEpoch(groupId: string): Promise<bigint | undefined>;
   /**

@@ -357,6 +357,41 @@ export function runStoreContract(name: string, factory: StoreFactory): void {
     });
 
     describe("epoch history for joiners", () => {
+      it("a history entry without its tree keeps its epoch rebuildable (older snapshot + log) until it goes", async () => {
+        const now = Date.now();
+        await create("g", 0n, text("s0"));
+        await advance("g", 0n);
+        await store.apply({
+          ops: [
+            { kind: "advanceGroup", groupId: "g", expectedEpoch: 1n, logEntry: text("commit-2") },
+            { kind: "addHistory", groupId: "g", epoch: 2n, joiners: [ref(7)], expiresAt: now + 60_000 },
+          ],
+        });
+        await advance("g", 2n, { snapshot: text("s3") });
+        await advance("g", 3n);
+
+        const at2 = await store.loadGroupAt("g", 2n);
+        expect(at2?.epoch).toBe(2n);
+        expect(at2?.snapshot).toEqual({ epoch: 0n, state: text("s0") });
+        expect(at2?.log.map((e) => str(e.entry))).toEqual(["commit-1", "commit-2"]);
+        expect((await store.historyForJoiner("g", ref(7)))?.ratchetTree).toEqual(new Uint8Array());
+        const at4 = await store.loadGroupAt("g", 4n);
+        expect(at4?.snapshot.epoch).toBe(3n);
+        expect(at4?.log.map((e) => str(e.entry))).toEqual(["commit-4"]);
+        // The current state still comes from the newest snapshot.
+        const current = await store.loadGroup("g");
+        expect(current?.snapshot).toEqual({ epoch: 3n, state: text("s3") });
+        expect(current?.log.map((e) => e.epoch)).toEqual([4n]);
+        expect(await store.loadGroupAt("g", 5n)).toBeUndefined();
+        expect(await store.loadGroupAt("nope", 0n)).toBeUndefined();
+
+        // Once the joiner fetched it, the next snapshot drops what only it needed.
+        await store.apply({ ops: [{ kind: "removeHistoryJoiner", groupId: "g", keyPackageRef: ref(7) }] });
+        await advance("g", 4n, { snapshot: text("s5") });
+        expect(await store.loadGroupAt("g", 2n)).toBeUndefined();
+        expect((await store.loadGroupAt("g", 5n))?.snapshot).toEqual({ epoch: 5n, state: text("s5") });
+      });
+
       it("keeps the tree per epoch until each joiner fetched it", async () => {
         const now = Date.now();
         await create("g", 0n);

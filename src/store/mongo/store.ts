@@ -110,6 +110,12 @@ export const MONGO_MIGRATIONS: readonly { name: string; up: (db: Db) => Promise<
       await db.collection("feed_members").createIndex({ groupId: 1, cursor: 1 });
     },
   },
+  {
+    name: "retained snapshots",
+    up: async (db) => {
+      await db.collection("retained_snapshots").createIndex({ groupId: 1, epoch: 1 }, { unique: true });
+    },
+  },
 ];
 
 export async function openMongoStore(options: MongoStoreOptions): Promise<MongoStore> {
@@ -180,6 +186,7 @@ export class MongoStore implements Store {
     queues: Collection<Doc>;
     entries: Collection<Doc>;
     feedMembers: Collection<Doc>;
+    retained: Collection<Doc>;
     processed: Collection<Doc>;
     rates: Collection<Doc>;
   };
@@ -206,6 +213,7 @@ export class MongoStore implements Store {
       queues: c("queues"),
       entries: c("queue_entries"),
       feedMembers: c("feed_members"),
+      retained: c("retained_snapshots"),
       processed: c("processed"),
       rates: c("rate_limits"),
     };
@@ -302,18 +310,14 @@ export class MongoStore implements Store {
             ...(op.metadata ? { metadata: op.metadata } : {}),
           });
           await c.log.insertOne({ groupId: op.groupId, epoch: next, entry: op.logEntry, createdAt: now }, o);
-          if (op.snapshot) {
-            await c.snapshots.replaceOne({ _id: op.groupId }, { epoch: next, state: op.snapshot }, { ...o, upsert: true });
-            await c.log.deleteMany({ groupId: op.groupId, epoch: { $lte: next } }, o);
-          }
+          if (op.snapshot) await this.#replaceSnapshot(op.groupId, next, op.snapshot, session);
           await c.proposals.deleteMany({ groupId: op.groupId, epoch: { $lt: next } }, o);
           epochs.push({ groupId: op.groupId, epoch: next });
           break;
         }
         case "snapshotGroup":
           await casGroup(op.groupId, op.epoch, { updatedAt: now });
-          await c.snapshots.replaceOne({ _id: op.groupId }, { epoch: op.epoch, state: op.snapshot }, { ...o, upsert: true });
-          await c.log.deleteMany({ groupId: op.groupId, epoch: { $lte: op.epoch } }, o);
+          await this.#replaceSnapshot(op.groupId, op.epoch, op.snapshot, session);
           break;
         case "setGroupMetadata":
           if (op.expectedEpoch !== undefined) await casGroup(op.groupId, op.expectedEpoch, { metadata: op.metadata, updatedAt: now });
@@ -331,7 +335,7 @@ export class MongoStore implements Store {
           const r = await c.groups.deleteOne({ _id: op.groupId }, o);
           if (r.deletedCount === 0) throw new UnknownGroupError(op.groupId);
           await c.snapshots.deleteOne({ _id: op.groupId }, o);
-          for (const coll of [c.log, c.proposals, c.history, c.tokens]) await coll.deleteMany({ groupId: op.groupId }, o);
+          for (const coll of [c.log, c.proposals, c.history, c.tokens, c.retained]) await coll.deleteMany({ groupId: op.groupId }, o);
           break;
         }
         case "addProposal": {
@@ -360,7 +364,8 @@ export class MongoStore implements Store {
             {
               groupId: op.groupId,
               epoch: op.epoch,
-              ratchetTree: op.ratchetTree,
+              ratchetTree: op.ratchetTree ?? new Uint8Array(),
+              treeless: op.ratchetTree === undefined || op.ratchetTree.length === 0,
               groupInfo: op.groupInfo ?? null,
               joiners: dedupeRefs(op.joiners),
               expiresAt: op.expiresAt,
@@ -510,6 +515,26 @@ export class MongoStore implements Store {
     return { result: { duplicate: false, appended, keyPackages, epochs, ...(pulled > 0 ? { pulled } : {}) }, last };
   }
 
+  /** As in the SQLite adapter: replace the latest snapshot, keeping what treeless history entries need. */
+  async #replaceSnapshot(groupId: string, epoch: bigint, state: Uint8Array, session: ClientSession): Promise<void> {
+    const c = this.#c;
+    const o = { session };
+    const oldest = await c.history.findOne({ groupId, treeless: true }, { ...o, sort: { epoch: 1 }, projection: { epoch: 1 } });
+    if (oldest && big(oldest.epoch) < epoch) {
+      const old = await c.snapshots.findOne({ _id: groupId }, o);
+      if (old) await c.retained.updateOne({ groupId, epoch: big(old.epoch) }, { $setOnInsert: { state: old.state } }, { ...o, upsert: true });
+      const from = await c.retained.findOne({ groupId, epoch: { $lte: big(oldest.epoch) } }, { ...o, sort: { epoch: -1 }, projection: { epoch: 1 } });
+      if (from) {
+        await c.retained.deleteMany({ groupId, epoch: { $lt: big(from.epoch) } }, o);
+        await c.log.deleteMany({ groupId, epoch: { $lte: big(from.epoch) } }, o);
+      }
+    } else {
+      await c.retained.deleteMany({ groupId, epoch: { $lt: epoch } }, o);
+      await c.log.deleteMany({ groupId, epoch: { $lte: epoch } }, o);
+    }
+    await c.snapshots.replaceOne({ _id: groupId }, { epoch, state }, { ...o, upsert: true });
+  }
+
   async #feedHead(groupId: string, session: ClientSession): Promise<bigint> {
     const q = await this.#c.queues.findOne({ _id: groupFeed(groupId) }, { session });
     return q ? big(q.lastSeq) : 0n;
@@ -569,6 +594,31 @@ export class MongoStore implements Store {
       return {
         groupId,
         epoch: big(g.epoch),
+        snapshot: { epoch: snapEpoch, state: bytes(snap.state) },
+        log,
+        metadata: bytes(g.metadata),
+        createdAt: num(g.createdAt),
+        updatedAt: num(g.updatedAt),
+      };
+    });
+  }
+
+  async loadGroupAt(groupId: string, epoch: bigint): Promise<LoadedGroup | undefined> {
+    checkUint63("epoch", epoch);
+    return this.#tx(async (session) => {
+      const o = { session };
+      const g = await this.#c.groups.findOne({ _id: groupId }, o);
+      if (!g || epoch > big(g.epoch)) return undefined;
+      const latest = (await this.#c.snapshots.findOne({ _id: groupId }, o))!;
+      const snap =
+        big(latest.epoch) <= epoch ? latest : await this.#c.retained.findOne({ groupId, epoch: { $lte: epoch } }, { ...o, sort: { epoch: -1 } });
+      if (!snap) return undefined;
+      const snapEpoch = big(snap.epoch);
+      const log = (await this.#c.log.find({ groupId, epoch: { $gt: snapEpoch, $lte: epoch } }, { ...o, sort: { epoch: 1 } }).toArray()).map(logEntryOf);
+      if (BigInt(log.length) !== epoch - snapEpoch) return undefined; // the log no longer reaches back
+      return {
+        groupId,
+        epoch,
         snapshot: { epoch: snapEpoch, state: bytes(snap.state) },
         log,
         metadata: bytes(g.metadata),

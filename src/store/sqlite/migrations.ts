@@ -156,6 +156,21 @@ export const MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    // Epoch history by reference: a history entry without its tree is rebuilt
+    // from an older snapshot and the log, which the store then keeps.
+    name: "retained snapshots",
+    up(db) {
+      db.exec(`
+        CREATE TABLE retained_snapshots (
+          group_id TEXT NOT NULL,
+          epoch    INTEGER NOT NULL,
+          state    BLOB NOT NULL,
+          PRIMARY KEY (group_id, epoch)
+        ) WITHOUT ROWID;
+      `);
+    },
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

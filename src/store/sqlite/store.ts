@@ -292,18 +292,14 @@ export class SqliteStore implements Store {
           const next = checkUint63("epoch", current + 1n);
           s.setEpoch.run(next, op.metadata ?? null, now, op.groupId);
           s.insertLog.run(op.groupId, next, op.logEntry, now);
-          if (op.snapshot) {
-            s.upsertSnapshot.run(op.groupId, next, op.snapshot);
-            s.pruneLog.run(op.groupId, next);
-          }
+          if (op.snapshot) this.#replaceSnapshot(op.groupId, next, op.snapshot);
           s.clearOldProposals.run(op.groupId, next);
           epochs.push({ groupId: op.groupId, epoch: next });
           break;
         }
         case "snapshotGroup": {
           requireEpoch(op.groupId, op.epoch);
-          s.upsertSnapshot.run(op.groupId, op.epoch, op.snapshot);
-          s.pruneLog.run(op.groupId, op.epoch);
+          this.#replaceSnapshot(op.groupId, op.epoch, op.snapshot);
           break;
         }
         case "setGroupMetadata": {
@@ -330,7 +326,7 @@ export class SqliteStore implements Store {
         case "addHistory": {
           requireEpoch(op.groupId);
           checkUint63("epoch", op.epoch);
-          s.upsertHistory.run(op.groupId, op.epoch, op.ratchetTree, op.groupInfo ?? null, op.expiresAt);
+          s.upsertHistory.run(op.groupId, op.epoch, op.ratchetTree ?? new Uint8Array(), op.groupInfo ?? null, op.expiresAt);
           s.deleteHistoryJoinersOfEpoch.run(op.groupId, op.epoch);
           for (const ref of op.joiners) s.insertHistoryJoiner.run(op.groupId, op.epoch, ref);
           break;
@@ -447,6 +443,29 @@ export class SqliteStore implements Store {
     return { result: { duplicate: false, appended, keyPackages, epochs, ...(pulled > 0 ? { pulled } : {}) }, appended: lastByQueue };
   }
 
+  /**
+   * The new snapshot replaces the latest; the older ones and the log are dropped
+   * except from the newest snapshot at or before the oldest epoch that a
+   * history entry without its tree needs (loadGroupAt).
+   */
+  #replaceSnapshot(groupId: string, epoch: bigint, state: Uint8Array): void {
+    const s = this.#s;
+    const needed = (s.oldestTreelessHistory.get(groupId) as Row).epoch;
+    if (needed != null && big(needed) < epoch) {
+      const old = s.getSnapshot.get(groupId) as Row | undefined;
+      if (old) s.retainSnapshot.run(groupId, old.epoch, old.state);
+      const from = (s.retainedAtOrBefore.get(groupId, needed) as Row | undefined)?.epoch;
+      if (from != null) {
+        s.pruneRetained.run(groupId, from);
+        s.pruneLog.run(groupId, from);
+      }
+    } else {
+      s.pruneRetained.run(groupId, epoch);
+      s.pruneLog.run(groupId, epoch);
+    }
+    s.upsertSnapshot.run(groupId, epoch, state);
+  }
+
   #feedHead(groupId: string): bigint {
     const row = this.#s.queueHead.get(groupFeed(groupId)) as Row | undefined;
     return row ? big(row.last_seq) : 0n;
@@ -522,6 +541,32 @@ export class SqliteStore implements Store {
         return {
           groupId,
           epoch: big(g.epoch),
+          snapshot: { epoch: snapEpoch, state: bytes(snap.state) },
+          log,
+          metadata: bytes(g.metadata),
+          createdAt: num(g.created_at),
+          updatedAt: num(g.updated_at),
+        };
+      })(),
+    );
+  }
+
+  async loadGroupAt(groupId: string, epoch: bigint): Promise<LoadedGroup | undefined> {
+    checkUint63("epoch", epoch);
+    return this.#run(() =>
+      this.#db.transaction(() => {
+        const s = this.#s;
+        const g = s.getGroup.get(groupId) as Row | undefined;
+        if (!g || epoch > big(g.epoch)) return undefined;
+        const latest = s.getSnapshot.get(groupId) as Row;
+        const snap = big(latest.epoch) <= epoch ? latest : (s.retainedAtOrBefore.get(groupId, epoch) as Row | undefined);
+        if (!snap) return undefined;
+        const snapEpoch = big(snap.epoch);
+        const log = (s.readLogRange.all(groupId, snapEpoch, epoch) as Row[]).map(logEntryOf);
+        if (BigInt(log.length) !== epoch - snapEpoch) return undefined; // the log no longer reaches back
+        return {
+          groupId,
+          epoch,
           snapshot: { epoch: snapEpoch, state: bytes(snap.state) },
           log,
           metadata: bytes(g.metadata),
@@ -797,11 +842,17 @@ function prepare(db: Database.Database) {
     getSnapshotEpoch: p("SELECT epoch FROM group_snapshots WHERE group_id = ?"),
     insertLog: p("INSERT INTO group_log (group_id, epoch, entry, created_at) VALUES (?, ?, ?, ?)"),
     pruneLog: p("DELETE FROM group_log WHERE group_id = ? AND epoch <= ?"),
+    readLogRange: p("SELECT epoch, entry, created_at FROM group_log WHERE group_id = ? AND epoch > ? AND epoch <= ? ORDER BY epoch"),
+    oldestTreelessHistory: p("SELECT min(epoch) AS epoch FROM history_epochs WHERE group_id = ? AND length(ratchet_tree) = 0"),
+    retainSnapshot: p("INSERT OR IGNORE INTO retained_snapshots (group_id, epoch, state) VALUES (?, ?, ?)"),
+    retainedAtOrBefore: p("SELECT epoch, state FROM retained_snapshots WHERE group_id = ? AND epoch <= ? ORDER BY epoch DESC LIMIT 1"),
+    pruneRetained: p("DELETE FROM retained_snapshots WHERE group_id = ? AND epoch < ?"),
     readLog: p("SELECT epoch, entry, created_at FROM group_log WHERE group_id = ? AND epoch > ? ORDER BY epoch"),
     listGroups: p("SELECT group_id FROM groups WHERE (? IS NULL OR group_id > ?) ORDER BY group_id LIMIT ?"),
     deleteGroupAll: [
       p("DELETE FROM groups WHERE group_id = ?"),
       p("DELETE FROM group_snapshots WHERE group_id = ?"),
+      p("DELETE FROM retained_snapshots WHERE group_id = ?"),
       p("DELETE FROM group_log WHERE group_id = ?"),
       p("DELETE FROM proposals WHERE group_id = ?"),
       p("DELETE FROM history_joiners WHERE group_id = ?"),
