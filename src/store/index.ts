@@ -22,6 +22,8 @@ export const SQLITE_FILE_NAME = "mimi-ds.sqlite";
 export interface OpenStoreOptions {
   /** SQLite only: synchronous mode (default FULL). */
   readonly synchronous?: SqliteStoreOptions["synchronous"];
+  /** SQLite only: where writes run (default: a worker thread). */
+  readonly writer?: SqliteStoreOptions["writer"];
   /** Clock, for tests. */
   readonly now?: () => number;
   /** MongoDB only: database name (default: the URI's path, else "mimi_ds"). */
@@ -41,6 +43,7 @@ export async function openStore(uri: string, options: OpenStoreOptions = {}): Pr
   return openSqliteStore({
     path: sqlitePathOf(uri),
     ...(options.synchronous !== undefined ? { synchronous: options.synchronous } : {}),
+    ...(options.writer !== undefined ? { writer: options.writer } : {}),
     ...(options.now !== undefined ? { now: options.now } : {}),
   });
 }

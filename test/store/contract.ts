@@ -784,8 +784,9 @@ export function runStoreContract(name: string, factory: StoreFactory): void {
 
         const w2 = store.waitForAppend(q, 0n);
         await sleep(20);
+        const closed = expect(w2).rejects.toBeInstanceOf(StoreClosedError);
         await store.close();
-        await expect(w2).rejects.toBeInstanceOf(StoreClosedError);
+        await closed;
         store = await harness.open(); // for afterEach
       });
     });

@@ -36,6 +36,15 @@ runStoreContract("sqlite (temp file)", async () => {
   };
 });
 
+// The same contract with the writes on the calling thread (what ':memory:' always does).
+runStoreContract("sqlite (temp file, inline writer)", async () => {
+  const dir = tempDir();
+  return {
+    open: () => openStore(`sqlite:${join(dir, "ds.sqlite")}`, { writer: "inline" }),
+    dispose: async () => rmSync(dir, { recursive: true, force: true }),
+  };
+});
+
 describe("SQLite adapter", () => {
   it("runs WAL with synchronous=FULL and busy_timeout", async () => {
     const dir = tempDir();

@@ -1,0 +1,386 @@
+// The writing side of the SQLite adapter: one connection that applies group
+// commits (each apply in a SAVEPOINT of one BEGIN IMMEDIATE transaction) and
+// the few other writes (ack, rate limits, purge). SqliteStore runs it in a
+// worker thread (writer-thread.ts), so that the fsync of a commit does not
+// stop the event loop, or inline (in-memory databases, `writer: "inline"`).
+import type Database from "better-sqlite3";
+import { checkUint63, rateWindow } from "../common.js";
+import {
+  DuplicateKeyPackageError,
+  EpochConflictError,
+  GroupExistsError,
+  StoreError,
+  UnknownClientError,
+  UnknownGroupError,
+} from "../errors.js";
+import {
+  clientQueue,
+  DEFAULT_FEED_PULL_LIMIT,
+  groupFeed,
+  isGroupFeed,
+  type AppliedWrite,
+  type PurgeResult,
+  type QueueId,
+  type RateLimitResult,
+  type RateLimitRule,
+  type StoredKeyPackage,
+  type WriteOp,
+} from "../port.js";
+import { big, keyPackageOf, num, prepare, type Row, type Statements } from "./statements.js";
+
+/** Thrown inside a transaction to roll a duplicate batch back; never escapes. */
+export class DuplicateBatch extends Error {}
+
+/** SQLite rolled the whole transaction back (I/O error, disk full, ...): the group fails as a whole. */
+export class GroupAborted extends Error {
+  constructor(readonly original: unknown) {
+    super("group commit aborted");
+  }
+}
+
+/** One apply call's result in a group: its AppliedWrite and the last sequence of each queue it appended to, or its error. */
+export type ApplyOutcome = { readonly ok: { result: AppliedWrite; appended: Map<QueueId, bigint> } } | { readonly err: unknown };
+
+export class SqliteWriter {
+  readonly #db: Database.Database;
+  readonly #s: Statements;
+  readonly #groupTx: (batches: readonly (readonly WriteOp[])[]) => ApplyOutcome[];
+  /** The clock of the group being written (the caller's, so both sides agree). */
+  #now = 0;
+
+  constructor(db: Database.Database) {
+    this.#db = db;
+    this.#s = prepare(db);
+    // Inside the group's transaction better-sqlite3 runs a nested transaction as a SAVEPOINT:
+    // a throw rolls back to it (and releases it) and rethrows.
+    const one = db.transaction((ops: readonly WriteOp[]) => this.#applyOps(ops));
+    const group = db.transaction((batches: readonly (readonly WriteOp[])[]): ApplyOutcome[] =>
+      batches.map((ops) => {
+        try {
+          return { ok: one(ops) };
+        } catch (err) {
+          // Some errors (SQLITE_FULL, IOERR, ...) make SQLite roll the whole transaction back.
+          if (!db.inTransaction) throw new GroupAborted(err);
+          return { err };
+        }
+      }),
+    );
+    // IMMEDIATE: take the write lock at BEGIN, so concurrent writers queue on busy_timeout instead of deadlocking on upgrade.
+    this.#groupTx = (batches) => group.immediate(batches);
+  }
+
+  /** One transaction (one fsync) for all batches; throws GroupAborted when none of it was applied. */
+  applyGroup(batches: readonly (readonly WriteOp[])[], now: number): ApplyOutcome[] {
+    this.#now = now;
+    return this.#groupTx(batches);
+  }
+
+  ack(queue: QueueId, uptoSeq: bigint): number {
+    return this.#s.ackQueue.run(queue, checkUint63("seq", uptoSeq)).changes;
+  }
+
+  rateLimit(key: string, rule: RateLimitRule, now: number): RateLimitResult {
+    const w = rateWindow(rule, now);
+    return this.#db
+      .transaction(() => {
+        const row = this.#s.getRate.get(key) as Row | undefined;
+        const used = row && num(row.window_start) === w.start ? num(row.count) : 0;
+        const allowed = used + w.cost <= rule.limit;
+        const count = allowed ? used + w.cost : used;
+        if (allowed || !row || num(row.window_start) !== w.start) this.#s.upsertRate.run(key, w.start, w.end, count);
+        return { allowed, count, remaining: Math.max(0, rule.limit - count), resetAt: w.end };
+      })
+      .immediate();
+  }
+
+  purgeExpired(now: number): PurgeResult {
+    return this.#db
+      .transaction(() => {
+        this.#s.purgeHistoryJoiners.run(now);
+        const historyEntries = this.#s.purgeHistory.run(now).changes;
+        const keyPackages = this.#s.purgeKeyPackages.run(now).changes;
+        const rateLimits = this.#s.purgeRates.run(now).changes;
+        return { historyEntries, keyPackages, rateLimits };
+      })
+      .immediate();
+  }
+
+  #applyOps(ops: readonly WriteOp[]): { result: AppliedWrite; appended: Map<QueueId, bigint> } {
+    const s = this.#s;
+    const now = this.#now;
+    const appended: { queue: QueueId; seq: bigint }[] = [];
+    const keyPackages: (StoredKeyPackage | undefined)[] = [];
+    const epochs: { groupId: string; epoch: bigint }[] = [];
+    let pulled = 0;
+    const lastByQueue = new Map<QueueId, bigint>();
+    // Payloads (by identity) appended more than once in this batch are stored once.
+    const sharedPayloads = sharedAppendPayloads(ops);
+
+    const requireEpoch = (groupId: string, expected?: bigint): bigint => {
+      const row = s.groupEpoch.get(groupId) as Row | undefined;
+      if (!row) throw new UnknownGroupError(groupId);
+      const current = big(row.epoch);
+      if (expected !== undefined && current !== checkUint63("expected epoch", expected)) {
+        throw new EpochConflictError(groupId, expected, current);
+      }
+      return current;
+    };
+
+    for (const op of ops) {
+      switch (op.kind) {
+        case "createGroup": {
+          checkUint63("epoch", op.epoch);
+          if (s.groupEpoch.get(op.groupId)) throw new GroupExistsError(op.groupId);
+          s.insertGroup.run(op.groupId, op.epoch, op.metadata ?? null, now, now);
+          s.upsertSnapshot.run(op.groupId, op.epoch, op.snapshot);
+          break;
+        }
+        case "advanceGroup": {
+          const current = requireEpoch(op.groupId, op.expectedEpoch);
+          const next = checkUint63("epoch", current + 1n);
+          s.setEpoch.run(next, op.metadata ?? null, now, op.groupId);
+          s.insertLog.run(op.groupId, next, op.logEntry, now);
+          if (op.snapshot) this.#replaceSnapshot(op.groupId, next, op.snapshot);
+          s.clearOldProposals.run(op.groupId, next);
+          epochs.push({ groupId: op.groupId, epoch: next });
+          break;
+        }
+        case "snapshotGroup": {
+          requireEpoch(op.groupId, op.epoch);
+          this.#replaceSnapshot(op.groupId, op.epoch, op.snapshot);
+          break;
+        }
+        case "setGroupMetadata": {
+          requireEpoch(op.groupId, op.expectedEpoch);
+          s.setMetadata.run(op.metadata, now, op.groupId);
+          break;
+        }
+        case "checkEpoch":
+          requireEpoch(op.groupId, op.epoch);
+          break;
+        case "deleteGroup": {
+          requireEpoch(op.groupId, op.expectedEpoch);
+          for (const del of s.deleteGroupAll) del.run(op.groupId);
+          break;
+        }
+        case "addProposal": {
+          requireEpoch(op.groupId);
+          s.insertProposal.run(op.groupId, checkUint63("epoch", op.epoch), op.ref, op.proposal);
+          break;
+        }
+        case "removeProposal":
+          s.deleteProposal.run(op.groupId, op.ref);
+          break;
+        case "addHistory": {
+          requireEpoch(op.groupId);
+          checkUint63("epoch", op.epoch);
+          s.upsertHistory.run(op.groupId, op.epoch, op.ratchetTree ?? new Uint8Array(), op.groupInfo ?? null, op.expiresAt);
+          s.deleteHistoryJoinersOfEpoch.run(op.groupId, op.epoch);
+          for (const ref of op.joiners) s.insertHistoryJoiner.run(op.groupId, op.epoch, ref);
+          break;
+        }
+        case "removeHistoryJoiner": {
+          if (op.epoch === undefined) s.deleteHistoryJoiner.run(op.groupId, op.keyPackageRef);
+          else s.deleteHistoryJoinerAt.run(op.groupId, op.keyPackageRef, op.epoch);
+          s.deleteEmptyHistory.run(op.groupId);
+          break;
+        }
+        case "setFanoutToken":
+          requireEpoch(op.groupId);
+          s.upsertToken.run(op.groupId, op.clientId, op.token);
+          break;
+        case "removeFanoutToken":
+          s.deleteToken.run(op.groupId, op.clientId);
+          break;
+        case "putClient":
+          s.upsertClient.run(op.clientId, op.signaturePublicKey, op.authData ?? null, now, now);
+          break;
+        case "removeClient":
+          s.deleteClient.run(op.clientId);
+          s.deleteKeyPackagesOfClient.run(op.clientId);
+          break;
+        case "publishKeyPackages": {
+          if (!s.getClient.get(op.clientId)) throw new UnknownClientError(op.clientId);
+          for (const kp of op.keyPackages) {
+            if (s.keyPackageByRef.get(kp.ref)) throw new DuplicateKeyPackageError(kp.ref);
+            s.insertKeyPackage.run(op.clientId, kp.ciphersuite, kp.ref, kp.keyPackage, 0, kp.expiresAt ?? null, now);
+          }
+          if (op.lastResort) {
+            const kp = op.lastResort;
+            s.deleteLastResort.run(op.clientId, kp.ciphersuite);
+            if (s.keyPackageByRef.get(kp.ref)) throw new DuplicateKeyPackageError(kp.ref);
+            s.insertKeyPackage.run(op.clientId, kp.ciphersuite, kp.ref, kp.keyPackage, 1, kp.expiresAt ?? null, now);
+          }
+          break;
+        }
+        case "consumeKeyPackage":
+          keyPackages.push(this.#consume(op.clientId, op.ciphersuite, now));
+          break;
+        case "deleteKeyPackages":
+          if (op.refs) for (const ref of op.refs) s.deleteKeyPackageRef.run(op.clientId, ref);
+          else s.deleteKeyPackagesOfClient.run(op.clientId);
+          break;
+        case "append": {
+          const row = s.bumpQueue.get(op.queue) as Row;
+          const seq = big(row.last_seq);
+          const shared = sharedPayloads.get(op.payload);
+          if (isGroupFeed(op.queue)) {
+            // Feed payloads always live in queue_payloads: members' copies point at them.
+            const id = shared?.id ?? big((s.insertPayload.get(op.payload, shared?.refs ?? 1) as Row).id);
+            if (shared !== undefined) shared.id = id;
+            s.insertFeedEntry.run(op.queue, seq, id, now, op.except !== undefined && op.except.length > 0 ? op.except.join("\n") : null);
+          } else if (shared === undefined) s.insertEntry.run(op.queue, seq, op.payload, now);
+          else {
+            if (shared.id === undefined) shared.id = big((s.insertPayload.get(op.payload, shared.refs) as Row).id);
+            s.insertSharedEntry.run(op.queue, seq, shared.id, now);
+          }
+          appended.push({ queue: op.queue, seq });
+          lastByQueue.set(op.queue, seq);
+          break;
+        }
+        case "joinFeed": {
+          const member = s.getFeedMember.get(op.clientId, op.groupId) as Row | undefined;
+          if (member !== undefined && member.until == null) break; // already receiving it
+          // Left earlier with entries still pending: they go to its queue before the new membership starts.
+          if (member !== undefined) pulled += this.#pullFeed(op.clientId, member, Number.MAX_SAFE_INTEGER, now, lastByQueue);
+          s.upsertFeedMember.run(op.clientId, op.groupId, this.#feedHead(op.groupId));
+          // The client's readers hear of it (without an append) and start following the feed.
+          const own = s.queueHead.get(clientQueue(op.clientId)) as Row | undefined;
+          lastByQueue.set(clientQueue(op.clientId), own ? big(own.last_seq) : 0n);
+          break;
+        }
+        case "leaveFeed": {
+          const head = this.#feedHead(op.groupId);
+          if (op.clientId !== undefined) s.leaveFeed.run(head, op.clientId, op.groupId);
+          else s.leaveFeedAll.run(head, op.groupId);
+          s.dropFinishedFeedMembers.run(op.groupId);
+          this.#trimFeed(op.groupId);
+          break;
+        }
+        case "pullFeeds": {
+          let budget = Math.max(1, Math.floor(op.limit ?? DEFAULT_FEED_PULL_LIMIT));
+          for (const member of s.feedMembersOfClient.all(op.clientId) as Row[]) {
+            if (budget <= 0) break;
+            const n = this.#pullFeed(op.clientId, member, budget, now, lastByQueue);
+            pulled += n;
+            budget -= n;
+          }
+          break;
+        }
+        case "ack":
+          s.ackQueue.run(op.queue, checkUint63("seq", op.uptoSeq));
+          break;
+        case "deleteQueue":
+          s.deleteQueueEntries.run(op.queue);
+          s.deleteQueue.run(op.queue);
+          lastByQueue.delete(op.queue);
+          break;
+        case "markProcessed": {
+          checkUint63("sequence", op.sequence);
+          const row = s.getProcessed.get(op.source) as Row | undefined;
+          if (row && op.sequence <= big(row.last_seq)) throw new DuplicateBatch();
+          s.upsertProcessed.run(op.source, op.sequence);
+          break;
+        }
+        default: {
+          const never: never = op;
+          throw new StoreError(`unknown write op ${(never as { kind: string }).kind}`);
+        }
+      }
+    }
+    return { result: { duplicate: false, appended, keyPackages, epochs, ...(pulled > 0 ? { pulled } : {}) }, appended: lastByQueue };
+  }
+
+  /**
+   * The new snapshot replaces the latest; the older ones and the log are dropped
+   * except from the newest snapshot at or before the oldest epoch that a
+   * history entry without its tree needs (loadGroupAt).
+   */
+  #replaceSnapshot(groupId: string, epoch: bigint, state: Uint8Array): void {
+    const s = this.#s;
+    const needed = (s.oldestTreelessHistory.get(groupId) as Row).epoch;
+    if (needed != null && big(needed) < epoch) {
+      const old = s.getSnapshot.get(groupId) as Row | undefined;
+      if (old) s.retainSnapshot.run(groupId, old.epoch, old.state);
+      const from = (s.retainedAtOrBefore.get(groupId, needed) as Row | undefined)?.epoch;
+      if (from != null) {
+        s.pruneRetained.run(groupId, from);
+        s.pruneLog.run(groupId, from);
+      }
+    } else {
+      s.pruneRetained.run(groupId, epoch);
+      s.pruneLog.run(groupId, epoch);
+    }
+    s.upsertSnapshot.run(groupId, epoch, state);
+  }
+
+  #feedHead(groupId: string): bigint {
+    const row = this.#s.queueHead.get(groupFeed(groupId)) as Row | undefined;
+    return row ? big(row.last_seq) : 0n;
+  }
+
+  /**
+   * Copy up to `budget` entries of one membership into the client's queue (the
+   * ones excluded for it are skipped) and move its cursor; a membership that
+   * reached its end goes. Returns how many entries were copied.
+   */
+  #pullFeed(clientId: string, member: Row, budget: number, now: number, lastByQueue: Map<QueueId, bigint>): number {
+    const s = this.#s;
+    const groupId = String(member.group_id);
+    const feed = groupFeed(groupId);
+    const end = member.until == null ? this.#feedHead(groupId) : big(member.until);
+    let cursor = big(member.cursor);
+    if (cursor >= end) {
+      if (member.until != null) s.deleteFeedMember.run(clientId, groupId);
+      return 0;
+    }
+    const queue = clientQueue(clientId);
+    let copied = 0;
+    let scanned = 0;
+    const rows = s.feedEntries.all(feed, cursor, end, budget) as Row[];
+    for (const e of rows) {
+      scanned++;
+      cursor = big(e.seq);
+      if (e.except_ids != null && String(e.except_ids).split("\n").includes(clientId)) continue;
+      const seq = big((s.bumpQueue.get(queue) as Row).last_seq);
+      s.insertSharedEntry.run(queue, seq, e.payload_id, now);
+      s.addPayloadRef.run(e.payload_id);
+      lastByQueue.set(queue, seq);
+      copied++;
+    }
+    // Fewer rows than asked: nothing else is left up to `end` (earlier entries were trimmed or not for it).
+    if (scanned < budget) cursor = end;
+    if (member.until != null && cursor >= end) s.deleteFeedMember.run(clientId, groupId);
+    else s.setFeedCursor.run(cursor, clientId, groupId);
+    this.#trimFeed(groupId);
+    return copied;
+  }
+
+  /** Drop feed entries every member has passed (all of them when no one receives the feed). */
+  #trimFeed(groupId: string): void {
+    const feed = groupFeed(groupId);
+    const low = this.#s.lowestFeedCursor.get(groupId) as Row;
+    this.#s.ackQueue.run(feed, low.low == null ? this.#feedHead(groupId) : big(low.low));
+  }
+
+  #consume(clientId: string, ciphersuite: number | undefined, now: number): StoredKeyPackage | undefined {
+    const s = this.#s;
+    const suite = ciphersuite ?? null;
+    const regular = s.pickKeyPackage.get(clientId, 0, suite, suite, now) as Row | undefined;
+    if (regular) {
+      s.deleteKeyPackageId.run(regular.id);
+      return keyPackageOf(regular);
+    }
+    const last = s.pickKeyPackage.get(clientId, 1, suite, suite, now) as Row | undefined;
+    return last ? keyPackageOf(last) : undefined;
+  }
+}
+
+/** Payload objects of `append` ops used by two or more of them, with their use count. */
+function sharedAppendPayloads(ops: readonly WriteOp[]): Map<Uint8Array, { refs: number; id?: bigint }> {
+  const count = new Map<Uint8Array, number>();
+  for (const op of ops) if (op.kind === "append") count.set(op.payload, (count.get(op.payload) ?? 0) + 1);
+  const out = new Map<Uint8Array, { refs: number; id?: bigint }>();
+  for (const [payload, refs] of count) if (refs > 1) out.set(payload, { refs });
+  return out;
+}
