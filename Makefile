@@ -46,7 +46,7 @@ test-mongo: install
 	@test -n "$$MONGODB_URI" || { echo "set MONGODB_URI (a replica set) to run the MongoDB suite"; exit 2; }
 	vitest run test/store test/e2e/mongo-instances.test.ts
 
-# Every benchmark (bench/run.ts: rpc, commit, and engine when bench/engine.ts is built);
+# Every benchmark (bench/run.ts: rpc, commit, engine when bench/engine.ts is built, federation);
 # quick mode: make bench BENCH_ARGS=--quick. The RPC bench uses h2load when installed
 # (apt-get install nghttp2-client), else a Node load generator.
 BENCH_ARGS ?=

@@ -51,10 +51,11 @@ export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeou
 
 // ---------------------------------------------------------------- certificates and server
 
-/** `mimi-ds dev-certs` into `dir` (the CLI of the build). */
-export function devCerts(dir: string, domain: string): { ca: Buffer; caPath: string } {
+/** `mimi-ds dev-certs` into `dir` (the CLI of the build): one CA, a certificate per domain. */
+export function devCerts(dir: string, domain: string | readonly string[]): { ca: Buffer; caPath: string } {
   requireBuild();
-  const r = spawnSync(process.execPath, [cliMain, "dev-certs", "--out", dir, "--domain", domain], { encoding: "utf8" });
+  const domains = typeof domain === "string" ? [domain] : domain;
+  const r = spawnSync(process.execPath, [cliMain, "dev-certs", "--out", dir, ...domains.flatMap((d) => ["--domain", d])], { encoding: "utf8" });
   if (r.status !== 0) throw new Error(`dev-certs failed: ${r.stderr}`);
   const caPath = join(dir, "ca.pem");
   return { ca: readFileSync(caPath), caPath };
@@ -78,12 +79,16 @@ export interface ServeOptions {
   readonly logLevel?: string;
   /** Extra node flags for the server (e.g. --cpu-prof). */
   readonly nodeArgs?: readonly string[];
+  /** Loopback port to listen on; default a free one. */
+  readonly port?: number;
+  /** Extra `serve` options (e.g. --peers FILE). */
+  readonly args?: readonly string[];
 }
 
 /** `node dist/src/cli/main.js serve` on a free loopback port; its stdout log is drained (and discarded). */
 export async function startServe(o: ServeOptions): Promise<ServeProcess> {
   requireBuild();
-  const port = await freePort();
+  const port = o.port ?? (await freePort());
   const child = spawn(
     process.execPath,
     [
@@ -104,6 +109,7 @@ export async function startServe(o: ServeOptions): Promise<ServeProcess> {
       join(o.certsDir, "ca.pem"),
       "--log-level",
       o.logLevel ?? "info",
+      ...(o.args ?? []),
     ],
     { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] },
   );
@@ -132,7 +138,7 @@ export async function startServe(o: ServeOptions): Promise<ServeProcess> {
   };
 }
 
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.once("error", reject);

@@ -1,10 +1,11 @@
 // `make bench`: every benchmark, one table, and a JSON record in
 // bench/results/<timestamp>.json (gitignored).
 //
-//   node dist/bench/run.js                 # full: rpc (5 x 5 s per log level), commit (100, 1000 members), engine
+//   node dist/bench/run.js                 # full: rpc (5 x 5 s per log level), commit (100, 1000 members), engine, federation
 //   node dist/bench/run.js --quick         # shorter runs, fewer repetitions
-//   node dist/bench/run.js --only=rpc,commit
-//   (options of the single benches pass through: --reps=N --duration=S --sizes=100,1000 --loadgen=node ...)
+//   node dist/bench/run.js --only=rpc,commit,federation
+//   (options of the single benches pass through: --reps=N --duration=S --sizes=100,1000 --loadgen=node
+//    --configs=1000x3,100x3 --messages=M ...)
 //
 // Numbers are medians over repetitions, with the same run's baselines
 // (no-op RPC, ts-mls member); nothing here asserts a target.
@@ -14,6 +15,7 @@ import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { commitTable, parseCommitArgs, runCommitBench, type CommitResult } from "./commit.js";
 import { log, repoRoot } from "./lib.js";
+import { federationTable, parseFederationArgs, runFederationBench, type FederationResult } from "./federation.js";
 import { parseRpcArgs, rpcTable, runRpcBench, type RpcResult } from "./rpc.js";
 
 const args = process.argv.slice(2);
@@ -53,18 +55,21 @@ log(`machine: ${machine.cpus} x ${machine.cpuModel}, ${machine.memGB} GB, node $
 let rpc: RpcResult | undefined;
 let commit: CommitResult | undefined;
 let engine: EngineResult | undefined;
+let federation: FederationResult | undefined;
 if (wants("rpc")) rpc = await runRpcBench(parseRpcArgs(args));
 if (wants("commit")) commit = await runCommitBench(parseCommitArgs(args));
 if (wants("engine")) engine = await runEngine();
+if (wants("federation")) federation = await runFederationBench(parseFederationArgs(args));
 
 const sections: string[] = [];
 if (rpc !== undefined) sections.push(rpcTable(rpc));
 if (commit !== undefined) sections.push(commitTable(commit));
 if (engine !== undefined) sections.push(engine.output ?? `engine: ${engine.note}`);
+if (federation !== undefined) sections.push(federationTable(federation));
 console.log(`\n${sections.join("\n\n")}`);
 
 const dir = join(repoRoot, "bench", "results");
 mkdirSync(dir, { recursive: true });
 const file = join(dir, `${started.toISOString().replace(/[:.]/g, "-")}.json`);
-writeFileSync(file, JSON.stringify({ started: started.toISOString(), quick, args, machine, rpc, commit, engine }, null, 2));
+writeFileSync(file, JSON.stringify({ started: started.toISOString(), quick, args, machine, rpc, commit, engine, federation }, null, 2));
 console.log(`\nresults: ${file}`);
