@@ -4,12 +4,14 @@
 // per signature algorithm, because an external sender signs with the group's
 // ciphersuite. The key file is created on first start (mode 0600) and must be
 // shared by every instance of one domain.
+import { createPrivateKey, sign as nodeSign, type KeyObject } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import type { Credential, CiphersuiteImpl, CiphersuiteName } from "ts-mls";
 import { getCiphersuiteFromName, getCiphersuiteImpl, ciphersuites } from "ts-mls";
 import type { SignatureAlgorithm } from "ts-mls/crypto/signature.js";
 import { signWithLabel, verifyWithLabel } from "ts-mls/crypto/signature.js";
+import { encodeSignContent } from "../wire/index.js";
 
 /** The ciphersuite whose signature scheme (Ed25519) signs DSFanoutRequests. */
 export const FANOUT_SIGNATURE_SUITE: CiphersuiteName = "MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519";
@@ -41,10 +43,14 @@ export function suiteName(id: number): CiphersuiteName | undefined {
   return undefined;
 }
 
+/** PKCS#8 wrapping of a raw 32-byte Ed25519 private key (RFC 8410). */
+const ED25519_PKCS8_PREFIX = Buffer.from("302e020100300506032b657004220420", "hex");
+
 export class HubIdentity {
   /** A BasicCredential naming the DS domain, as the draft suggests (Section 8 TODO). */
   readonly credential: Credential;
   private readonly keys = new Map<SignatureAlgorithm, KeyPair>();
+  private ed25519: KeyObject | undefined;
 
   private constructor(
     readonly domain: string,
@@ -82,8 +88,15 @@ export class HubIdentity {
 
   /** RFC 9420 SignWithLabel with the hub's key for this suite. */
   async sign(suite: CiphersuiteName, label: string, content: Uint8Array): Promise<Uint8Array> {
-    const cs = await suiteImpl(suite);
-    return signWithLabel((await this.keyPair(suite)).signKey, label, content, cs.signature);
+    const pair = await this.keyPair(suite);
+    // Ed25519 (every fanout request): node:crypto with the key imported once, not per signature.
+    if (getCiphersuiteFromName(suite).signature === "Ed25519") {
+      // ts-mls keeps the key as PKCS#8 (48 bytes) or as the raw 32-byte seed, depending on its provider.
+      const der = pair.signKey.length === 32 ? Buffer.concat([ED25519_PKCS8_PREFIX, pair.signKey]) : Buffer.from(pair.signKey);
+      this.ed25519 ??= createPrivateKey({ key: der, format: "der", type: "pkcs8" });
+      return nodeSign(null, encodeSignContent(label, content), this.ed25519);
+    }
+    return signWithLabel(pair.signKey, label, content, (await suiteImpl(suite)).signature);
   }
 
   /** Public key that verifies this hub's DSFanoutRequests (configured at its peers). */

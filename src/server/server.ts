@@ -102,6 +102,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const handler = connectNodeAdapter({
     routes,
     readMaxBytes: options.maxMessageBytes ?? defaultMaxMessageBytes,
+    // MLS messages are ciphertext and do not compress: never spend CPU gzipping
+    // answers and stream entries (compressed requests are still accepted).
+    compressMinBytes: Number.MAX_SAFE_INTEGER,
     shutdownSignal: shutdown.signal,
     interceptors: [
       loggingInterceptor(logger),

@@ -456,6 +456,8 @@ export interface AppliedWrite {
   readonly epochs: readonly { readonly groupId: string; readonly epoch: bigint }[];
   /** Feed entries copied into client queues by pullFeeds and joinFeed ops (absent: none). */
   readonly pulled?: number;
+  /** Queue entries deleted by ack ops (absent: none). */
+  readonly acked?: number;
 }
 
 export interface PurgeResult {

@@ -84,7 +84,6 @@ export interface SqliteStoreOptions {
 interface Writer {
   /** Rejects with GroupAborted when nothing of the group was applied. */
   applyGroup(batches: readonly (readonly WriteOp[])[], now: number): Promise<ApplyOutcome[]>;
-  ack(queue: QueueId, uptoSeq: bigint): Promise<number>;
   rateLimit(key: string, rule: RateLimitRule, now: number): Promise<RateLimitResult>;
   purgeExpired(now: number): Promise<PurgeResult>;
   close(): Promise<void>;
@@ -100,7 +99,6 @@ function inlineWriter(w: SqliteWriter): Writer {
   };
   return {
     applyGroup: (batches, now) => run(() => w.applyGroup(batches, now)),
-    ack: (queue, uptoSeq) => run(() => w.ack(queue, uptoSeq)),
     rateLimit: (key, rule, now) => run(() => w.rateLimit(key, rule, now)),
     purgeExpired: (now) => run(() => w.purgeExpired(now)),
     close: async () => undefined,
@@ -412,9 +410,10 @@ export class SqliteStore implements Store {
     );
   }
 
+  /** Joins the group commit: acknowledgements (a guest DS's, a client's) share the other writes' fsync. */
   async ack(queue: QueueId, uptoSeq: bigint): Promise<number> {
     checkUint63("seq", uptoSeq);
-    return this.#write(() => this.#writer.ack(queue, uptoSeq));
+    return (await this.apply({ ops: [{ kind: "ack", queue, uptoSeq }] })).acked ?? 0;
   }
 
   async queueInfo(queue: QueueId): Promise<QueueInfo> {

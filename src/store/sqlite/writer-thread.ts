@@ -21,7 +21,6 @@ const ROLE = "mimi-ds-sqlite-writer";
 
 type Call =
   | { readonly kind: "group"; readonly batches: readonly (readonly WriteOp[])[]; readonly now: number }
-  | { readonly kind: "ack"; readonly queue: QueueId; readonly uptoSeq: bigint }
   | { readonly kind: "rateLimit"; readonly key: string; readonly rule: RateLimitRule; readonly now: number }
   | { readonly kind: "purge"; readonly now: number };
 
@@ -143,10 +142,6 @@ export class WriterThread {
     return outcomes.map((o) => ("ok" in o ? (o as ApplyOutcome) : { err: fromWire(o.err) }));
   }
 
-  ack(queue: QueueId, uptoSeq: bigint): Promise<number> {
-    return this.#call({ kind: "ack", queue, uptoSeq });
-  }
-
   rateLimit(key: string, rule: RateLimitRule, now: number): Promise<RateLimitResult> {
     return this.#call({ kind: "rateLimit", key, rule, now });
   }
@@ -182,9 +177,6 @@ function serve(options: ConnectionOptions): void {
           port.postMessage({ id, value: outcomes.map((o): WireOutcome => ("ok" in o ? o : { err: toWire(o.err) })) });
           break;
         }
-        case "ack":
-          port.postMessage({ id, value: writer.ack(call.queue, call.uptoSeq) });
-          break;
         case "rateLimit":
           port.postMessage({ id, value: writer.rateLimit(call.key, call.rule, call.now) });
           break;

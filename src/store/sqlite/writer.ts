@@ -75,10 +75,6 @@ export class SqliteWriter {
     return this.#groupTx(batches);
   }
 
-  ack(queue: QueueId, uptoSeq: bigint): number {
-    return this.#s.ackQueue.run(queue, checkUint63("seq", uptoSeq)).changes;
-  }
-
   rateLimit(key: string, rule: RateLimitRule, now: number): RateLimitResult {
     const w = rateWindow(rule, now);
     return this.#db
@@ -112,6 +108,7 @@ export class SqliteWriter {
     const keyPackages: (StoredKeyPackage | undefined)[] = [];
     const epochs: { groupId: string; epoch: bigint }[] = [];
     let pulled = 0;
+    let acked = 0;
     const lastByQueue = new Map<QueueId, bigint>();
     // Payloads (by identity) appended more than once in this batch are stored once.
     const sharedPayloads = sharedAppendPayloads(ops);
@@ -268,7 +265,7 @@ export class SqliteWriter {
           break;
         }
         case "ack":
-          s.ackQueue.run(op.queue, checkUint63("seq", op.uptoSeq));
+          acked += s.ackQueue.run(op.queue, checkUint63("seq", op.uptoSeq)).changes;
           break;
         case "deleteQueue":
           s.deleteQueueEntries.run(op.queue);
@@ -288,7 +285,7 @@ export class SqliteWriter {
         }
       }
     }
-    return { result: { duplicate: false, appended, keyPackages, epochs, ...(pulled > 0 ? { pulled } : {}) }, appended: lastByQueue };
+    return { result: { duplicate: false, appended, keyPackages, epochs, ...(pulled > 0 ? { pulled } : {}), ...(acked > 0 ? { acked } : {}) }, appended: lastByQueue };
   }
 
   /**
