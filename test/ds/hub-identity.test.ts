@@ -16,7 +16,7 @@ describe("HubIdentity signatures", () => {
     const reference = await signWithLabel((await hub.keyPair(FANOUT_SIGNATURE_SUITE)).signKey, SignatureLabel.DSFanoutRequest, content, cs.signature);
     expect(Buffer.from(sig).equals(Buffer.from(reference))).toBe(true);
     expect(await verifyFanoutSignature(hub.fanoutPublicKey, SignatureLabel.DSFanoutRequest, content, sig)).toBe(true);
-    content[0] ^= 1;
+    content[0] = content[0]! ^ 1;
     expect(await verifyFanoutSignature(hub.fanoutPublicKey, SignatureLabel.DSFanoutRequest, content, sig)).toBe(false);
   });
 });
