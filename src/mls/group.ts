@@ -130,6 +130,45 @@ function leafTbs(entry: LeafEntry, groupId: Uint8Array, leafIndex: number): Uint
   return concat(body, varLen(groupId), u32(leafIndex));
 }
 
+let signScratch = new Uint8Array(4096);
+
+/**
+ * SignContent("LeafNodeTBS", LeafNodeTBS) built in a reused buffer (seeding
+ * builds one per leaf): valid until the next call, which is enough for
+ * VerifyBatch.add (node:crypto copies the data of an async job).
+ */
+function leafSignContent(entry: LeafEntry, groupId: Uint8Array, leafIndex: number): Uint8Array {
+  const sigLen = entry.leaf.signature.length;
+  const bodyLen = entry.raw.length - varLenHeader(sigLen).length - sigLen;
+  const gh = varLenHeader(groupId.length);
+  const ctx = entry.leaf.leafNodeSource === "key_package" ? 0 : gh.length + groupId.length + 4;
+  const tbsLen = bodyLen + ctx;
+  const lh = varLenHeader(L_LEAF.length);
+  const th = varLenHeader(tbsLen);
+  const n = lh.length + L_LEAF.length + th.length + tbsLen;
+  if (signScratch.length < n) signScratch = new Uint8Array(Math.max(n, 2 * signScratch.length));
+  const out = signScratch;
+  out.set(lh, 0);
+  let o = lh.length;
+  out.set(L_LEAF, o);
+  o += L_LEAF.length;
+  out.set(th, o);
+  o += th.length;
+  out.set(entry.raw.subarray(0, bodyLen), o);
+  o += bodyLen;
+  if (ctx > 0) {
+    out.set(gh, o);
+    o += gh.length;
+    out.set(groupId, o);
+    o += groupId.length;
+    out[o] = leafIndex >>> 24;
+    out[o + 1] = leafIndex >>> 16;
+    out[o + 2] = leafIndex >>> 8;
+    out[o + 3] = leafIndex;
+  }
+  return out.subarray(0, n);
+}
+
 const isDefaultExt = (t: number | string) => typeof t === "string" || (t >= 1 && t <= 5);
 const extNum = (t: number | string): number => (typeof t === "number" ? t : defaultExtensionTypes[t as keyof typeof defaultExtensionTypes]);
 
@@ -155,6 +194,11 @@ function parseGroupExtensions(exts: readonly Extension[]): { externalSenders: Ex
 
 type Caps = TreeEditor["caps"];
 
+function listsCredential(creds: readonly unknown[], t: string): boolean {
+  for (const c of creds) if (String(c) === t) return true;
+  return false;
+}
+
 /** RFC 9420 7.3 checks that do not need a signature: compatibility with the group. */
 function checkLeafCompat(
   leaf: LeafNode,
@@ -165,13 +209,14 @@ function checkLeafCompat(
   counted: boolean,
 ): void {
   const ct = String(leaf.credential.credentialType);
-  const supports = leaf.capabilities.credentials.map(String);
+  const creds = leaf.capabilities.credentials;
+  const ownType = listsCredential(creds, ct);
   // every member supports this credential type (the leaf itself included when counted)
-  const others = (caps.credSupport.get(ct) ?? 0) - (counted && supports.includes(ct) ? 1 : 0);
+  const others = (caps.credSupport.get(ct) ?? 0) - (counted && ownType ? 1 : 0);
   const otherMembers = memberCount - (counted ? 1 : 0);
   if (others !== otherMembers) fail("unsupported_capability", `credential type ${ct} is not supported by every member`);
-  if (!supports.includes(ct)) fail("unsupported_capability", `leaf does not list its own credential type ${ct}`);
-  for (const [t, n] of caps.credUse) if (n > 0 && !supports.includes(t)) fail("unsupported_capability", `leaf does not support credential type ${t} in use`);
+  if (!ownType) fail("unsupported_capability", `leaf does not list its own credential type ${ct}`);
+  for (const [t, n] of caps.credUse) if (n > 0 && !listsCredential(creds, t)) fail("unsupported_capability", `leaf does not support credential type ${t} in use`);
   for (const e of leaf.extensions)
     if (!isDefaultExt(e.extensionType) && !leaf.capabilities.extensions.includes(extNum(e.extensionType)))
       fail("unsupported_capability", `leaf extension ${extNum(e.extensionType)} not in its capabilities`);
@@ -183,7 +228,7 @@ function checkLeafCompat(
       if (!isDefaultExt(t) && !leaf.capabilities.extensions.includes(t)) fail("unsupported_capability", `required extension ${t} unsupported`);
     for (const t of required.proposalTypes)
       if (!(t >= 1 && t <= 7) && !leaf.capabilities.proposals.includes(t)) fail("unsupported_capability", `required proposal ${t} unsupported`);
-    for (const t of required.credentialTypes) if (!supports.includes(String(t))) fail("unsupported_capability", `required credential ${String(t)} unsupported`);
+    for (const t of required.credentialTypes) if (!listsCredential(creds, String(t))) fail("unsupported_capability", `required credential ${String(t)} unsupported`);
   }
 }
 
@@ -296,34 +341,28 @@ export function groupInfoFromMlsMessage(msg: Uint8Array): Uint8Array {
 async function seed(gc: GroupContext, treeBytes: Uint8Array, confirmationTag: Uint8Array, groupInfo: Uint8Array | undefined, options: SeedOptions): Promise<GroupState> {
   const o = resolveOptions(options);
   const crypto = await engineCrypto(gc.cipherSuite);
-  const tree = PublicTree.decode(treeBytes, crypto, { uniqueClientIds: o.uniqueClientIds });
+  // Leaf signatures go to the threadpool as each leaf is parsed, so they run
+  // while this thread does the rest; their results are checked last.
+  const sigs = options.verify === "trusted" ? undefined : crypto.verifyBatch();
+  const onLeaf =
+    sigs === undefined ? undefined : (li: number, e: LeafEntry) => sigs.add(e.leaf.signaturePublicKey, leafSignContent(e, gc.groupId, li), e.leaf.signature, li);
+  const tree = PublicTree.decode(treeBytes, crypto, { uniqueClientIds: o.uniqueClientIds }, onLeaf);
   if (!bytesEqual(tree.rootHash, gc.treeHash)) fail("tree_hash_mismatch", "ratchet tree hash differs from GroupContext.tree_hash");
   const { externalSenders, required } = parseGroupExtensions(gc.extensions);
   const ed = tree.edit();
   ed.verifyUnmergedLeaves();
   ed.verifyAllParentHashes();
-  // Leaves: compatibility, credentials, then every signature (in parallel on the threadpool).
-  const sigChecks: Promise<boolean>[] = [];
-  const failed: number[] = [];
+  // Leaves: compatibility and credentials (KeyPackage lifetimes are checked when a KeyPackage is added, not when joining).
   for (let li = 0; li < tree.leafWidth; li++) {
     const e = tree.leaf(li);
     if (e === undefined) continue;
     checkLeafCompat(e.leaf, ed.caps, ed.memberCount, gc.extensions, required, true);
     checkCredential(o, e.leaf);
-    if (e.leaf.leafNodeSource === "key_package") {
-      // lifetimes are checked when a KeyPackage is added, not when joining
-    }
-    if (options.verify !== "trusted") {
-      const m = signContent(L_LEAF, leafTbs(e, gc.groupId, li));
-      sigChecks.push(crypto.verify(e.leaf.signaturePublicKey, m, e.leaf.signature).then((ok) => (ok ? true : (failed.push(li), false))));
-      if (sigChecks.length >= 512) {
-        await Promise.all(sigChecks.splice(0));
-        if (failed.length > 0) break;
-      }
-    }
   }
-  await Promise.all(sigChecks);
-  if (failed.length > 0) fail("invalid_signature", `LeafNode signature of leaf ${failed[0]}`);
+  if (sigs !== undefined) {
+    const failed = await sigs.failures();
+    if (failed.length > 0) fail("invalid_signature", `LeafNode signature of leaf ${failed[0]}`);
+  }
   const gcBytes = encodeGroupContext(gc);
   return {
     crypto,
