@@ -9,7 +9,7 @@ import { decodeSender } from "ts-mls/sender.js";
 import { decodeProposal } from "ts-mls/proposal.js";
 import { decodeExtension } from "ts-mls/extension.js";
 import { decodeCredential } from "ts-mls/credential.js";
-import type { Extension, Proposal, Sender, UpdatePath, Credential, LeafNode, ParentNode, Capabilities, CiphersuiteName } from "ts-mls";
+import type { Extension, Proposal, Sender, UpdatePath, Credential, LeafNode, ParentNode, Capabilities, CiphersuiteName, KeyPackage } from "ts-mls";
 import { ciphersuites } from "ts-mls/crypto/ciphersuite.js";
 import { defaultExtensionTypes } from "ts-mls/defaultExtensionType.js";
 import { EngineError, fail } from "./errors.js";
@@ -85,6 +85,10 @@ export function decodeAnyProposal(b: Uint8Array, o: number): [Proposal, number] 
   const [t] = run(decodeUint16, b, o, "proposal type");
   if (t === PROPOSAL_TYPE_SELF_REMOVE) return [{ proposalType: PROPOSAL_TYPE_SELF_REMOVE, proposalData: new Uint8Array() }, 2];
   if (t < 1 || t > 7) return fail("invalid_proposal", `unsupported proposal type ${t}`);
+  if (t === 1) {
+    const kp = decodeKeyPackageFast(b, o + 2);
+    if (kp !== undefined) return [{ proposalType: "add", add: { keyPackage: kp[0] } }, 2 + kp[1]];
+  }
   return run(decodeProposal, b, o, "proposal");
 }
 
@@ -116,7 +120,7 @@ function skipVec(b: Uint8Array, o: number): number {
 /** UpdatePath { LeafNode leaf_node; UpdatePathNode nodes<V>; } counting ciphertexts without decoding them. */
 export function decodePathInfo(b: Uint8Array, o: number): [PathInfo, number] {
   const start = o;
-  const [leafNode, ll] = decodeLeafNodeFast(b, o);
+  const [leafNode, ll] = decodeLeafNodeFast(b, o, true);
   o += ll;
   const { length, header } = vecLen(b, o);
   const end = o + header + length;
@@ -333,11 +337,19 @@ function vecAt(b: Uint8Array, o: number, end: number): { start: number; end: num
 
 /** Cursor over b[o..end); `vec` narrows `end` to the vector while reading its items. */
 class Reader {
+  /** Every vector header so far used the minimal length form (as ts-mls's encoders write it). */
+  canonical = true;
   constructor(
     readonly b: Uint8Array,
     public o: number,
     public end: number,
   ) {}
+  private vecHere(): { start: number; end: number } {
+    const v = vecAt(this.b, this.o, this.end);
+    const len = v.end - v.start;
+    if (v.start - this.o !== (len < 64 ? 1 : len < 16384 ? 2 : 4)) this.canonical = false;
+    return v;
+  }
   u8(): number {
     if (this.o >= this.end) bad("uint8 beyond the data");
     return this.b[this.o++]!;
@@ -361,13 +373,13 @@ class Reader {
   }
   /** opaque<V>, as a view into b. */
   bytes(): Uint8Array {
-    const v = vecAt(this.b, this.o, this.end);
+    const v = this.vecHere();
     this.o = v.end;
     return this.b.subarray(v.start, v.end);
   }
   /** T items<V>, each read by `item` within the vector's bounds. */
   vec<T>(item: (r: Reader) => T): T[] {
-    const v = vecAt(this.b, this.o, this.end);
+    const v = this.vecHere();
     const outer = this.end;
     this.o = v.start;
     this.end = v.end;
@@ -436,13 +448,65 @@ function readLeafNode(r: Reader): LeafNode {
   return leaf;
 }
 
-/** LeafNode at b[o..]: the node and its encoded length. Byte fields are views into b. */
-export function decodeLeafNodeFast(b: Uint8Array, o: number): [LeafNode, number] {
+// Encodings of structs decoded from messages, when byte-identical to what
+// ts-mls's encoders would write (minimal vector headers): signatures, refs and
+// tree entries are then cut from them instead of re-encoding.
+const leafBytes = new WeakMap<LeafNode, Uint8Array>();
+const keyPackageBytes = new WeakMap<KeyPackage, { bytes: Uint8Array; tbsLength: number }>();
+
+/** The encoded LeafNode this leaf was decoded from (= encodeLeafNode(leaf)), if known. */
+export function encodedLeafNode(leaf: LeafNode): Uint8Array | undefined {
+  return leafBytes.get(leaf);
+}
+
+/** The encoded KeyPackage (= encodeKeyPackage(kp)) and its TBS length, if known. */
+export function encodedKeyPackage(kp: KeyPackage): { bytes: Uint8Array; tbsLength: number } | undefined {
+  return keyPackageBytes.get(kp);
+}
+
+/**
+ * LeafNode at b[o..]: the node and its encoded length. Byte fields are views
+ * into b. `remember`: record the encoding for encodedLeafNode (message leaves;
+ * not the thousands of a tree).
+ */
+export function decodeLeafNodeFast(b: Uint8Array, o: number, remember = false): [LeafNode, number] {
   const r = new Reader(b, o, b.length);
+  let leaf: LeafNode;
   try {
-    return [readLeafNode(r), r.o - o];
+    leaf = readLeafNode(r);
   } catch (e) {
     return fail("decode_error", `LeafNode: ${(e as Error).message}`);
+  }
+  if (remember && r.canonical) leafBytes.set(leaf, b.subarray(o, r.o));
+  return [leaf, r.o - o];
+}
+
+/**
+ * KeyPackage at b[o..] (ts-mls's shape: only key_package leaves), or
+ * undefined if this decoder does not take it - the caller then uses ts-mls's
+ * decoder, whose handling of odd input (e.g. falling back to a custom
+ * proposal) stays the reference.
+ */
+export function decodeKeyPackageFast(b: Uint8Array, o: number): [KeyPackage, number] | undefined {
+  const r = new Reader(b, o, b.length);
+  try {
+    if (r.u16() !== 1) return undefined;
+    const cipherSuite = readSuite(r);
+    const initKey = r.bytes();
+    const leafStart = r.o;
+    const leafNode = readLeafNode(r);
+    if (leafNode.leafNodeSource !== "key_package") return undefined;
+    const leafCanonical = r.canonical;
+    const leafEnd = r.o;
+    const extensions = r.vec(readExtension);
+    const tbsLength = r.o - o;
+    const signature = r.bytes();
+    const kp: KeyPackage = { version: "mls10", cipherSuite, initKey, leafNode, extensions, signature };
+    if (leafCanonical) leafBytes.set(leafNode, b.subarray(leafStart, leafEnd));
+    if (r.canonical) keyPackageBytes.set(kp, { bytes: b.subarray(o, r.o), tbsLength });
+    return [kp, r.o - o];
+  } catch {
+    return undefined;
   }
 }
 

@@ -38,8 +38,12 @@ export interface EngineCrypto {
   verify(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): Promise<boolean>;
   /** Synchronous verify when node:crypto handles the algorithm; undefined otherwise. */
   verifySync?: (publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array) => boolean;
-  /** A batch of verifications running in parallel (threadpool when node:crypto handles the algorithm). */
-  verifyBatch(): VerifyBatch;
+  /**
+   * A batch of verifications running in parallel (threadpool when node:crypto
+   * handles the algorithm). `cacheKeys`: keep the KeyObjects for later
+   * messages (members' keys); off for one-off key sets such as a whole tree.
+   */
+  verifyBatch(opts?: { cacheKeys?: boolean }): VerifyBatch;
 }
 
 const EC_CURVE: Partial<Record<SigAlg, string>> = { P256: "prime256v1", P384: "secp384r1", P521: "secp521r1" };
@@ -68,13 +72,20 @@ function spki(alg: SigAlg, raw: Uint8Array): Buffer | undefined {
 // raw bytes (~10 us), where parsing the same key as DER SPKI takes ~100 us.
 const JWK_CURVE: Partial<Record<SigAlg, string>> = { Ed25519: "Ed25519", Ed448: "Ed448" };
 
-function createKeyObject(alg: SigAlg, raw: Uint8Array): nodeCrypto.KeyObject | undefined {
+type VerifyKey = nodeCrypto.KeyObject | nodeCrypto.JsonWebKeyInput;
+
+/** An EdDSA key as a JWK input (crypto.verify takes it as is); undefined for other algorithms or a bad length. */
+function jwkInput(alg: SigAlg, raw: Uint8Array): nodeCrypto.JsonWebKeyInput | undefined {
   const crv = JWK_CURVE[alg];
+  if (crv === undefined || raw.length !== RAW_KEY_LEN[alg]) return undefined;
+  return { key: { kty: "OKP", crv, x: Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString("base64url") }, format: "jwk" };
+}
+
+function createKeyObject(alg: SigAlg, raw: Uint8Array): nodeCrypto.KeyObject | undefined {
   try {
-    if (crv !== undefined) {
-      if (raw.length !== RAW_KEY_LEN[alg]) return undefined;
-      const x = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString("base64url");
-      return nodeCrypto.createPublicKey({ key: { kty: "OKP", crv, x }, format: "jwk" });
+    if (JWK_CURVE[alg] !== undefined) {
+      const jwk = jwkInput(alg, raw);
+      return jwk === undefined ? undefined : nodeCrypto.createPublicKey(jwk);
     }
     const der = spki(alg, raw);
     return der === undefined ? undefined : nodeCrypto.createPublicKey({ key: der, format: "der", type: "spki" });
@@ -114,7 +125,7 @@ function nodeVerifyAsync(alg: SigAlg, publicKey: Uint8Array, message: Uint8Array
   return new Promise((resolve) => nodeVerifyCallback(alg, publicKeyObject(alg, publicKey), message, signature, resolve));
 }
 
-function nodeVerifyCallback(alg: SigAlg, key: nodeCrypto.KeyObject | undefined, message: Uint8Array, signature: Uint8Array, done: (ok: boolean) => void): void {
+function nodeVerifyCallback(alg: SigAlg, key: VerifyKey | undefined, message: Uint8Array, signature: Uint8Array, done: (ok: boolean) => void): void {
   if (key === undefined) return done(false);
   try {
     nodeCrypto.verify(ECDSA_HASH[alg] ?? null, message, key, signature, (err, ok) => done(err === null && ok));
@@ -135,7 +146,7 @@ export interface VerifyBatch {
   failures(): Promise<number[]>;
 }
 
-function nodeVerifyBatch(alg: SigAlg): VerifyBatch {
+function nodeVerifyBatch(alg: SigAlg, cacheKeys: boolean): VerifyBatch {
   let pending = 0;
   let closed = false;
   let finish: (() => void) | undefined;
@@ -147,9 +158,10 @@ function nodeVerifyBatch(alg: SigAlg): VerifyBatch {
   return {
     add(pk, m, sig, tag) {
       pending++;
-      // not cached: a batch's keys are mostly seen once and would flush the cache.
-      // node:crypto copies message and signature for an async job, so m may be reused.
-      nodeVerifyCallback(alg, createKeyObject(alg, pk), m, sig, done(tag));
+      // Uncached, an EdDSA key goes in as JWK (no KeyObject per key). node:crypto
+      // copies message and signature for an async job, so m may be reused.
+      const key = cacheKeys ? publicKeyObject(alg, pk) : JWK_CURVE[alg] !== undefined ? jwkInput(alg, pk) : createKeyObject(alg, pk);
+      nodeVerifyCallback(alg, key, m, sig, done(tag));
     },
     failures() {
       closed = true;
@@ -229,7 +241,7 @@ async function makeEngineCrypto(suite: CiphersuiteName): Promise<EngineCrypto> {
       hashParts,
       verifySync,
       verify: (pk, m, s) => nodeVerifyAsync(sigAlg, pk, m, s),
-      verifyBatch: () => nodeVerifyBatch(sigAlg),
+      verifyBatch: (o) => nodeVerifyBatch(sigAlg, o?.cacheKeys ?? false),
     };
   }
   // Fallback (e.g. ML-DSA): ts-mls signature implementation, if its optional package is installed.

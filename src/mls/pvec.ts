@@ -157,6 +157,14 @@ export class PMapEditor<V> {
     if (!m.has(key)) this.size++;
     m.set(key, v);
   }
+  /** Set key if absent (one shard lookup); false, and no change, if present. */
+  add(key: string, v: V): boolean {
+    const m = this.writable(shardOf(key));
+    if (m.has(key)) return false;
+    m.set(key, v);
+    this.size++;
+    return true;
+  }
   delete(key: string): void {
     const s = shardOf(key);
     if (!(this.shards[s]?.has(key) ?? false)) return;

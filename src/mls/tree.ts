@@ -7,7 +7,7 @@ import { encodeLeafNode } from "ts-mls/leafNode.js";
 import { determineLength } from "ts-mls/codec/variableLength.js";
 import { PMap, PVec, type PMapEditor, type PVecEditor } from "./pvec.js";
 import { EngineError, fail } from "./errors.js";
-import { concat, keyOf, u32, varLen, varLenHeader, bytesEqual, decodeLeafNodeFast, decodeParentNodeFast } from "./codec.js";
+import { concat, keyOf, varLen, varLenHeader, bytesEqual, decodeLeafNodeFast, decodeParentNodeFast, encodedLeafNode } from "./codec.js";
 import {
   covers,
   directPath,
@@ -68,8 +68,15 @@ function compactLeaf(l: LeafNode): LeafNode {
 
 export function leafEntry(leaf: LeafNode, raw?: Uint8Array): LeafEntry {
   if (raw === undefined) {
-    leaf = compactLeaf(leaf);
-    raw = encodeLeafNode(leaf);
+    const received = encodedLeafNode(leaf);
+    if (received !== undefined) {
+      // one copy of the received encoding, decoded again: no re-encoding, nothing pins the message
+      raw = received.slice();
+      leaf = decodeLeafNodeFast(raw, 0)[0];
+    } else {
+      leaf = compactLeaf(leaf);
+      raw = encodeLeafNode(leaf);
+    }
   }
   return { t: 1, leaf, raw, clientId: clientIdOf(leaf.credential) };
 }
@@ -130,12 +137,6 @@ function putParentNode(out: Uint8Array, o: number, p: ParentNode, unmerged: read
     o += 4;
   }
   return o;
-}
-
-function encodeParentNode(p: ParentNode): Uint8Array {
-  const out = new Uint8Array(parentNodeSize(p, p.unmergedLeaves));
-  putParentNode(out, 0, p, p.unmergedLeaves);
-  return out;
 }
 
 // Hash inputs are built in one reused buffer: a fresh Uint8Array over 64
@@ -240,26 +241,34 @@ export class PublicTree {
     return this.sigKeys.get(keyOf(key));
   }
 
-  /** RFC 9420 `optional<Node> ratchet_tree<V>`, trailing blanks stripped. */
+  /** RFC 9420 `optional<Node> ratchet_tree<V>`, trailing blanks stripped; written into one buffer. */
   encode(): Uint8Array {
     let last = this.nodes.length - 1;
     while (last >= 0 && this.nodes.get(last) === undefined) last--;
-    const parts: Uint8Array[] = [];
     let total = 0;
     for (let i = 0; i <= last; i++) {
       const n = this.nodes.get(i);
-      let p: Uint8Array;
-      if (n === undefined) p = Uint8Array.of(0);
-      else if (n.t === 1) {
-        p = new Uint8Array(2 + n.raw.length);
-        p[0] = 1;
-        p[1] = 1;
-        p.set(n.raw, 2);
-      } else p = concat(Uint8Array.of(1, 2), encodeParentNode(n.parent));
-      parts.push(p);
-      total += p.length;
+      total += n === undefined ? 1 : n.t === 1 ? 2 + n.raw.length : 2 + parentNodeSize(n.parent, n.parent.unmergedLeaves);
     }
-    return concat(varLenHeader(total), ...parts);
+    const hdr = varLenHeader(total);
+    const out = new Uint8Array(hdr.length + total);
+    out.set(hdr, 0);
+    let o = hdr.length;
+    for (let i = 0; i <= last; i++) {
+      const n = this.nodes.get(i);
+      if (n === undefined) {
+        out[o++] = 0;
+        continue;
+      }
+      out[o] = 1;
+      out[o + 1] = n.t;
+      o += 2;
+      if (n.t === 1) {
+        out.set(n.raw, o);
+        o += n.raw.length;
+      } else o = putParentNode(out, o, n.parent, n.parent.unmergedLeaves);
+    }
+    return out;
   }
 
   /**
@@ -502,9 +511,31 @@ export class TreeEditor {
     this.hashes = PVec.from(new Array<string | undefined>(w).fill(undefined)).edit();
     for (let i = 0; i < w; i++) {
       const n = all[i];
-      if (n !== undefined) this.index(i, n);
+      if (n !== undefined) this.indexNew(i, n);
     }
     this.nextFreeLeaf();
+  }
+
+  /**
+   * index() for load(): the same checks in the same order, but each key is
+   * looked up once (add-if-absent). A failure leaves the indexes half
+   * updated, which is fine there: a failed load discards the editor.
+   */
+  private indexNew(i: number, n: TNode): void {
+    if (n.t === 1) {
+      const li = nodeToLeaf(i);
+      if (!this.encKeys.add(keyOf(n.leaf.hpkePublicKey), i)) fail("duplicate_key", `encryption key of leaf ${li} already in the tree`);
+      if (!this.sigKeys.add(keyOf(n.leaf.signaturePublicKey), li)) fail("duplicate_key", `signature key of leaf ${li} already in the tree`);
+      if (!this.clientIds.add(n.clientId, li) && this.opts.uniqueClientIds)
+        fail("duplicate_client", `client ${JSON.stringify(n.clientId)} is already leaf ${this.clientIds.get(n.clientId)}`);
+      this.memberCount++;
+      this.countCaps(n.leaf, +1);
+    } else {
+      const k = keyOf(n.parent.hpkePublicKey);
+      const at = this.encKeys.get(k);
+      if (at !== undefined) fail("duplicate_key", `encryption key of node ${i} already at node ${at}`);
+      this.encKeys.add(k, i);
+    }
   }
 
   resizeLeaves(leaves: number): void {

@@ -4,9 +4,10 @@ import { describe, it, expect } from "vitest";
 import fc from "fast-check";
 import type { LeafNode, ParentNode } from "ts-mls";
 import { encodeLeafNode, decodeLeafNode } from "ts-mls/leafNode.js";
+import { encodeKeyPackage, decodeKeyPackage } from "ts-mls/keyPackage.js";
 import { encodeParentNode, decodeParentNode } from "ts-mls/parentNode.js";
 import { ciphersuites } from "ts-mls/crypto/ciphersuite.js";
-import { decodeLeafNodeFast, decodeParentNodeFast } from "../../src/mls/codec.js";
+import { decodeKeyPackageFast, decodeLeafNodeFast, decodeParentNodeFast, encodedKeyPackage, encodedLeafNode } from "../../src/mls/codec.js";
 
 const bytes = (max: number) => fc.uint8Array({ maxLength: max });
 // some vectors long enough for the 2-byte length form
@@ -114,6 +115,15 @@ const mutated = (enc: fc.Arbitrary<Uint8Array>) =>
     return out;
   });
 
+/** KeyPackages around random leaves (mostly key_package ones), encoded by ts-mls. */
+const keyPackageArb = fc
+  .tuple(leafArb, fc.constantFrom(1, 2, 3, 77, 0x0a0a), bytes(40), fc.array(extension, { maxLength: 3 }), longish)
+  .map(([leafBytes, suite, initKey, exts, signature]) => {
+    const leafNode = decodeLeafNode(leafBytes, 0)![0];
+    const extensions = exts.map((e) => ({ extensionType: e.extensionType, extensionData: e.extensionData })) as LeafNode["extensions"];
+    return encodeKeyPackage({ version: "mls10", cipherSuite: suiteName(suite) as never, initKey, leafNode: leafNode as never, extensions, signature });
+  });
+
 const parentArb = fc
   .record({ hpkePublicKey: longish, parentHash: bytes(64), unmergedLeaves: fc.array(fc.nat(), { maxLength: 20 }) })
   .map((p: ParentNode) => encodeParentNode(p));
@@ -133,6 +143,49 @@ describe("fast LeafNode / ParentNode decoders", () => {
     fc.assert(
       fc.property(mutated(leafArb), (b) => {
         expect(fast(decodeLeafNodeFast, b)).toEqual(tsmls(decodeLeafNode, b));
+      }),
+      { numRuns: 3000 },
+    );
+  });
+  it("decode valid KeyPackages exactly as ts-mls", () => {
+    fc.assert(
+      fc.property(keyPackageArb, (b) => {
+        const want = tsmls(decodeKeyPackage, b);
+        // ts-mls itself refuses KeyPackages whose leaf is not a key_package leaf
+        if (want === undefined) expect(decodeKeyPackageFast(b, 0)).toBeUndefined();
+        else {
+          expect(decodeKeyPackageFast(b, 0)).toEqual(want);
+          expect(encodedKeyPackage(want[0])).toBeUndefined(); // ts-mls's objects are not ours
+        }
+      }),
+      { numRuns: 400 },
+    );
+  });
+  it("decode KeyPackages as ts-mls whenever they take them, and remember canonical encodings", () => {
+    fc.assert(
+      fc.property(fc.oneof(keyPackageArb, mutated(keyPackageArb)), (b) => {
+        const got = decodeKeyPackageFast(b, 0);
+        const want = tsmls(decodeKeyPackage, b);
+        if (got === undefined) return; // ts-mls's decoder handles it (and its odd cases) instead
+        expect(got).toEqual(want);
+        const kept = encodedKeyPackage(got[0]);
+        if (kept !== undefined) {
+          // byte-identical to ts-mls's re-encoding, which the engine would otherwise sign and hash over
+          expect(kept.bytes).toEqual(encodeKeyPackage(got[0]));
+          expect(encodedLeafNode(got[0].leafNode)).toEqual(encodeLeafNode(got[0].leafNode));
+        }
+      }),
+      { numRuns: 3000 },
+    );
+  });
+  it("remember a LeafNode's encoding only when ts-mls would write the same bytes", () => {
+    fc.assert(
+      fc.property(fc.oneof(leafArb, mutated(leafArb)), (b) => {
+        const got = fast((x, o) => decodeLeafNodeFast(x, o, true), b);
+        if (got === undefined) return;
+        const kept = encodedLeafNode(got[0]);
+        if (kept !== undefined) expect(kept).toEqual(encodeLeafNode(got[0]));
+        else expect(encodeLeafNode(got[0])).not.toEqual(b.subarray(0, got[1]));
       }),
       { numRuns: 3000 },
     );
