@@ -7,11 +7,12 @@ import { decodeUint16, decodeUint64, decodeUint8, decodeUint32 } from "ts-mls/co
 import { decodeVarLenData, decodeVarLenType, determineLength } from "ts-mls/codec/variableLength.js";
 import { decodeSender } from "ts-mls/sender.js";
 import { decodeProposal } from "ts-mls/proposal.js";
-import { decodeLeafNode } from "ts-mls/leafNode.js";
 import { decodeExtension } from "ts-mls/extension.js";
 import { decodeCredential } from "ts-mls/credential.js";
-import type { Extension, Proposal, Sender, UpdatePath, Credential, LeafNode } from "ts-mls";
-import { fail } from "./errors.js";
+import type { Extension, Proposal, Sender, UpdatePath, Credential, LeafNode, ParentNode, Capabilities, CiphersuiteName, KeyPackage } from "ts-mls";
+import { ciphersuites } from "ts-mls/crypto/ciphersuite.js";
+import { defaultExtensionTypes } from "ts-mls/defaultExtensionType.js";
+import { EngineError, fail } from "./errors.js";
 
 export const PROPOSAL_TYPE_SELF_REMOVE = 0x000a;
 
@@ -33,9 +34,12 @@ export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   return true;
 }
 
+// Buffer's latin1 decoder applied to a plain Uint8Array: no Buffer object per key.
+const latin1Slice = (Buffer.prototype as unknown as { latin1Slice: (this: Uint8Array, start: number, end: number) => string }).latin1Slice;
+
 /** Map key for a byte string (latin1: one char per byte, cheap to build). */
 export function keyOf(b: Uint8Array): string {
-  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("latin1");
+  return latin1Slice.call(b, 0, b.length);
 }
 
 export function toHex(b: Uint8Array): string {
@@ -81,6 +85,10 @@ export function decodeAnyProposal(b: Uint8Array, o: number): [Proposal, number] 
   const [t] = run(decodeUint16, b, o, "proposal type");
   if (t === PROPOSAL_TYPE_SELF_REMOVE) return [{ proposalType: PROPOSAL_TYPE_SELF_REMOVE, proposalData: new Uint8Array() }, 2];
   if (t < 1 || t > 7) return fail("invalid_proposal", `unsupported proposal type ${t}`);
+  if (t === 1) {
+    const kp = decodeKeyPackageFast(b, o + 2);
+    if (kp !== undefined) return [{ proposalType: "add", add: { keyPackage: kp[0] } }, 2 + kp[1]];
+  }
   return run(decodeProposal, b, o, "proposal");
 }
 
@@ -112,7 +120,7 @@ function skipVec(b: Uint8Array, o: number): number {
 /** UpdatePath { LeafNode leaf_node; UpdatePathNode nodes<V>; } counting ciphertexts without decoding them. */
 export function decodePathInfo(b: Uint8Array, o: number): [PathInfo, number] {
   const start = o;
-  const [leafNode, ll] = run(decodeLeafNode, b, o, "UpdatePath.leaf_node");
+  const [leafNode, ll] = decodeLeafNodeFast(b, o, true);
   o += ll;
   const { length, header } = vecLen(b, o);
   const end = o + header + length;
@@ -290,3 +298,227 @@ export function decodePartialGroupInfo(b: Uint8Array): PartialGroupInfo {
 }
 
 export { decodeUint32 };
+
+// ---------------------------------------------------------------- fast LeafNode / ParentNode decoders
+//
+// Trees carry thousands of these, and ts-mls's combinator decoders allocate
+// per field (a DataView per integer, an array spread per struct member).
+// These give the same values and accept and reject the same inputs as
+// ts-mls's decodeLeafNode / decodeParentNode (test/mls/codec.test.ts checks
+// that), reading one field at a time.
+
+const bad = (what: string): never => {
+  throw new EngineError("decode_error", what);
+};
+
+/** Vector header at o (RFC 9420 2.1.2, as ts-mls reads it: no 8-byte form), bounded by end. */
+function vecAt(b: Uint8Array, o: number, end: number): { start: number; end: number } {
+  if (o >= end) bad("vector header beyond the data");
+  const f = b[o]!;
+  const prefix = f >> 6;
+  let len: number;
+  let hdr: number;
+  if (prefix === 0) {
+    len = f & 0x3f;
+    hdr = 1;
+  } else if (prefix === 1) {
+    if (o + 2 > end) bad("incomplete 2-byte length");
+    len = ((f & 0x3f) << 8) | b[o + 1]!;
+    hdr = 2;
+  } else if (prefix === 2) {
+    if (o + 4 > end) bad("incomplete 4-byte length");
+    len = ((f & 0x3f) << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!;
+    hdr = 4;
+  } else return bad("8-byte length not supported");
+  const s = o + hdr;
+  if (s + len > end) bad("vector overruns");
+  return { start: s, end: s + len };
+}
+
+/** Cursor over b[o..end); `vec` narrows `end` to the vector while reading its items. */
+class Reader {
+  /** Every vector header so far used the minimal length form (as ts-mls's encoders write it). */
+  canonical = true;
+  constructor(
+    readonly b: Uint8Array,
+    public o: number,
+    public end: number,
+  ) {}
+  private vecHere(): { start: number; end: number } {
+    const v = vecAt(this.b, this.o, this.end);
+    const len = v.end - v.start;
+    if (v.start - this.o !== (len < 64 ? 1 : len < 16384 ? 2 : 4)) this.canonical = false;
+    return v;
+  }
+  u8(): number {
+    if (this.o >= this.end) bad("uint8 beyond the data");
+    return this.b[this.o++]!;
+  }
+  u16(): number {
+    if (this.o + 2 > this.end) bad("uint16 beyond the data");
+    const v = (this.b[this.o]! << 8) | this.b[this.o + 1]!;
+    this.o += 2;
+    return v;
+  }
+  u32(): number {
+    if (this.o + 4 > this.end) bad("uint32 beyond the data");
+    const b = this.b;
+    const o = this.o;
+    this.o += 4;
+    return ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0;
+  }
+  u64(): bigint {
+    const hi = this.u32();
+    return (BigInt(hi) << 32n) | BigInt(this.u32());
+  }
+  /** opaque<V>, as a view into b. */
+  bytes(): Uint8Array {
+    const v = this.vecHere();
+    this.o = v.end;
+    return this.b.subarray(v.start, v.end);
+  }
+  /** T items<V>, each read by `item` within the vector's bounds. */
+  vec<T>(item: (r: Reader) => T): T[] {
+    const v = this.vecHere();
+    const outer = this.end;
+    this.o = v.start;
+    this.end = v.end;
+    const out: T[] = [];
+    while (this.o < v.end) out.push(item(this));
+    this.end = outer;
+    return out;
+  }
+}
+
+// ts-mls's enum mappings: open enums keep unknown values as decimal strings, closed ones reject them.
+const suiteName = new Map<number, string>(Object.entries(ciphersuites).map(([k, v]) => [v, k]));
+const extName = new Map<number, string>(Object.entries(defaultExtensionTypes).map(([k, v]) => [v, k]));
+const credName = (n: number): string => (n === 1 ? "basic" : n === 2 ? "x509" : String(n));
+const readU16 = (r: Reader) => r.u16();
+const readU32 = (r: Reader) => r.u32();
+const readBytes = (r: Reader) => r.bytes();
+const readVersion = (r: Reader) => (r.u16() === 1 ? ("mls10" as const) : bad("unknown protocol version"));
+const readSuite = (r: Reader) => {
+  const n = r.u16();
+  return (suiteName.get(n) ?? String(n)) as CiphersuiteName;
+};
+const readCredType = (r: Reader) => credName(r.u16()) as Capabilities["credentials"][number];
+
+function readCredential(r: Reader): Credential {
+  const t = r.u16();
+  if (t === 1) return { credentialType: "basic", identity: r.bytes() };
+  if (t === 2) return { credentialType: "x509", certificates: r.vec(readBytes) };
+  return bad(`credential type ${t}`);
+}
+
+function readCapabilities(r: Reader): Capabilities {
+  const versions = r.vec(readVersion);
+  const suites = r.vec(readSuite);
+  const extensions = r.vec(readU16);
+  const proposals = r.vec(readU16);
+  const credentials = r.vec(readCredType);
+  return { versions, ciphersuites: suites, extensions, proposals, credentials };
+}
+
+function readExtension(r: Reader): Extension {
+  const n = r.u16();
+  return { extensionType: (extName.get(n) ?? n) as Extension["extensionType"], extensionData: r.bytes() };
+}
+
+function readLeafNode(r: Reader): LeafNode {
+  const hpkePublicKey = r.bytes();
+  const signaturePublicKey = r.bytes();
+  const credential = readCredential(r);
+  const capabilities = readCapabilities(r);
+  const source = r.u8();
+  let leaf: LeafNode;
+  if (source === 1) {
+    const notBefore = r.u64();
+    const notAfter = r.u64();
+    const extensions = r.vec(readExtension);
+    leaf = { hpkePublicKey, signaturePublicKey, credential, capabilities, leafNodeSource: "key_package", lifetime: { notBefore, notAfter }, extensions, signature: r.bytes() };
+  } else if (source === 2) {
+    const extensions = r.vec(readExtension);
+    leaf = { hpkePublicKey, signaturePublicKey, credential, capabilities, leafNodeSource: "update", extensions, signature: r.bytes() };
+  } else if (source === 3) {
+    const parentHash = r.bytes();
+    const extensions = r.vec(readExtension);
+    leaf = { hpkePublicKey, signaturePublicKey, credential, capabilities, leafNodeSource: "commit", parentHash, extensions, signature: r.bytes() };
+  } else return bad(`leaf_node_source ${source}`);
+  return leaf;
+}
+
+// Encodings of structs decoded from messages, when byte-identical to what
+// ts-mls's encoders would write (minimal vector headers): signatures, refs and
+// tree entries are then cut from them instead of re-encoding.
+const leafBytes = new WeakMap<LeafNode, Uint8Array>();
+const keyPackageBytes = new WeakMap<KeyPackage, { bytes: Uint8Array; tbsLength: number }>();
+
+/** The encoded LeafNode this leaf was decoded from (= encodeLeafNode(leaf)), if known. */
+export function encodedLeafNode(leaf: LeafNode): Uint8Array | undefined {
+  return leafBytes.get(leaf);
+}
+
+/** The encoded KeyPackage (= encodeKeyPackage(kp)) and its TBS length, if known. */
+export function encodedKeyPackage(kp: KeyPackage): { bytes: Uint8Array; tbsLength: number } | undefined {
+  return keyPackageBytes.get(kp);
+}
+
+/**
+ * LeafNode at b[o..]: the node and its encoded length. Byte fields are views
+ * into b. `remember`: record the encoding for encodedLeafNode (message leaves;
+ * not the thousands of a tree).
+ */
+export function decodeLeafNodeFast(b: Uint8Array, o: number, remember = false): [LeafNode, number] {
+  const r = new Reader(b, o, b.length);
+  let leaf: LeafNode;
+  try {
+    leaf = readLeafNode(r);
+  } catch (e) {
+    return fail("decode_error", `LeafNode: ${(e as Error).message}`);
+  }
+  if (remember && r.canonical) leafBytes.set(leaf, b.subarray(o, r.o));
+  return [leaf, r.o - o];
+}
+
+/**
+ * KeyPackage at b[o..] (ts-mls's shape: only key_package leaves), or
+ * undefined if this decoder does not take it - the caller then uses ts-mls's
+ * decoder, whose handling of odd input (e.g. falling back to a custom
+ * proposal) stays the reference.
+ */
+export function decodeKeyPackageFast(b: Uint8Array, o: number): [KeyPackage, number] | undefined {
+  const r = new Reader(b, o, b.length);
+  try {
+    if (r.u16() !== 1) return undefined;
+    const cipherSuite = readSuite(r);
+    const initKey = r.bytes();
+    const leafStart = r.o;
+    const leafNode = readLeafNode(r);
+    if (leafNode.leafNodeSource !== "key_package") return undefined;
+    const leafCanonical = r.canonical;
+    const leafEnd = r.o;
+    const extensions = r.vec(readExtension);
+    const tbsLength = r.o - o;
+    const signature = r.bytes();
+    const kp: KeyPackage = { version: "mls10", cipherSuite, initKey, leafNode, extensions, signature };
+    if (leafCanonical) leafBytes.set(leafNode, b.subarray(leafStart, leafEnd));
+    if (r.canonical) keyPackageBytes.set(kp, { bytes: b.subarray(o, r.o), tbsLength });
+    return [kp, r.o - o];
+  } catch {
+    return undefined;
+  }
+}
+
+/** ParentNode at b[o..]: the node and its encoded length. */
+export function decodeParentNodeFast(b: Uint8Array, o: number): [ParentNode, number] {
+  const r = new Reader(b, o, b.length);
+  try {
+    const hpkePublicKey = r.bytes();
+    const parentHash = r.bytes();
+    const unmergedLeaves = r.vec(readU32);
+    return [{ hpkePublicKey, parentHash, unmergedLeaves }, r.o - o];
+  } catch (e) {
+    return fail("decode_error", `ParentNode: ${(e as Error).message}`);
+  }
+}

@@ -10,13 +10,14 @@ import { decodeRequiredCapabilities, type RequiredCapabilities } from "ts-mls/re
 import { protocolVersions } from "ts-mls/protocolVersion.js";
 import { defaultExtensionTypes } from "ts-mls";
 import { WrongEpochError, fail } from "./errors.js";
-import { engineCrypto, type EngineCrypto } from "./crypto.js";
+import { engineCrypto, type EngineCrypto, type VerifyBatch } from "./crypto.js";
 import {
   bytesEqual,
   concat,
   decodeExternalSendersExtension,
   decodePartialGroupInfo,
   decodePublicMessage,
+  encodedKeyPackage,
   isSelfRemove,
   keyOf,
   run,
@@ -107,19 +108,72 @@ function signContent(label: Uint8Array, ...content: Uint8Array[]): Uint8Array {
   return concat(varLen(label), varLenHeader(n), ...content);
 }
 
-/**
- * Verify SignWithLabel. Single checks run synchronously (no threadpool round
- * trip); `parallel` sends them to the threadpool so a batch uses every core.
- */
-function verifySigSync(c: EngineCrypto, pk: Uint8Array, label: Uint8Array, content: Uint8Array | Uint8Array[], sig: Uint8Array, parallel = false): boolean | Promise<boolean> {
+/** Verify one SignWithLabel, synchronously when node:crypto handles the algorithm (no threadpool round trip). */
+function verifySigSync(c: EngineCrypto, pk: Uint8Array, label: Uint8Array, content: Uint8Array | Uint8Array[], sig: Uint8Array): boolean | Promise<boolean> {
   const m = content instanceof Uint8Array ? signContent(label, content) : signContent(label, ...content);
-  return c.verifySync !== undefined && !parallel ? c.verifySync(pk, m, sig) : c.verify(pk, m, sig);
+  return c.verifySync !== undefined ? c.verifySync(pk, m, sig) : c.verify(pk, m, sig);
+}
+
+/**
+ * The signature checks of one message. A lone check is verified in place at
+ * the end (no threadpool round trip); from the second on, all go to the
+ * threadpool at once and run while the rest of the message is processed.
+ * Failures come out as the sequential checks would give them: the first check
+ * added wins, and an error of the processing itself counts only if every
+ * check added before it passed (see `withSigChecks`).
+ */
+class SigChecks {
+  private batch: VerifyBatch | undefined;
+  private first: { pk: Uint8Array; m: Uint8Array; sig: Uint8Array } | undefined;
+  private readonly errors: string[] = [];
+  constructor(private readonly c: EngineCrypto) {}
+  add(pk: Uint8Array, label: Uint8Array, content: Uint8Array[], sig: Uint8Array, error: string): void {
+    const m = signContent(label, ...content);
+    const tag = this.errors.length;
+    this.errors.push(error);
+    if (tag === 0) {
+      this.first = { pk, m, sig };
+      return;
+    }
+    if (this.batch === undefined) {
+      this.batch = this.c.verifyBatch({ cacheKeys: true });
+      this.batch.add(this.first!.pk, this.first!.m, this.first!.sig, 0);
+      this.first = undefined;
+    }
+    this.batch.add(pk, m, sig, tag);
+  }
+  leaf(entry: LeafEntry, groupId: Uint8Array, leafIndex: number): void {
+    this.add(entry.leaf.signaturePublicKey, L_LEAF, [leafTbs(entry, groupId, leafIndex)], entry.leaf.signature, `LeafNode signature of leaf ${leafIndex}`);
+  }
+  async settle(): Promise<void> {
+    let failed: number | undefined;
+    if (this.first !== undefined) {
+      const { pk, m, sig } = this.first;
+      this.first = undefined;
+      if (!(this.c.verifySync !== undefined ? this.c.verifySync(pk, m, sig) : await this.c.verify(pk, m, sig))) failed = 0;
+    } else if (this.batch !== undefined) failed = (await this.batch.failures())[0];
+    if (failed !== undefined) fail("invalid_signature", this.errors[failed]!);
+  }
+}
+
+/** Run a message's processing with its signature checks; see SigChecks for the error order. */
+async function withSigChecks<T>(c: EngineCrypto, body: (sigs: SigChecks) => T | Promise<T>): Promise<T> {
+  const sigs = new SigChecks(c);
+  let out: T;
+  try {
+    out = await body(sigs);
+  } catch (e) {
+    await sigs.settle();
+    throw e;
+  }
+  await sigs.settle();
+  return out;
 }
 
 const refHash = (c: EngineCrypto, label: Uint8Array, value: Uint8Array) => c.hashParts(varLen(label), varLenHeader(value.length), value);
 
 export function keyPackageRef(c: EngineCrypto, kp: KeyPackage): Uint8Array {
-  return refHash(c, L_KPREF, encodeKeyPackage(kp));
+  return refHash(c, L_KPREF, encodedKeyPackage(kp)?.bytes ?? encodeKeyPackage(kp));
 }
 
 /** LeafNodeTBS cut from the encoded leaf (all but the signature) plus the group context fields. */
@@ -128,6 +182,45 @@ function leafTbs(entry: LeafEntry, groupId: Uint8Array, leafIndex: number): Uint
   const body = entry.raw.subarray(0, entry.raw.length - varLenHeader(sigLen).length - sigLen);
   if (entry.leaf.leafNodeSource === "key_package") return body;
   return concat(body, varLen(groupId), u32(leafIndex));
+}
+
+let signScratch = new Uint8Array(4096);
+
+/**
+ * SignContent("LeafNodeTBS", LeafNodeTBS) built in a reused buffer (seeding
+ * builds one per leaf): valid until the next call, which is enough for
+ * VerifyBatch.add (node:crypto copies the data of an async job).
+ */
+function leafSignContent(entry: LeafEntry, groupId: Uint8Array, leafIndex: number): Uint8Array {
+  const sigLen = entry.leaf.signature.length;
+  const bodyLen = entry.raw.length - varLenHeader(sigLen).length - sigLen;
+  const gh = varLenHeader(groupId.length);
+  const ctx = entry.leaf.leafNodeSource === "key_package" ? 0 : gh.length + groupId.length + 4;
+  const tbsLen = bodyLen + ctx;
+  const lh = varLenHeader(L_LEAF.length);
+  const th = varLenHeader(tbsLen);
+  const n = lh.length + L_LEAF.length + th.length + tbsLen;
+  if (signScratch.length < n) signScratch = new Uint8Array(Math.max(n, 2 * signScratch.length));
+  const out = signScratch;
+  out.set(lh, 0);
+  let o = lh.length;
+  out.set(L_LEAF, o);
+  o += L_LEAF.length;
+  out.set(th, o);
+  o += th.length;
+  out.set(entry.raw.subarray(0, bodyLen), o);
+  o += bodyLen;
+  if (ctx > 0) {
+    out.set(gh, o);
+    o += gh.length;
+    out.set(groupId, o);
+    o += groupId.length;
+    out[o] = leafIndex >>> 24;
+    out[o + 1] = leafIndex >>> 16;
+    out[o + 2] = leafIndex >>> 8;
+    out[o + 3] = leafIndex;
+  }
+  return out.subarray(0, n);
 }
 
 const isDefaultExt = (t: number | string) => typeof t === "string" || (t >= 1 && t <= 5);
@@ -155,6 +248,11 @@ function parseGroupExtensions(exts: readonly Extension[]): { externalSenders: Ex
 
 type Caps = TreeEditor["caps"];
 
+function listsCredential(creds: readonly unknown[], t: string): boolean {
+  for (const c of creds) if (String(c) === t) return true;
+  return false;
+}
+
 /** RFC 9420 7.3 checks that do not need a signature: compatibility with the group. */
 function checkLeafCompat(
   leaf: LeafNode,
@@ -165,13 +263,14 @@ function checkLeafCompat(
   counted: boolean,
 ): void {
   const ct = String(leaf.credential.credentialType);
-  const supports = leaf.capabilities.credentials.map(String);
+  const creds = leaf.capabilities.credentials;
+  const ownType = listsCredential(creds, ct);
   // every member supports this credential type (the leaf itself included when counted)
-  const others = (caps.credSupport.get(ct) ?? 0) - (counted && supports.includes(ct) ? 1 : 0);
+  const others = (caps.credSupport.get(ct) ?? 0) - (counted && ownType ? 1 : 0);
   const otherMembers = memberCount - (counted ? 1 : 0);
   if (others !== otherMembers) fail("unsupported_capability", `credential type ${ct} is not supported by every member`);
-  if (!supports.includes(ct)) fail("unsupported_capability", `leaf does not list its own credential type ${ct}`);
-  for (const [t, n] of caps.credUse) if (n > 0 && !supports.includes(t)) fail("unsupported_capability", `leaf does not support credential type ${t} in use`);
+  if (!ownType) fail("unsupported_capability", `leaf does not list its own credential type ${ct}`);
+  for (const [t, n] of caps.credUse) if (n > 0 && !listsCredential(creds, t)) fail("unsupported_capability", `leaf does not support credential type ${t} in use`);
   for (const e of leaf.extensions)
     if (!isDefaultExt(e.extensionType) && !leaf.capabilities.extensions.includes(extNum(e.extensionType)))
       fail("unsupported_capability", `leaf extension ${extNum(e.extensionType)} not in its capabilities`);
@@ -183,7 +282,7 @@ function checkLeafCompat(
       if (!isDefaultExt(t) && !leaf.capabilities.extensions.includes(t)) fail("unsupported_capability", `required extension ${t} unsupported`);
     for (const t of required.proposalTypes)
       if (!(t >= 1 && t <= 7) && !leaf.capabilities.proposals.includes(t)) fail("unsupported_capability", `required proposal ${t} unsupported`);
-    for (const t of required.credentialTypes) if (!supports.includes(String(t))) fail("unsupported_capability", `required credential ${String(t)} unsupported`);
+    for (const t of required.credentialTypes) if (!listsCredential(creds, String(t))) fail("unsupported_capability", `required credential ${String(t)} unsupported`);
   }
 }
 
@@ -204,27 +303,22 @@ function checkAllMembersSupport(caps: Caps, memberCount: number, gcExtensions: r
   }
 }
 
-async function verifyLeafSignature(c: EngineCrypto, entry: LeafEntry, groupId: Uint8Array, leafIndex: number, parallel = false): Promise<void> {
-  const ok = await verifySigSync(c, entry.leaf.signaturePublicKey, L_LEAF, leafTbs(entry, groupId, leafIndex), entry.leaf.signature, parallel);
-  if (!ok) fail("invalid_signature", `LeafNode signature of leaf ${leafIndex}`);
-}
-
 function checkCredential(o: ResolvedOptions, leaf: LeafNode): void {
   if (!o.validateCredential(leaf.credential, leaf.signaturePublicKey)) fail("invalid_leaf_node", "credential rejected by the authentication service");
 }
 
-/** KeyPackage checks (RFC 9420 10.1 + 7.3) that do not depend on the tree. */
-async function validateKeyPackage(s: GroupState, kp: KeyPackage, parallel = false): Promise<LeafEntry> {
+/** KeyPackage checks (RFC 9420 10.1 + 7.3) that do not depend on the tree; the signatures go to `sigs`. */
+function validateKeyPackage(s: GroupState, kp: KeyPackage, sigs: SigChecks): LeafEntry {
   if (kp.version !== s.groupContext.version) fail("invalid_key_package", "protocol version differs from the group's");
   if (kp.cipherSuite !== s.groupContext.cipherSuite) fail("invalid_key_package", "cipher suite differs from the group's");
   if (kp.leafNode.leafNodeSource !== "key_package") fail("invalid_key_package", "leaf_node_source is not key_package");
   if (bytesEqual(kp.initKey, kp.leafNode.hpkePublicKey)) fail("invalid_key_package", "init_key equals encryption_key");
   const entry = leafEntry(kp.leafNode);
-  const [okKp] = await Promise.all([
-    verifySigSync(s.crypto, kp.leafNode.signaturePublicKey, L_KP, encodeKeyPackageTBS(kp), kp.signature, parallel),
-    verifyLeafSignature(s.crypto, entry, s.groupContext.groupId, 0, parallel),
-  ]);
-  if (!okKp) fail("invalid_signature", "KeyPackage signature");
+  // leaf first: when both fail, the leaf's error is the one reported (as before)
+  sigs.leaf(entry, s.groupContext.groupId, 0);
+  const received = encodedKeyPackage(kp);
+  const tbs = received !== undefined ? received.bytes.subarray(0, received.tbsLength) : encodeKeyPackageTBS(kp);
+  sigs.add(kp.leafNode.signaturePublicKey, L_KP, [tbs], kp.signature, "KeyPackage signature");
   checkLifetime(s, kp);
   checkCredential(s.options, kp.leafNode);
   return entry;
@@ -296,34 +390,28 @@ export function groupInfoFromMlsMessage(msg: Uint8Array): Uint8Array {
 async function seed(gc: GroupContext, treeBytes: Uint8Array, confirmationTag: Uint8Array, groupInfo: Uint8Array | undefined, options: SeedOptions): Promise<GroupState> {
   const o = resolveOptions(options);
   const crypto = await engineCrypto(gc.cipherSuite);
-  const tree = PublicTree.decode(treeBytes, crypto, { uniqueClientIds: o.uniqueClientIds });
+  // Leaf signatures go to the threadpool as each leaf is parsed, so they run
+  // while this thread does the rest; their results are checked last.
+  const sigs = options.verify === "trusted" ? undefined : crypto.verifyBatch();
+  const onLeaf =
+    sigs === undefined ? undefined : (li: number, e: LeafEntry) => sigs.add(e.leaf.signaturePublicKey, leafSignContent(e, gc.groupId, li), e.leaf.signature, li);
+  const tree = PublicTree.decode(treeBytes, crypto, { uniqueClientIds: o.uniqueClientIds }, onLeaf);
   if (!bytesEqual(tree.rootHash, gc.treeHash)) fail("tree_hash_mismatch", "ratchet tree hash differs from GroupContext.tree_hash");
   const { externalSenders, required } = parseGroupExtensions(gc.extensions);
   const ed = tree.edit();
   ed.verifyUnmergedLeaves();
   ed.verifyAllParentHashes();
-  // Leaves: compatibility, credentials, then every signature (in parallel on the threadpool).
-  const sigChecks: Promise<boolean>[] = [];
-  const failed: number[] = [];
+  // Leaves: compatibility and credentials (KeyPackage lifetimes are checked when a KeyPackage is added, not when joining).
   for (let li = 0; li < tree.leafWidth; li++) {
     const e = tree.leaf(li);
     if (e === undefined) continue;
     checkLeafCompat(e.leaf, ed.caps, ed.memberCount, gc.extensions, required, true);
     checkCredential(o, e.leaf);
-    if (e.leaf.leafNodeSource === "key_package") {
-      // lifetimes are checked when a KeyPackage is added, not when joining
-    }
-    if (options.verify !== "trusted") {
-      const m = signContent(L_LEAF, leafTbs(e, gc.groupId, li));
-      sigChecks.push(crypto.verify(e.leaf.signaturePublicKey, m, e.leaf.signature).then((ok) => (ok ? true : (failed.push(li), false))));
-      if (sigChecks.length >= 512) {
-        await Promise.all(sigChecks.splice(0));
-        if (failed.length > 0) break;
-      }
-    }
   }
-  await Promise.all(sigChecks);
-  if (failed.length > 0) fail("invalid_signature", `LeafNode signature of leaf ${failed[0]}`);
+  if (sigs !== undefined) {
+    const failed = await sigs.failures();
+    if (failed.length > 0) fail("invalid_signature", `LeafNode signature of leaf ${failed[0]}`);
+  }
   const gcBytes = encodeGroupContext(gc);
   return {
     crypto,
@@ -347,11 +435,11 @@ function checkFraming(s: GroupState, m: DecodedPublicMessage): void {
   if (m.content.epoch !== s.groupContext.epoch) throw new WrongEpochError(s.groupContext.epoch, m.content.epoch);
 }
 
-async function verifyFramedSignature(s: GroupState, m: DecodedPublicMessage, key: Uint8Array): Promise<void> {
+function addFramedSignature(s: GroupState, m: DecodedPublicMessage, key: Uint8Array, sigs: SigChecks): void {
   const st = m.content.sender.senderType;
   const withContext = st === "member" || st === "new_member_commit";
   const tbs = withContext ? [m.bytes.subarray(0, m.fcEnd), s.groupContextBytes] : [m.bytes.subarray(0, m.fcEnd)];
-  if (!(await verifySigSync(s.crypto, key, L_FRAMED, tbs, m.signature))) fail("invalid_signature", "FramedContent signature");
+  sigs.add(key, L_FRAMED, tbs, m.signature, "FramedContent signature");
 }
 
 function memberLeaf(s: GroupState, li: number): LeafEntry {
@@ -369,26 +457,19 @@ export interface StagedProposal {
 }
 
 /** Per-proposal checks that need only the current state (RFC 9420 12.1). */
-async function validateProposal(
-  s: GroupState,
-  p: Proposal,
-  sender: Sender,
-  senderLeaf: number | undefined,
-  parallel = false,
-  inCommit = false,
-): Promise<LeafEntry | undefined> {
+function validateProposal(s: GroupState, p: Proposal, sender: Sender, senderLeaf: number | undefined, sigs: SigChecks, inCommit = false): LeafEntry | undefined {
   const st = sender.senderType;
   switch (p.proposalType) {
     case "add": {
       if (st === "new_member_commit") fail("invalid_sender", "Add from new_member_commit");
-      return validateKeyPackage(s, p.add.keyPackage, parallel);
+      return validateKeyPackage(s, p.add.keyPackage, sigs);
     }
     case "update": {
       if (st !== "member" || senderLeaf === undefined) fail("invalid_sender", "Update must come from a member");
       const leaf = p.update.leafNode;
       if (leaf.leafNodeSource !== "update") fail("invalid_leaf_node", "Update leaf_node_source is not update");
       const entry = leafEntry(leaf);
-      await verifyLeafSignature(s.crypto, entry, s.groupContext.groupId, senderLeaf);
+      sigs.leaf(entry, s.groupContext.groupId, senderLeaf);
       checkCredential(s.options, leaf);
       const cur = memberLeaf(s, senderLeaf);
       if (bytesEqual(cur.leaf.hpkePublicKey, leaf.hpkePublicKey)) fail("invalid_leaf_node", "Update keeps the current encryption key");
@@ -455,23 +536,25 @@ async function processProposal(s: GroupState, m: DecodedPublicMessage): Promise<
     default:
       return fail("invalid_sender", "new_member_commit cannot send a proposal");
   }
-  await verifyFramedSignature(s, m, key);
-  await validateProposal(s, p, sender, senderLeaf);
-  await validatedAgainstTree(s, p, senderLeaf);
-  if (isSelfRemove(p)) {
-    for (const q of s.proposals.values())
-      if (isSelfRemove(q.proposal) && q.senderLeafIndex === senderLeaf) fail("invalid_proposal", "a second SelfRemove from the same member in this epoch");
-  }
-  const ref = refHash(s.crypto, L_PROPREF, m.bytes.subarray(2, m.authEnd));
-  return {
-    kind: "proposal",
-    base: s,
-    pending: { ref, proposal: p, sender, ...(senderLeaf !== undefined ? { senderLeafIndex: senderLeaf } : {}), message: m.bytes.slice() },
-  };
+  return withSigChecks(s.crypto, (sigs): StagedProposal => {
+    addFramedSignature(s, m, key, sigs);
+    validateProposal(s, p, sender, senderLeaf, sigs);
+    validatedAgainstTree(s, p, senderLeaf);
+    if (isSelfRemove(p)) {
+      for (const q of s.proposals.values())
+        if (isSelfRemove(q.proposal) && q.senderLeafIndex === senderLeaf) fail("invalid_proposal", "a second SelfRemove from the same member in this epoch");
+    }
+    const ref = refHash(s.crypto, L_PROPREF, m.bytes.subarray(2, m.authEnd));
+    return {
+      kind: "proposal",
+      base: s,
+      pending: { ref, proposal: p, sender, ...(senderLeaf !== undefined ? { senderLeafIndex: senderLeaf } : {}), message: m.bytes.slice() },
+    };
+  });
 }
 
 /** Tree-dependent checks of a standalone Add/Update against the current members. */
-async function validatedAgainstTree(s: GroupState, p: Proposal, senderLeaf: number | undefined): Promise<void> {
+function validatedAgainstTree(s: GroupState, p: Proposal, senderLeaf: number | undefined): void {
   if (p.proposalType !== "add" && p.proposalType !== "update") return;
   const ed = s.tree.edit();
   if (p.proposalType === "add") {
@@ -552,7 +635,14 @@ async function processCommit(s: GroupState, m: DecodedPublicMessage): Promise<St
     if (c.path === undefined) fail("path_required", "external commit without UpdatePath");
     key = c.path.leafNode.signaturePublicKey;
   } else return fail("invalid_sender", `${sender.senderType} cannot commit`);
-  await verifyFramedSignature(s, m, key);
+  return withSigChecks(s.crypto, (sigs) => stageCommit(s, m, key, external, sigs));
+}
+
+/** processCommit after the sender checks; every signature goes to `sigs`. */
+function stageCommit(s: GroupState, m: DecodedPublicMessage, key: Uint8Array, external: boolean, sigs: SigChecks): StagedCommit {
+  const c = m.content.commit!;
+  const sender = m.content.sender;
+  addFramedSignature(s, m, key, sigs);
 
   // Resolve proposals by reference and by value.
   const list: Resolved[] = [];
@@ -570,12 +660,8 @@ async function processCommit(s: GroupState, m: DecodedPublicMessage): Promise<St
       list.push({ proposal: p, sender, senderLeaf: committerLeafOld });
     }
   }
-  // Proposals by value: validated here (many Adds verify in parallel on the threadpool).
-  const byValue = c.proposals.filter((p) => p.proposalOrRefType === "proposal").map((p) => (p as { proposal: Proposal }).proposal);
-  const parallel = byValue.length > 4;
-  for (let i = 0; i < byValue.length; i += 256) {
-    await Promise.all(byValue.slice(i, i + 256).map((p) => validateProposal(s, p, sender, committerLeafOld, parallel, true)));
-  }
+  // Proposals by value: validated here (their signatures all run in parallel on the threadpool).
+  for (const por of c.proposals) if (por.proposalOrRefType === "proposal") validateProposal(s, por.proposal, sender, committerLeafOld, sigs, true);
 
   // RFC 9420 12.2: combination rules.
   const of = (t: unknown) => list.filter((r) => r.proposal.proposalType === t);
@@ -689,7 +775,7 @@ async function processCommit(s: GroupState, m: DecodedPublicMessage): Promise<St
       updated.push({ leafIndex: committer, previousClientId: cur.clientId, clientId: entry.clientId });
       ed.setNode(leafToNode(committer), entry);
     }
-    await verifyLeafSignature(s.crypto, entry, s.groupContext.groupId, committer);
+    sigs.leaf(entry, s.groupContext.groupId, committer);
     checkCredential(s.options, entry.leaf);
     changedLeaves.push(entry);
     mergeUpdatePath(ed, committer, path, new Set(added.map((a) => leafToNode(a.leafIndex))));
@@ -720,7 +806,7 @@ async function processCommit(s: GroupState, m: DecodedPublicMessage): Promise<St
     kind: "commit",
     base: s,
     committer,
-    senderType: sender.senderType,
+    senderType: external ? "new_member_commit" : "member",
     external,
     added,
     removed,

@@ -42,7 +42,8 @@ export class PVec<T> {
 /** Transient editor: copies a chunk on its first write. */
 export class PVecEditor<T> {
   private chunks: (T | undefined)[][];
-  private owned = new Set<number>();
+  /** owned[c]: chunk c is this editor's copy (a flag array: cheaper than a Set on every write). */
+  private owned: boolean[] = [];
   length: number;
   constructor(base: PVec<T>) {
     this.chunks = base.chunks.slice() as (T | undefined)[][];
@@ -53,10 +54,10 @@ export class PVecEditor<T> {
     return this.chunks[i >>> CHUNK_BITS]![i & MASK];
   }
   private writable(c: number): (T | undefined)[] {
-    if (!this.owned.has(c)) {
+    if (this.owned[c] !== true) {
       const src = this.chunks[c];
       this.chunks[c] = src === undefined ? [] : src.slice();
-      this.owned.add(c);
+      this.owned[c] = true;
     }
     return this.chunks[c]!;
   }
@@ -72,13 +73,13 @@ export class PVecEditor<T> {
         const c = this.writable(lastChunk);
         c.length = n - (lastChunk << CHUNK_BITS);
       }
-      for (const o of [...this.owned]) if (o > lastChunk) this.owned.delete(o);
+      if (this.owned.length > lastChunk + 1) this.owned.length = lastChunk + 1;
     } else {
       for (let i = this.length; i < n; i++) {
         const c = i >>> CHUNK_BITS;
         if (this.chunks[c] === undefined) {
           this.chunks[c] = [];
-          this.owned.add(c);
+          this.owned[c] = true;
         }
         this.writable(c)[i & MASK] = undefined;
       }
@@ -86,7 +87,7 @@ export class PVecEditor<T> {
     this.length = n;
   }
   freeze(): PVec<T> {
-    this.owned = new Set(); // later writes copy again
+    this.owned = []; // later writes copy again
     return PVec.make(this.chunks.slice(), this.length);
   }
 }
@@ -131,7 +132,7 @@ export class PMap<V> {
 
 export class PMapEditor<V> {
   private shards: (Map<string, V> | undefined)[];
-  private owned = new Set<number>();
+  private owned = new Uint8Array(SHARDS);
   size: number;
   constructor(base: PMap<V>) {
     this.shards = base.shards.slice() as (Map<string, V> | undefined)[];
@@ -144,9 +145,10 @@ export class PMapEditor<V> {
     return this.shards[shardOf(key)]?.has(key) ?? false;
   }
   private writable(s: number): Map<string, V> {
-    if (!this.owned.has(s)) {
-      this.shards[s] = new Map(this.shards[s] ?? []);
-      this.owned.add(s);
+    if (this.owned[s] === 0) {
+      const m = this.shards[s];
+      this.shards[s] = m === undefined ? new Map() : new Map(m);
+      this.owned[s] = 1;
     }
     return this.shards[s]!;
   }
@@ -155,6 +157,14 @@ export class PMapEditor<V> {
     if (!m.has(key)) this.size++;
     m.set(key, v);
   }
+  /** Set key if absent (one shard lookup); false, and no change, if present. */
+  add(key: string, v: V): boolean {
+    const m = this.writable(shardOf(key));
+    if (m.has(key)) return false;
+    m.set(key, v);
+    this.size++;
+    return true;
+  }
   delete(key: string): void {
     const s = shardOf(key);
     if (!(this.shards[s]?.has(key) ?? false)) return;
@@ -162,7 +172,7 @@ export class PMapEditor<V> {
     this.size--;
   }
   freeze(): PMap<V> {
-    this.owned = new Set();
+    this.owned = new Uint8Array(SHARDS);
     return PMap.make(this.shards.slice(), this.size);
   }
 }

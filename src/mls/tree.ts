@@ -3,13 +3,11 @@
 // persistent: an edit copies only what it touches, so a staged commit costs
 // O(changed nodes * log N) and the state it came from stays valid.
 import type { Credential, LeafNode, ParentNode } from "ts-mls";
-import { decodeLeafNode, encodeLeafNode } from "ts-mls/leafNode.js";
-import { decodeParentNode } from "ts-mls/parentNode.js";
-import { decodeUint8 } from "ts-mls/codec/number.js";
+import { encodeLeafNode } from "ts-mls/leafNode.js";
 import { determineLength } from "ts-mls/codec/variableLength.js";
 import { PMap, PVec, type PMapEditor, type PVecEditor } from "./pvec.js";
 import { EngineError, fail } from "./errors.js";
-import { concat, keyOf, run, u32, varLen, varLenHeader, bytesEqual } from "./codec.js";
+import { concat, keyOf, varLen, varLenHeader, bytesEqual, decodeLeafNodeFast, decodeParentNodeFast, encodedLeafNode } from "./codec.js";
 import {
   covers,
   directPath,
@@ -70,8 +68,15 @@ function compactLeaf(l: LeafNode): LeafNode {
 
 export function leafEntry(leaf: LeafNode, raw?: Uint8Array): LeafEntry {
   if (raw === undefined) {
-    leaf = compactLeaf(leaf);
-    raw = encodeLeafNode(leaf);
+    const received = encodedLeafNode(leaf);
+    if (received !== undefined) {
+      // one copy of the received encoding, decoded again: no re-encoding, nothing pins the message
+      raw = received.slice();
+      leaf = decodeLeafNodeFast(raw, 0)[0];
+    } else {
+      leaf = compactLeaf(leaf);
+      raw = encodeLeafNode(leaf);
+    }
   }
   return { t: 1, leaf, raw, clientId: clientIdOf(leaf.credential) };
 }
@@ -90,10 +95,96 @@ export interface TreeOptions {
   readonly uniqueClientIds: boolean;
 }
 
-function encodeParentNode(p: ParentNode): Uint8Array {
-  const ul = new Uint8Array(p.unmergedLeaves.length * 4);
-  p.unmergedLeaves.forEach((l, i) => ul.set(u32(l), i * 4));
-  return concat(varLen(p.hpkePublicKey), varLen(p.parentHash), varLen(ul));
+const hdrLen = (n: number): number => (n < 64 ? 1 : n < 16384 ? 2 : 4);
+
+/** Write the varint header of an n-byte vector at o; returns the new offset. */
+function putHdr(out: Uint8Array, o: number, n: number): number {
+  if (n < 64) {
+    out[o] = n;
+    return o + 1;
+  }
+  if (n < 16384) {
+    out[o] = 0x40 | (n >> 8);
+    out[o + 1] = n;
+    return o + 2;
+  }
+  const h = varLenHeader(n);
+  out.set(h, o);
+  return o + h.length;
+}
+
+function putVec(out: Uint8Array, o: number, v: Uint8Array): number {
+  o = putHdr(out, o, v.length);
+  out.set(v, o);
+  return o + v.length;
+}
+
+/** Encoded ParentNode with the given unmerged leaves, written in one buffer. */
+function parentNodeSize(p: ParentNode, unmerged: readonly number[]): number {
+  const ul = unmerged.length * 4;
+  return hdrLen(p.hpkePublicKey.length) + p.hpkePublicKey.length + hdrLen(p.parentHash.length) + p.parentHash.length + hdrLen(ul) + ul;
+}
+
+function putParentNode(out: Uint8Array, o: number, p: ParentNode, unmerged: readonly number[]): number {
+  o = putVec(out, o, p.hpkePublicKey);
+  o = putVec(out, o, p.parentHash);
+  o = putHdr(out, o, unmerged.length * 4);
+  for (const l of unmerged) {
+    out[o] = l >>> 24;
+    out[o + 1] = l >>> 16;
+    out[o + 2] = l >>> 8;
+    out[o + 3] = l;
+    o += 4;
+  }
+  return o;
+}
+
+// Hash inputs are built in one reused buffer: a fresh Uint8Array over 64
+// bytes gets its own backing store, which costs more than the hash itself.
+let scratch = new Uint8Array(4096);
+function scratchOf(n: number): Uint8Array {
+  if (scratch.length < n) scratch = new Uint8Array(Math.max(n, 2 * scratch.length));
+  return scratch;
+}
+
+/** RFC 9420 7.8 ParentNodeHashInput: 2 || optional<ParentNode> || left_hash<V> || right_hash<V> (a view of the scratch buffer). */
+function parentHashInput(p: ParentNode | undefined, unmerged: readonly number[], lh: string, rh: string): Uint8Array {
+  const body = p === undefined ? 1 : 1 + parentNodeSize(p, unmerged);
+  const n = 1 + body + hdrLen(lh.length) + lh.length + hdrLen(rh.length) + rh.length;
+  const out = scratchOf(n);
+  out[0] = 2;
+  out[1] = p === undefined ? 0 : 1;
+  let o = p === undefined ? 2 : putParentNode(out, 2, p, unmerged);
+  o = putKey(out, o, lh);
+  putKey(out, o, rh);
+  return out.subarray(0, n);
+}
+
+/** RFC 9420 7.8 LeafNodeHashInput: 1 || leaf_index || optional<LeafNode> (a view of the scratch buffer). */
+function leafHashInput(li: number, raw: Uint8Array | undefined): Uint8Array {
+  const n = 6 + (raw?.length ?? 0);
+  const out = scratchOf(n);
+  out[0] = 1;
+  out[1] = li >>> 24;
+  out[2] = li >>> 16;
+  out[3] = li >>> 8;
+  out[4] = li;
+  out[5] = raw === undefined ? 0 : 1;
+  if (raw !== undefined) out.set(raw, 6);
+  return out.subarray(0, n);
+}
+
+/** Write a latin1-string hash as an opaque<V>. */
+function putKey(out: Uint8Array, o: number, k: string): number {
+  o = putHdr(out, o, k.length);
+  for (let i = 0; i < k.length; i++) out[o + i] = k.charCodeAt(i);
+  return o + k.length;
+}
+
+function bytesOfKey(k: string): Uint8Array {
+  const out = new Uint8Array(k.length);
+  for (let i = 0; i < k.length; i++) out[i] = k.charCodeAt(i);
+  return out;
 }
 
 function bump<K>(m: Map<K, number>, k: K, d: number): void {
@@ -109,8 +200,8 @@ export class PublicTree {
     readonly opts: TreeOptions,
     readonly leafWidth: number,
     readonly nodes: PVec<TNode>,
-    /** Tree hash of every node; complete in a frozen tree. */
-    readonly hashes: PVec<Uint8Array>,
+    /** Tree hash of every node as a latin1 string (compact, no Buffer per hash); complete in a frozen tree. */
+    readonly hashes: PVec<string>,
     readonly encKeys: PMap<number>,
     readonly sigKeys: PMap<number>,
     readonly clientIds: PMap<number>,
@@ -129,7 +220,7 @@ export class PublicTree {
     return rootOf(this.leafWidth);
   }
   get rootHash(): Uint8Array {
-    return this.hashes.get(this.root)!;
+    return bytesOfKey(this.hashes.get(this.root)!);
   }
   node(i: number): TNode | undefined {
     return this.nodes.get(i);
@@ -150,30 +241,42 @@ export class PublicTree {
     return this.sigKeys.get(keyOf(key));
   }
 
-  /** RFC 9420 `optional<Node> ratchet_tree<V>`, trailing blanks stripped. */
+  /** RFC 9420 `optional<Node> ratchet_tree<V>`, trailing blanks stripped; written into one buffer. */
   encode(): Uint8Array {
     let last = this.nodes.length - 1;
     while (last >= 0 && this.nodes.get(last) === undefined) last--;
-    const parts: Uint8Array[] = [];
     let total = 0;
     for (let i = 0; i <= last; i++) {
       const n = this.nodes.get(i);
-      let p: Uint8Array;
-      if (n === undefined) p = Uint8Array.of(0);
-      else if (n.t === 1) {
-        p = new Uint8Array(2 + n.raw.length);
-        p[0] = 1;
-        p[1] = 1;
-        p.set(n.raw, 2);
-      } else p = concat(Uint8Array.of(1, 2), encodeParentNode(n.parent));
-      parts.push(p);
-      total += p.length;
+      total += n === undefined ? 1 : n.t === 1 ? 2 + n.raw.length : 2 + parentNodeSize(n.parent, n.parent.unmergedLeaves);
     }
-    return concat(varLenHeader(total), ...parts);
+    const hdr = varLenHeader(total);
+    const out = new Uint8Array(hdr.length + total);
+    out.set(hdr, 0);
+    let o = hdr.length;
+    for (let i = 0; i <= last; i++) {
+      const n = this.nodes.get(i);
+      if (n === undefined) {
+        out[o++] = 0;
+        continue;
+      }
+      out[o] = 1;
+      out[o + 1] = n.t;
+      o += 2;
+      if (n.t === 1) {
+        out.set(n.raw, o);
+        o += n.raw.length;
+      } else o = putParentNode(out, o, n.parent, n.parent.unmergedLeaves);
+    }
+    return out;
   }
 
-  /** Decode a ratchet tree (extension form) into an unvalidated PublicTree with hashes. */
-  static decode(bytes: Uint8Array, crypto: EngineCrypto, opts: TreeOptions): PublicTree {
+  /**
+   * Decode a ratchet tree (extension form) into an unvalidated PublicTree with
+   * hashes. `onLeaf` sees each leaf as soon as it is parsed (seeding starts
+   * its signature check there, so verification overlaps the rest).
+   */
+  static decode(bytes: Uint8Array, crypto: EngineCrypto, opts: TreeOptions, onLeaf?: (leafIndex: number, e: LeafEntry) => void): PublicTree {
     let hdr: { length: number; lengthFieldSize: number };
     try {
       hdr = determineLength(bytes, 0);
@@ -192,17 +295,20 @@ export class PublicTree {
         continue;
       }
       if (present !== 1) fail("decode_error", "bad optional flag in ratchet tree");
-      const [nt] = run(decodeUint8, bytes, o, "node type");
+      if (o >= bytes.length) fail("decode_error", "node type");
+      const nt = bytes[o]!;
       o += 1;
       const pos = nodes.length;
       if (nt === 1) {
         if (!isLeafNode(pos)) fail("invalid_tree", `leaf node at parent position ${pos}`);
-        const [leaf, l] = run(decodeLeafNode, bytes, o, "LeafNode");
-        nodes.push({ t: 1, leaf, raw: bytes.subarray(o, o + l), clientId: clientIdOf(leaf.credential) });
+        const [leaf, l] = decodeLeafNodeFast(bytes, o);
+        const e: LeafEntry = { t: 1, leaf, raw: bytes.subarray(o, o + l), clientId: clientIdOf(leaf.credential) };
+        nodes.push(e);
+        onLeaf?.(pos >>> 1, e);
         o += l;
       } else if (nt === 2) {
         if (isLeafNode(pos)) fail("invalid_tree", `parent node at leaf position ${pos}`);
-        const [parent, l] = run(decodeParentNode, bytes, o, "ParentNode");
+        const [parent, l] = decodeParentNodeFast(bytes, o);
         nodes.push({ t: 2, parent });
         o += l;
       } else fail("decode_error", `node type ${nt}`);
@@ -218,12 +324,7 @@ export class PublicTree {
   /** Build indexes and hashes over a node array (no validation beyond key uniqueness). */
   static fromNodes(nodes: (TNode | undefined)[], leaves: number, crypto: EngineCrypto, opts: TreeOptions): PublicTree {
     const ed = PublicTree.empty(crypto, opts).edit();
-    ed.resizeLeaves(leaves);
-    for (let i = 0; i < nodes.length; i++) {
-      const n = nodes[i];
-      if (n !== undefined) ed.setNode(i, n);
-    }
-    ed.nextFreeLeaf();
+    ed.load(nodes, leaves);
     return ed.freeze();
   }
 
@@ -267,21 +368,13 @@ function hasNonBlank(get: (i: number) => TNode | undefined, x: number): boolean 
   return hasNonBlank(get, left(x)) || hasNonBlank(get, right(x));
 }
 
-export function blankLeafHashInput(li: number): Uint8Array {
-  const b = new Uint8Array(6);
-  b[0] = 1;
-  b.set(u32(li), 1);
-  b[5] = 0;
-  return b;
-}
-
 /** Mutable working copy of a PublicTree (copy-on-write underneath). */
 export class TreeEditor {
   readonly crypto: EngineCrypto;
   readonly opts: TreeOptions;
   leafWidth: number;
   private nodes: PVecEditor<TNode>;
-  private hashes: PVecEditor<Uint8Array>;
+  private hashes: PVecEditor<string>;
   private encKeys: PMapEditor<number>;
   private sigKeys: PMapEditor<number>;
   private clientIds: PMapEditor<number>;
@@ -383,9 +476,11 @@ export class TreeEditor {
 
   private countCaps(leaf: LeafNode, d: number): void {
     bump(this.caps.credUse, String(leaf.credential.credentialType), d);
-    for (const c of new Set(leaf.capabilities.credentials)) bump(this.caps.credSupport, String(c), d);
-    for (const e of new Set(leaf.capabilities.extensions)) bump(this.caps.extSupport, e, d);
-    for (const p of new Set(leaf.capabilities.proposals)) bump(this.caps.propSupport, p, d);
+    const { credentials, extensions, proposals } = leaf.capabilities;
+    // each value once per leaf (indexOf over a few entries: no Set per leaf)
+    for (let i = 0; i < credentials.length; i++) if (credentials.indexOf(credentials[i]!) === i) bump(this.caps.credSupport, String(credentials[i]), d);
+    for (let i = 0; i < extensions.length; i++) if (extensions.indexOf(extensions[i]!) === i) bump(this.caps.extSupport, extensions[i]!, d);
+    for (let i = 0; i < proposals.length; i++) if (proposals.indexOf(proposals[i]!) === i) bump(this.caps.propSupport, proposals[i]!, d);
   }
 
   /** Replace node i (undefined = blank), keeping indexes and the hash cache in step. */
@@ -404,6 +499,43 @@ export class TreeEditor {
       }
     }
     this.markDirty(i);
+  }
+
+  /** Fill an empty editor with a whole tree (bulk setNode: the vectors are built in one go). */
+  load(nodes: readonly (TNode | undefined)[], leaves: number): void {
+    if (this.leafWidth !== 0) throw new Error("load: editor not empty");
+    const w = nodeWidth(leaves);
+    const all = nodes.length === w ? nodes : [...nodes, ...new Array<undefined>(Math.max(0, w - nodes.length))];
+    this.leafWidth = leaves;
+    this.nodes = PVec.from(all).edit();
+    this.hashes = PVec.from(new Array<string | undefined>(w).fill(undefined)).edit();
+    for (let i = 0; i < w; i++) {
+      const n = all[i];
+      if (n !== undefined) this.indexNew(i, n);
+    }
+    this.nextFreeLeaf();
+  }
+
+  /**
+   * index() for load(): the same checks in the same order, but each key is
+   * looked up once (add-if-absent). A failure leaves the indexes half
+   * updated, which is fine there: a failed load discards the editor.
+   */
+  private indexNew(i: number, n: TNode): void {
+    if (n.t === 1) {
+      const li = nodeToLeaf(i);
+      if (!this.encKeys.add(keyOf(n.leaf.hpkePublicKey), i)) fail("duplicate_key", `encryption key of leaf ${li} already in the tree`);
+      if (!this.sigKeys.add(keyOf(n.leaf.signaturePublicKey), li)) fail("duplicate_key", `signature key of leaf ${li} already in the tree`);
+      if (!this.clientIds.add(n.clientId, li) && this.opts.uniqueClientIds)
+        fail("duplicate_client", `client ${JSON.stringify(n.clientId)} is already leaf ${this.clientIds.get(n.clientId)}`);
+      this.memberCount++;
+      this.countCaps(n.leaf, +1);
+    } else {
+      const k = keyOf(n.parent.hpkePublicKey);
+      const at = this.encKeys.get(k);
+      if (at !== undefined) fail("duplicate_key", `encryption key of node ${i} already at node ${at}`);
+      this.encKeys.add(k, i);
+    }
   }
 
   resizeLeaves(leaves: number): void {
@@ -498,39 +630,41 @@ export class TreeEditor {
   // ---------- hashes ----------
 
   hashOf(x: number): Uint8Array {
+    return bytesOfKey(this.hashKeyOf(x));
+  }
+
+  /** Tree hash of node x (latin1 string), from the cache or computed and cached. */
+  private hashKeyOf(x: number): string {
     const h = this.hashes.get(x);
     if (h !== undefined) return h;
     const n = this.nodes.get(x);
     let input: Uint8Array;
     if (isLeafNode(x)) {
-      if (n === undefined) input = blankLeafHashInput(nodeToLeaf(x));
-      else {
-        if (n.t !== 1) throw new EngineError("invalid_tree", "parent at leaf position");
-        input = new Uint8Array(6 + n.raw.length);
-        input[0] = 1;
-        input.set(u32(nodeToLeaf(x)), 1);
-        input[5] = 1;
-        input.set(n.raw, 6);
-      }
+      if (n !== undefined && n.t !== 1) throw new EngineError("invalid_tree", "parent at leaf position");
+      input = leafHashInput(nodeToLeaf(x), n?.raw);
     } else {
-      const lh = this.hashOf(left(x));
-      const rh = this.hashOf(right(x));
-      const body = n === undefined ? Uint8Array.of(0) : concat(Uint8Array.of(1), encodeParentNode((n as ParentEntry).parent));
-      input = concat(Uint8Array.of(2), body, varLen(lh), varLen(rh));
+      const lh = this.hashKeyOf(left(x));
+      const rh = this.hashKeyOf(right(x));
+      const p = (n as ParentEntry | undefined)?.parent;
+      input = parentHashInput(p, p?.unmergedLeaves ?? [], lh, rh);
     }
-    const out = this.crypto.hash(input);
+    const out = this.crypto.hashKey(input);
     this.hashes.set(x, out);
     return out;
   }
 
   /** Tree hash of subtree x with the given leaves blanked and dropped from unmerged_leaves. */
   hashExcluding(x: number, excluded: readonly number[]): Uint8Array {
-    if (excluded.length === 0) return this.hashOf(x);
+    return bytesOfKey(this.hashKeyExcluding(x, excluded));
+  }
+
+  private hashKeyExcluding(x: number, excluded: readonly number[]): string {
+    if (excluded.length === 0) return this.hashKeyOf(x);
     const sorted = [...excluded].sort((a, b) => a - b);
     return this.hashExcludingSorted(x, sorted, new Set(sorted));
   }
 
-  private hashExcludingSorted(x: number, sorted: readonly number[], set: ReadonlySet<number>): Uint8Array {
+  private hashExcludingSorted(x: number, sorted: readonly number[], set: ReadonlySet<number>): string {
     const [s, e] = leafRange(x);
     // any excluded leaf in [s, e)? (binary search for the first >= s)
     let lo = 0;
@@ -540,30 +674,25 @@ export class TreeEditor {
       if (sorted[mid]! < s) lo = mid + 1;
       else hi = mid;
     }
-    if (lo >= sorted.length || sorted[lo]! >= e) return this.hashOf(x);
-    if (isLeafNode(x)) return this.crypto.hash(blankLeafHashInput(nodeToLeaf(x)));
+    if (lo >= sorted.length || sorted[lo]! >= e) return this.hashKeyOf(x);
+    if (isLeafNode(x)) return this.crypto.hashKey(leafHashInput(nodeToLeaf(x), undefined));
     const n = this.nodes.get(x);
     const lh = this.hashExcludingSorted(left(x), sorted, set);
     const rh = this.hashExcludingSorted(right(x), sorted, set);
-    let body: Uint8Array;
-    if (n === undefined) body = Uint8Array.of(0);
-    else {
-      const p = (n as ParentEntry).parent;
-      body = concat(Uint8Array.of(1), encodeParentNode({ ...p, unmergedLeaves: p.unmergedLeaves.filter((l) => !set.has(l)) }));
-    }
-    return this.crypto.hash(concat(Uint8Array.of(2), body, varLen(lh), varLen(rh)));
+    const p = (n as ParentEntry | undefined)?.parent;
+    return this.crypto.hashKey(parentHashInput(p, p === undefined ? [] : p.unmergedLeaves.filter((l) => !set.has(l)), lh, rh));
   }
 
   /** RFC 9420 7.9: ParentHash of parent p as seen from the child whose sibling is s. */
   parentHash(p: number, s: number): Uint8Array {
     const pn = this.nodes.get(p);
     if (pn?.t !== 2) throw new EngineError("invalid_tree", `expected parent node at ${p}`);
-    const sib = this.hashExcluding(s, pn.parent.unmergedLeaves);
+    const sib = bytesOfKey(this.hashKeyExcluding(s, pn.parent.unmergedLeaves));
     return this.crypto.hash(concat(varLen(pn.parent.hpkePublicKey), varLen(pn.parent.parentHash), varLen(sib)));
   }
 
   freeze(): PublicTree {
-    if (this.leafWidth > 0) this.hashOf(this.root);
+    if (this.leafWidth > 0) this.hashKeyOf(this.root);
     this.fresh = new WeakSet(); // frozen entries are shared from now on
     return new PublicTree(
       this.crypto,

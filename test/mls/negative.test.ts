@@ -19,7 +19,9 @@ import { decodeRatchetTree } from "ts-mls/ratchetTree.js";
 import { Harness, mlsBytes } from "./harness.js";
 import { tsMlsSuite, toHex } from "./helpers.js";
 import { EngineError, WrongEpochError } from "../../src/mls/errors.js";
-import { merge, processMessage, type GroupState } from "../../src/mls/group.js";
+import { merge, processMessage, seedFromGroupContext, type GroupState } from "../../src/mls/group.js";
+import { PublicTree } from "../../src/mls/tree.js";
+import { encodeGroupContext } from "ts-mls/groupContext.js";
 import { encodeGroupState, groupInfoBytes, ratchetTreeBytes } from "../../src/mls/state.js";
 import { decodePublicMessage, varLenHeader } from "../../src/mls/codec.js";
 
@@ -81,6 +83,68 @@ describe("negative cases", () => {
     const m = decodePublicMessage(bytes);
     bytes[m.fcEnd + varLenHeader(m.signature.length).length + 3]! ^= 0x40;
     await expectRejected(h.engine, bytes, "invalid_signature");
+  });
+
+  it("signatures checked in parallel keep the sequential order of errors", async () => {
+    const a = h.state("alice@a.example");
+    const carol = await h.identity("carol@c.example");
+    const r = await createCommit({ state: a, cipherSuite: cs }, { wireAsPublicMessage: true, extraProposals: [{ proposalType: "add", add: { keyPackage: carol.kp } }] });
+    const flipLast = (b: Uint8Array) => {
+      b[b.length - 1]! ^= 1;
+      return b;
+    };
+    type Kp = { signature: Uint8Array; leafNode: { signature: Uint8Array } };
+    const addedKp = (c: FramedContent): Kp => {
+      if (c.contentType !== "commit") throw new Error("commit expected");
+      const p = c.commit.proposals[0]!;
+      if (p.proposalOrRefType !== "proposal" || p.proposal.proposalType !== "add") throw new Error("add expected");
+      return p.proposal.add.keyPackage as unknown as Kp;
+    };
+    const resigned = (mutate: (c: FramedContent) => void) => resign(r.commit, a.signaturePrivateKey, a.groupContext, mutate, { leafIndex: 0 });
+    // the KeyPackage's own signature, then its leaf's: each is reported
+    let e = await expectRejected(h.engine, await resigned((c) => void flipLast(addedKp(c).signature)), "invalid_signature");
+    expect(e.message).toContain("KeyPackage signature");
+    e = await expectRejected(h.engine, await resigned((c) => void flipLast(addedKp(c).leafNode.signature)), "invalid_signature");
+    expect(e.message).toContain("LeafNode signature of leaf 0");
+    // a bad FramedContent signature wins over every later error (here an unknown proposal reference)
+    const unknownRef = await resigned((c) => {
+      if (c.contentType === "commit") c.commit.proposals.push({ proposalOrRefType: "reference", reference: new Uint8Array(32).fill(9) });
+    });
+    await expectRejected(h.engine, unknownRef, "unknown_proposal");
+    const forged = unknownRef.slice();
+    const m = decodePublicMessage(forged);
+    forged[m.fcEnd + varLenHeader(m.signature.length).length + 3]! ^= 0x40;
+    e = await expectRejected(h.engine, forged, "invalid_signature");
+    expect(e.message).toContain("FramedContent signature");
+    // and over the KeyPackage's
+    const both = (await resigned((c) => void flipLast(addedKp(c).signature))).slice();
+    const mb = decodePublicMessage(both);
+    both[mb.fcEnd + varLenHeader(mb.signature.length).length + 3]! ^= 0x40;
+    e = await expectRejected(h.engine, both, "invalid_signature");
+    expect(e.message).toContain("FramedContent signature");
+    // the untouched commit is accepted
+    await processMessage(h.engine, mlsBytes(r.commit));
+  });
+
+  it("seeding: a bad leaf signature -> invalid_signature naming the leaf; a bad tree hash is reported first", async () => {
+    for (const name of ["carol@c.example", "dave@d.example"]) {
+      const id = await h.identity(name);
+      await h.commit("alice@a.example", [{ proposalType: "add", add: { keyPackage: id.kp } }], [id]);
+    }
+    const s = h.engine;
+    const tree = ratchetTreeBytes(s).slice();
+    // flip the last byte of leaf 2's signature (leaf 2 = node 4)
+    const t = PublicTree.decode(tree, s.crypto, { uniqueClientIds: true });
+    const raw = t.leaf(2)!.raw;
+    tree[raw.byteOffset - tree.byteOffset + raw.length - 1]! ^= 1;
+    const bad = PublicTree.decode(tree, s.crypto, { uniqueClientIds: true });
+    const gc = (treeHash: Uint8Array) => encodeGroupContext({ ...s.groupContext, treeHash });
+    const seed = (treeHash: Uint8Array, verify?: "trusted") =>
+      seedFromGroupContext({ groupContext: gc(treeHash), ratchetTree: tree, confirmationTag: s.confirmationTag }, verify === undefined ? {} : { verify });
+    await expect(seed(bad.rootHash)).rejects.toMatchObject({ code: "invalid_signature", message: expect.stringContaining("LeafNode signature of leaf 2") });
+    await expect(seed(s.tree.rootHash)).rejects.toMatchObject({ code: "tree_hash_mismatch" });
+    // "trusted" (own snapshots) skips leaf signatures
+    expect((await seed(bad.rootHash, "trusted")).tree.memberCount).toBe(4);
   });
 
   it("non-member sender -> not_member", async () => {
