@@ -62,8 +62,8 @@ async function time<T>(fn: () => Promise<T>): Promise<[number, T]> {
   return [performance.now() - t, r];
 }
 
-async function timeMany(n: number, fn: () => Promise<unknown>): Promise<number> {
-  await fn(); // warm-up
+async function timeMany(n: number, fn: () => Promise<unknown>, warmUp = 1): Promise<number> {
+  for (let i = 0; i < warmUp; i++) await fn();
   const xs: number[] = [];
   for (let i = 0; i < n; i++) xs.push((await time(fn))[0]);
   return median(xs);
@@ -187,13 +187,14 @@ async function runSize(n: number, cs: CiphersuiteImpl): Promise<Row> {
   const buildS = (performance.now() - tb) / 1000;
   console.error(`  group ready in ${buildS.toFixed(1)} s`);
 
-  const iters = n >= 10000 ? 5 : 15;
+  // engine operations take about a millisecond: many runs (after a JIT warm-up) for a stable median
+  const iters = n >= 10000 ? 50 : 200;
   const tsIters = n >= 10000 ? 3 : n >= 1000 ? 5 : 15;
 
   // add-1 commit (no path), by alice; processed by the engine and by bob (ts-mls)
   const add = await createCommit({ state: alice, cipherSuite: cs }, { wireAsPublicMessage: true, extraProposals: [{ proposalType: "add", add: { keyPackage: kps[n]!.kp } }] });
   const addBytes = encodeMlsMessage(add.commit);
-  const engineAdd = await timeMany(iters, async () => merge(engine, await processMessage(engine, addBytes)));
+  const engineAdd = await timeMany(iters, async () => merge(engine, await processMessage(engine, addBytes)), 20);
   const tsAdd = await timeMany(tsIters, () => tsProcess(add.commit as never, bob, emptyPskIndex, acceptAll, cs));
 
   // path-update commit (empty commit), by alice
@@ -201,7 +202,7 @@ async function runSize(n: number, cs: CiphersuiteImpl): Promise<Row> {
   const updBytes = encodeMlsMessage(upd.commit);
   const st = await processMessage(engine, updBytes);
   const pathCiphertexts = st.kind === "commit" ? (upd.commit as { publicMessage: { content: { commit: { path: { nodes: { encryptedPathSecret: unknown[] }[] } } } } }).publicMessage.content.commit.path.nodes.reduce((a, x) => a + x.encryptedPathSecret.length, 0) : 0;
-  const enginePath = await timeMany(iters, async () => merge(engine, await processMessage(engine, updBytes)));
+  const enginePath = await timeMany(iters, async () => merge(engine, await processMessage(engine, updBytes)), 20);
   const tsPath = await timeMany(tsIters, () => tsProcess(upd.commit as never, bob, emptyPskIndex, acceptAll, cs));
 
   // seeding from GroupInfo + tree (full verification)
@@ -220,7 +221,7 @@ async function runSize(n: number, cs: CiphersuiteImpl): Promise<Row> {
   const seed = median(seeds);
   const floor = median(floors);
   const snapshot = encodeGroupState(engine);
-  const restore = await timeMany(n >= 10000 ? 3 : 5, () => decodeGroupState(snapshot));
+  const restore = await timeMany(n >= 10000 ? 5 : 9, () => decodeGroupState(snapshot));
 
   // heap of one parsed group
   bob = undefined as unknown as ClientState;

@@ -81,7 +81,10 @@ const add = (k: string, v: number) => (rows[k] ??= []).push(v);
 await seedFromGroupInfo(gi, treeBytes); // warm-up
 await floor();
 for (let i = 0; i < iters; i++) {
+  const f0 = process.cpuUsage();
   add("floor", await floor());
+  const fc = process.cpuUsage(f0);
+  add("floor cpu", (fc.user + fc.system) / 1000);
   const c0 = process.cpuUsage();
   const [tSeed] = await (async () => {
     const t = performance.now();

@@ -335,6 +335,9 @@ function vecAt(b: Uint8Array, o: number, end: number): { start: number; end: num
   return { start: s, end: s + len };
 }
 
+const u64Bytes = new Uint8Array(8);
+const u64View = new DataView(u64Bytes.buffer);
+
 /** Cursor over b[o..end); `vec` narrows `end` to the vector while reading its items. */
 class Reader {
   /** Every vector header so far used the minimal length form (as ts-mls's encoders write it). */
@@ -368,8 +371,11 @@ class Reader {
     return ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0;
   }
   u64(): bigint {
-    const hi = this.u32();
-    return (BigInt(hi) << 32n) | BigInt(this.u32());
+    if (this.o + 8 > this.end) bad("uint64 beyond the data");
+    // one BigInt (not four) per value: through a shared 8-byte view
+    for (let i = 0; i < 8; i++) u64Bytes[i] = this.b[this.o + i]!;
+    this.o += 8;
+    return u64View.getBigUint64(0);
   }
   /** opaque<V>, as a view into b. */
   bytes(): Uint8Array {

@@ -29,8 +29,8 @@ import {
   type PathInfo,
   type ExternalSenderEntry,
 } from "./codec.js";
-import { PublicTree, leafEntry, parentEntry, resolutionCount, type LeafEntry, type TreeEditor } from "./tree.js";
-import { leafToNode } from "./treemath.js";
+import { PublicTree, leafEntry, parentEntry, type LeafEntry, type TreeEditor } from "./tree.js";
+import { leafRange, leafToNode, nodeToLeaf } from "./treemath.js";
 
 // ---------------------------------------------------------------- options
 
@@ -836,8 +836,14 @@ function stageCommit(s: GroupState, m: DecodedPublicMessage, key: Uint8Array, ex
 export function mergeUpdatePath(ed: TreeEditor, committer: number, path: PathInfo, joiners: ReadonlySet<number>): void {
   const fdp = ed.filteredDirectPath(committer);
   if (fdp.length !== path.nodes.length) fail("invalid_path", `UpdatePath has ${path.nodes.length} nodes, filtered direct path ${fdp.length}`);
+  const joinerLeaves = [...joiners].map(nodeToLeaf);
   for (let i = 0; i < fdp.length; i++) {
-    const n = resolutionCount(ed.get, fdp[i]!.copath, joiners);
+    // each joiner below the copath child is in its resolution exactly once (as a
+    // leaf, or unmerged at its highest non-blank ancestor there)
+    const [from, to] = leafRange(fdp[i]!.copath);
+    let inside = 0;
+    for (const l of joinerLeaves) if (l >= from && l < to) inside++;
+    const n = ed.resolutionSize(fdp[i]!.copath) - inside;
     if (path.nodes[i]!.ciphertexts !== n) fail("invalid_path", `node ${fdp[i]!.node}: ${path.nodes[i]!.ciphertexts} ciphertexts for a resolution of ${n}`);
   }
   ed.blankDirectPath(committer);

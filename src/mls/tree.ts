@@ -209,6 +209,8 @@ export class PublicTree {
     readonly caps: CapCounts,
     /** All leaves below this index are non-blank. */
     readonly firstBlankHint: number,
+    /** Resolution size of every node, filled lazily (UpdatePath ciphertext counts). */
+    readonly resSizes: PVec<number> = PVec.empty(),
   ) {}
 
   static empty(crypto: EngineCrypto, opts: TreeOptions): PublicTree {
@@ -350,16 +352,17 @@ export function resolutionOf(get: (i: number) => TNode | undefined, x: number, o
   resolutionOf(get, right(x), out, limit);
 }
 
-/** Size of the resolution of x, leaving out the node indices in `exclude`. */
-export function resolutionCount(get: (i: number) => TNode | undefined, x: number, exclude: ReadonlySet<number>): number {
-  const n = get(x);
-  if (n !== undefined) {
-    let c = exclude.has(x) ? 0 : 1;
-    if (n.t === 2) for (const l of n.parent.unmergedLeaves) if (!exclude.has(leafToNode(l))) c++;
-    return c;
+/** Resolution size of every node of a whole tree, bottom-up (one pass; commits then keep them current). */
+function resolutionSizes(nodes: readonly (TNode | undefined)[], leaves: number): number[] {
+  const out = new Array<number>(nodes.length).fill(0);
+  for (let x = 0; x < nodes.length; x += 2) out[x] = nodes[x] === undefined ? 0 : 1;
+  for (let k = 1; 1 << k <= leaves; k++) {
+    for (let x = (1 << k) - 1; x < nodes.length; x += 1 << (k + 1)) {
+      const n = nodes[x];
+      out[x] = n === undefined ? out[left(x)]! + out[right(x)]! : n.t === 2 ? 1 + n.parent.unmergedLeaves.length : 1;
+    }
   }
-  if (isLeafNode(x)) return 0;
-  return resolutionCount(get, left(x), exclude) + resolutionCount(get, right(x), exclude);
+  return out;
 }
 
 function hasNonBlank(get: (i: number) => TNode | undefined, x: number): boolean {
@@ -375,6 +378,7 @@ export class TreeEditor {
   leafWidth: number;
   private nodes: PVecEditor<TNode>;
   private hashes: PVecEditor<string>;
+  private resSizes: PVecEditor<number>;
   private encKeys: PMapEditor<number>;
   private sigKeys: PMapEditor<number>;
   private clientIds: PMapEditor<number>;
@@ -395,6 +399,7 @@ export class TreeEditor {
     this.leafWidth = base.leafWidth;
     this.nodes = base.nodes.edit();
     this.hashes = base.hashes.edit();
+    this.resSizes = base.resSizes.edit();
     this.encKeys = base.encKeys.edit();
     this.sigKeys = base.sigKeys.edit();
     this.clientIds = base.clientIds.edit();
@@ -427,8 +432,13 @@ export class TreeEditor {
   }
 
   private markDirty(i: number): void {
-    // Invariant: a node without a cached hash has no cached hash above it either.
     const r = this.root;
+    // Resolution sizes: every ancestor (a cached size need not have cached children).
+    for (let x = i; ; x = parentOf(x)) {
+      if (this.resSizes.get(x) !== undefined) this.resSizes.set(x, undefined);
+      if (x === r || x >= this.resSizes.length) break;
+    }
+    // Invariant: a node without a cached hash has no cached hash above it either.
     for (;;) {
       const was = this.hashes.get(i);
       this.hashes.set(i, undefined);
@@ -509,6 +519,7 @@ export class TreeEditor {
     this.leafWidth = leaves;
     this.nodes = PVec.from(all).edit();
     this.hashes = PVec.from(new Array<string | undefined>(w).fill(undefined)).edit();
+    this.resSizes = PVec.from(resolutionSizes(all, leaves)).edit();
     for (let i = 0; i < w; i++) {
       const n = all[i];
       if (n !== undefined) this.indexNew(i, n);
@@ -544,6 +555,7 @@ export class TreeEditor {
     const w = nodeWidth(leaves);
     this.nodes.resize(w);
     this.hashes.resize(w);
+    this.resSizes.resize(w);
     if (oldRoot >= 0 && oldRoot < w) this.markDirty(oldRoot);
   }
 
@@ -558,6 +570,7 @@ export class TreeEditor {
       this.leafWidth = w;
       this.nodes.resize(nodeWidth(w));
       this.hashes.resize(nodeWidth(w));
+      this.resSizes.resize(nodeWidth(w));
       // the new root's subtree hash is unchanged: subtree hashes do not depend on the width
     }
   }
@@ -625,6 +638,18 @@ export class TreeEditor {
       x = p;
     }
     return out;
+  }
+
+  /** Size of the resolution of node x (RFC 9420 4.1.1), cached per node like the tree hashes. */
+  resolutionSize(x: number): number {
+    const c = this.resSizes.get(x);
+    if (c !== undefined) return c;
+    const n = this.nodes.get(x);
+    let size: number;
+    if (n !== undefined) size = n.t === 2 ? 1 + n.parent.unmergedLeaves.length : 1;
+    else size = isLeafNode(x) ? 0 : this.resolutionSize(left(x)) + this.resolutionSize(right(x));
+    this.resSizes.set(x, size);
+    return size;
   }
 
   // ---------- hashes ----------
@@ -706,6 +731,7 @@ export class TreeEditor {
       this.memberCount,
       { credUse: new Map(this.caps.credUse), credSupport: new Map(this.caps.credSupport), extSupport: new Map(this.caps.extSupport), propSupport: new Map(this.caps.propSupport) },
       this.firstBlankHint,
+      this.resSizes.freeze(),
     );
   }
 

@@ -72,6 +72,9 @@ describe("scenarios with ts-mls clients", () => {
     expect(unmerged).toBeGreaterThan(0);
     await h.commit("m5@x.example"); // a path next to nodes with unmerged leaves
     await h.commit("n0@y.example"); // a path through them
+    // the resolution sizes cached through all these edits are still right
+    const ed = h.engine.tree.edit();
+    for (let x = 0; x < h.engine.tree.nodes.length; x++) expect(ed.resolutionSize(x), `node ${x}`).toBe(ed.resolution(x).length);
   });
 
   it("self-remove (a member's Remove proposal for its own leaf) committed by another member", async () => {

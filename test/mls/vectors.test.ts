@@ -33,6 +33,7 @@ describe("tree-validation.json", () => {
       for (let i = 0; i < v.tree_hashes.length; i++) {
         expect(toHex(ed.hashOf(i))).toBe(v.tree_hashes[i]);
         expect(ed.resolution(i)).toEqual(v.resolutions[i]);
+        expect(ed.resolutionSize(i)).toBe(v.resolutions[i]!.length);
       }
       // full verification (parent hashes, unmerged leaves, every leaf signature with group_id)
       await seedFromGroupContext(
