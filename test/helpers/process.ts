@@ -1,5 +1,7 @@
-// `mimi-ds serve` as a real child process (run from source with tsx): the
-// port comes from its "listening" log line.
+// `mimi-ds serve` as a real child process (run from source through tsx's
+// loader in the node process itself, not the tsx wrapper, so that a SIGKILL
+// hits the server and not a parent that would leave it running): the port
+// comes from its "listening" log line.
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -31,8 +33,10 @@ export interface ServeOptions {
 
 export async function spawnServe(o: ServeOptions): Promise<ServeProcess> {
   const child = spawn(
-    tsxBin,
+    process.execPath,
     [
+      "--import",
+      "tsx",
       cliMain,
       "serve",
       // The domain may come from the environment instead (MIMI_DS_DOMAIN), as in the CLI test.
