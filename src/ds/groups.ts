@@ -15,6 +15,7 @@ import {
   type Member,
   type StagedCommit,
 } from "../mls/index.js";
+import { EpochConflictError, UnknownGroupError } from "../store/errors.js";
 import type { LoadedGroup, Store, WriteOp } from "../store/port.js";
 import { decodeEpochLogRecord, decodeGroupMetadata, type GroupMetadata } from "./records.js";
 
@@ -238,7 +239,12 @@ export class GroupRegistry {
     const missing = local.filter((c) => !receiving.has(c));
     if (missing.length === 0) return;
     const joins: WriteOp[] = missing.map((clientId) => ({ kind: "joinFeed", groupId: group.key, clientId }));
-    await this.store.apply({ ops: [{ kind: "checkEpoch", groupId: group.key, epoch: group.epoch }, ...joins] }).catch(() => undefined);
+    try {
+      await this.store.apply({ ops: [{ kind: "checkEpoch", groupId: group.key, epoch: group.epoch }, ...joins] });
+    } catch (err) {
+      // A commit got in first: the next load (of its state) adopts whoever is still missing.
+      if (!(err instanceof EpochConflictError || err instanceof UnknownGroupError)) throw err;
+    }
   }
 }
 

@@ -92,8 +92,11 @@ export class HubIdentity {
     // Ed25519 (every fanout request): node:crypto with the key imported once, not per signature.
     if (getCiphersuiteFromName(suite).signature === "Ed25519") {
       // ts-mls keeps the key as PKCS#8 (48 bytes) or as the raw 32-byte seed, depending on its provider.
-      const der = pair.signKey.length === 32 ? Buffer.concat([ED25519_PKCS8_PREFIX, pair.signKey]) : Buffer.from(pair.signKey);
-      this.ed25519 ??= createPrivateKey({ key: der, format: "der", type: "pkcs8" });
+      this.ed25519 ??= createPrivateKey({
+        key: pair.signKey.length === 32 ? Buffer.concat([ED25519_PKCS8_PREFIX, pair.signKey]) : Buffer.from(pair.signKey),
+        format: "der",
+        type: "pkcs8",
+      });
       return nodeSign(null, encodeSignContent(label, content), this.ed25519);
     }
     return signWithLabel(pair.signKey, label, content, (await suiteImpl(suite)).signature);

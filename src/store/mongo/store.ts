@@ -584,38 +584,28 @@ export class MongoStore implements Store {
   // reads
 
   async loadGroup(groupId: string): Promise<LoadedGroup | undefined> {
+    return this.#load(groupId);
+  }
+
+  async loadGroupAt(groupId: string, epoch: bigint): Promise<LoadedGroup | undefined> {
+    return this.#load(groupId, checkUint63("epoch", epoch));
+  }
+
+  /** As in the SQLite adapter: the newest snapshot at or before `at` (default: the current epoch) and the log up to it. */
+  #load(groupId: string, at?: bigint): Promise<LoadedGroup | undefined> {
     return this.#tx(async (session) => {
       const o = { session };
       const g = await this.#c.groups.findOne({ _id: groupId }, o);
       if (!g) return undefined;
-      const snap = (await this.#c.snapshots.findOne({ _id: groupId }, o))!;
-      const snapEpoch = big(snap.epoch);
-      const log = (await this.#c.log.find({ groupId, epoch: { $gt: snapEpoch } }, { ...o, sort: { epoch: 1 } }).toArray()).map(logEntryOf);
-      return {
-        groupId,
-        epoch: big(g.epoch),
-        snapshot: { epoch: snapEpoch, state: bytes(snap.state) },
-        log,
-        metadata: bytes(g.metadata),
-        createdAt: num(g.createdAt),
-        updatedAt: num(g.updatedAt),
-      };
-    });
-  }
-
-  async loadGroupAt(groupId: string, epoch: bigint): Promise<LoadedGroup | undefined> {
-    checkUint63("epoch", epoch);
-    return this.#tx(async (session) => {
-      const o = { session };
-      const g = await this.#c.groups.findOne({ _id: groupId }, o);
-      if (!g || epoch > big(g.epoch)) return undefined;
+      const epoch = at ?? big(g.epoch);
+      if (epoch > big(g.epoch)) return undefined;
       const latest = (await this.#c.snapshots.findOne({ _id: groupId }, o))!;
       const snap =
         big(latest.epoch) <= epoch ? latest : await this.#c.retained.findOne({ groupId, epoch: { $lte: epoch } }, { ...o, sort: { epoch: -1 } });
       if (!snap) return undefined;
       const snapEpoch = big(snap.epoch);
       const log = (await this.#c.log.find({ groupId, epoch: { $gt: snapEpoch, $lte: epoch } }, { ...o, sort: { epoch: 1 } }).toArray()).map(logEntryOf);
-      if (BigInt(log.length) !== epoch - snapEpoch) return undefined; // the log no longer reaches back
+      if (at !== undefined && BigInt(log.length) !== epoch - snapEpoch) return undefined; // the log no longer reaches back
       return {
         groupId,
         epoch,

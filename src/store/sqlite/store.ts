@@ -30,8 +30,6 @@ import {
   EpochConflictError,
   GroupExistsError,
   StoreClosedError,
-  StoreError,
-  StoreUnavailableError,
   UnknownClientError,
   UnknownGroupError,
 } from "../errors.js";
@@ -244,39 +242,28 @@ export class SqliteStore implements Store {
   // reads
 
   async loadGroup(groupId: string): Promise<LoadedGroup | undefined> {
-    return this.#run(() =>
-      this.#db.transaction(() => {
-        const g = this.#s.getGroup.get(groupId) as Row | undefined;
-        if (!g) return undefined;
-        const snap = this.#s.getSnapshot.get(groupId) as Row;
-        const snapEpoch = big(snap.epoch);
-        const log = (this.#s.readLog.all(groupId, snapEpoch) as Row[]).map(logEntryOf);
-        return {
-          groupId,
-          epoch: big(g.epoch),
-          snapshot: { epoch: snapEpoch, state: bytes(snap.state) },
-          log,
-          metadata: bytes(g.metadata),
-          createdAt: num(g.created_at),
-          updatedAt: num(g.updated_at),
-        };
-      })(),
-    );
+    return this.#load(groupId);
   }
 
   async loadGroupAt(groupId: string, epoch: bigint): Promise<LoadedGroup | undefined> {
-    checkUint63("epoch", epoch);
+    return this.#load(groupId, checkUint63("epoch", epoch));
+  }
+
+  /** The newest snapshot at or before `at` (default: the current epoch) and the log up to it, in one read transaction. */
+  async #load(groupId: string, at?: bigint): Promise<LoadedGroup | undefined> {
     return this.#run(() =>
       this.#db.transaction(() => {
         const s = this.#s;
         const g = s.getGroup.get(groupId) as Row | undefined;
-        if (!g || epoch > big(g.epoch)) return undefined;
+        if (!g) return undefined;
+        const epoch = at ?? big(g.epoch);
+        if (epoch > big(g.epoch)) return undefined;
         const latest = s.getSnapshot.get(groupId) as Row;
         const snap = big(latest.epoch) <= epoch ? latest : (s.retainedAtOrBefore.get(groupId, epoch) as Row | undefined);
         if (!snap) return undefined;
         const snapEpoch = big(snap.epoch);
         const log = (s.readLogRange.all(groupId, snapEpoch, epoch) as Row[]).map(logEntryOf);
-        if (BigInt(log.length) !== epoch - snapEpoch) return undefined; // the log no longer reaches back
+        if (at !== undefined && BigInt(log.length) !== epoch - snapEpoch) return undefined; // the log no longer reaches back
         return {
           groupId,
           epoch,

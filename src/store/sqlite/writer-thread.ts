@@ -112,7 +112,7 @@ export class WriterThread {
       (async () => {
         if (workerData.entry.endsWith(".ts")) (await import("tsx/esm/api")).register();
         await import(workerData.entry);
-      })().catch((err) => { throw err; });`,
+      })();`,
       { eval: true, workerData: { role: ROLE, entry, options } },
     );
     await new Promise<void>((resolve, reject) => {
