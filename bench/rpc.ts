@@ -7,7 +7,9 @@
 // DSRequest (a 1 KB PrivateMessage, client_signature by the creator) is
 // encoded once and sent again and again (the DS does not track generations).
 // Throughput: closed loop, several connections x streams. Latency: open loop
-// at half the measured SendMessage throughput, p50/p99 from per-request logs.
+// at half the measured SendMessage throughput, p50/p99 from per-request logs;
+// at the same rate, the server's Ping and a bare node:http2 answer (h2floor.ts:
+// no connect-node, no DS) show what the transport and the machine contribute.
 // Checks: a sample of each request through a gRPC client (status OK) and, after
 // every run, the recipients' queues grew by 9 per answered request.
 import { create, toBinary } from "@bufbuild/protobuf";
@@ -19,6 +21,7 @@ import { PingRequestSchema, SubmitRequestSchema } from "../gen/mimi/ds/v1/hub_pb
 import { buildDSRequest } from "../src/client/index.js";
 import { encodeDSRequest, encodeMLSMessage } from "../src/wire/index.js";
 import { buildGroup, connect, devCerts, fmt, grpcFrame, log, median, startServe } from "./lib.js";
+import { startFloorServer } from "./h2floor.js";
 import { H2LOAD_MISSING, hasH2load, runLoad, type LoadResult } from "./loadgen.js";
 
 export interface RpcOptions {
@@ -50,6 +53,9 @@ export interface RpcLevelResult {
   /** Ping at the same rate, for reference. */
   readonly pingLatencyP50Median: number;
   readonly pingLatencyP99Median: number;
+  /** A bare node:http2 gRPC answer at the same rate (the machine's floor), for reference. */
+  readonly floorLatencyP50Median: number;
+  readonly floorLatencyP99Median: number;
   readonly messageBytes: number;
   readonly requestBytes: number;
 }
@@ -100,6 +106,7 @@ async function runLevel(p: {
   const certsDir = join(dir, "certs");
   const dataDir = join(dir, "data");
   const { ca } = devCerts(certsDir, DOMAIN);
+  const floor = await startFloorServer(join(certsDir, DOMAIN, "cert.pem"), join(certsDir, DOMAIN, "key.pem"));
   const server = await startServe({ domain: DOMAIN, dataDir, certsDir, logLevel: p.logLevel, nodeArgs: p.serverNodeArgs });
   const { transport, hub } = connect(server.url, ca);
   try {
@@ -188,6 +195,8 @@ async function runLevel(p: {
     const p99: number[] = [];
     const pingP50: number[] = [];
     const pingP99: number[] = [];
+    const floorP50: number[] = [];
+    const floorP99: number[] = [];
     for (let i = 0; i < p.reps; i++) {
       const r = await checkedSend(latencyRps);
       p50.push(r.p50);
@@ -196,7 +205,14 @@ async function runLevel(p: {
       const q = await load("Ping", pingFile, latencyRps);
       pingP50.push(q.p50);
       pingP99.push(q.p99);
-      log(`  latency at ${latencyRps} req/s: send_message p50 ${fmt(r.p50)} ms, p99 ${fmt(r.p99)} ms (${fmt(r.rps)} req/s done); ping p50 ${fmt(q.p50)} ms, p99 ${fmt(q.p99)} ms`);
+      const f = await runLoad(
+        { url: `https://127.0.0.1:${floor.port}/mimi.ds.v1.HubService/Ping`, dataFile: pingFile, connections: p.connections, streams: p.streams, durationS: p.durationS, warmupS: p.warmupS, rps: latencyRps },
+        p.tool,
+      );
+      if (f.ok !== f.done) throw new Error(`floor: ${f.done} answered, ${f.ok} OK`);
+      floorP50.push(f.p50);
+      floorP99.push(f.p99);
+      log(`  latency at ${latencyRps} req/s: send_message p50 ${fmt(r.p50)} ms, p99 ${fmt(r.p99)} ms (${fmt(r.rps)} req/s done); ping p50 ${fmt(q.p50)} ms, p99 ${fmt(q.p99)} ms; bare http2 p50 ${fmt(f.p50)} ms, p99 ${fmt(f.p99)} ms`);
     }
     db.close();
     const pingMedian = median(pingRps);
@@ -214,12 +230,15 @@ async function runLevel(p: {
       latencyP99Median: median(p99),
       pingLatencyP50Median: median(pingP50),
       pingLatencyP99Median: median(pingP99),
+      floorLatencyP50Median: median(floorP50),
+      floorLatencyP99Median: median(floorP99),
       messageBytes,
       requestBytes: dsRequest.length,
     };
   } finally {
     transport.close();
     await server.stop();
+    await floor.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -227,11 +246,11 @@ async function runLevel(p: {
 export function rpcTable(r: RpcResult): string {
   const lines = [
     `RPC over gRPC/TLS (${r.tool}, ${r.connections} connections x ${r.streams} streams, ${r.durationS} s x ${r.reps} reps; medians)`,
-    "log level | Ping req/s | SendMessage req/s | ratio (>= 0.70) | latency at req/s | p50 ms | p99 ms (<= 20) | Ping p50 / p99 ms",
+    "log level | Ping req/s | SendMessage req/s | ratio (>= 0.70) | latency at req/s | p50 ms | p99 ms (<= 20) | Ping p50 / p99 ms | bare http2 p50 / p99 ms",
   ];
   for (const l of r.levels) {
     lines.push(
-      `${l.logLevel.padEnd(9)} | ${fmt(l.pingRpsMedian).padStart(10)} | ${fmt(l.sendRpsMedian).padStart(17)} | ${l.ratio.toFixed(2).padStart(15)} | ${String(l.latencyRps).padStart(16)} | ${fmt(l.latencyP50Median).padStart(6)} | ${fmt(l.latencyP99Median).padStart(14)} | ${fmt(l.pingLatencyP50Median)} / ${fmt(l.pingLatencyP99Median)}`,
+      `${l.logLevel.padEnd(9)} | ${fmt(l.pingRpsMedian).padStart(10)} | ${fmt(l.sendRpsMedian).padStart(17)} | ${l.ratio.toFixed(2).padStart(15)} | ${String(l.latencyRps).padStart(16)} | ${fmt(l.latencyP50Median).padStart(6)} | ${fmt(l.latencyP99Median).padStart(14)} | ${fmt(l.pingLatencyP50Median)} / ${fmt(l.pingLatencyP99Median)} | ${fmt(l.floorLatencyP50Median)} / ${fmt(l.floorLatencyP99Median)}`,
     );
   }
   return lines.join("\n");
