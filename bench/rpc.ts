@@ -21,7 +21,7 @@ import { PingRequestSchema, SubmitRequestSchema } from "../gen/mimi/ds/v1/hub_pb
 import { buildDSRequest } from "../src/client/index.js";
 import { encodeDSRequest, encodeMLSMessage } from "../src/wire/index.js";
 import { buildGroup, connect, devCerts, fmt, grpcFrame, log, median, startServe } from "./lib.js";
-import { startFloorServer } from "./h2floor.js";
+import { startFloorServer, type FloorServer } from "./h2floor.js";
 import { H2LOAD_MISSING, hasH2load, runLoad, type LoadResult } from "./loadgen.js";
 
 export interface RpcOptions {
@@ -106,10 +106,11 @@ async function runLevel(p: {
   const certsDir = join(dir, "certs");
   const dataDir = join(dir, "data");
   const { ca } = devCerts(certsDir, DOMAIN);
-  const floor = await startFloorServer(join(certsDir, DOMAIN, "cert.pem"), join(certsDir, DOMAIN, "key.pem"));
   const server = await startServe({ domain: DOMAIN, dataDir, certsDir, logLevel: p.logLevel, nodeArgs: p.serverNodeArgs });
   const { transport, hub } = connect(server.url, ca);
+  let floor: FloorServer | undefined;
   try {
+    floor = await startFloorServer(join(certsDir, DOMAIN, "cert.pem"), join(certsDir, DOMAIN, "key.pem"));
     log(`rpc (log level ${p.logLevel}): server on port ${server.port}, building a ${MEMBERS}-member group`);
     const g = await buildGroup(hub, DOMAIN, MEMBERS);
 
@@ -238,7 +239,7 @@ async function runLevel(p: {
   } finally {
     transport.close();
     await server.stop();
-    await floor.stop();
+    await floor?.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }
