@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
 import http2 from "node:http2";
-import { fileURLToPath } from "node:url";
+import { nodeArgsToRun } from "./lib.js";
 
 export interface FloorServer {
   readonly port: number;
@@ -16,9 +16,7 @@ export interface FloorServer {
 
 /** Starts the floor server as a child process on a free loopback port. */
 export async function startFloorServer(certPath: string, keyPath: string): Promise<FloorServer> {
-  const self = fileURLToPath(import.meta.url);
-  const args = self.endsWith(".ts") ? ["--import", "tsx", self] : [self];
-  const child: ChildProcess = spawn(process.execPath, [...args, "--serve", certPath, keyPath], { stdio: ["ignore", "pipe", "inherit"] });
+  const child: ChildProcess = spawn(process.execPath, [...nodeArgsToRun(import.meta.url), "--serve", certPath, keyPath], { stdio: ["ignore", "pipe", "inherit"] });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   const port = await new Promise<number>((resolve, reject) => {
     let out = "";

@@ -24,6 +24,12 @@ export const repoRoot: string = (() => {
 
 export const cliMain = join(repoRoot, "dist", "src", "cli", "main.js");
 
+/** Node arguments that run the module at `moduleUrl` in a child process: under tsx (bench/*.ts) the child needs tsx too; from dist it is plain node. */
+export function nodeArgsToRun(moduleUrl: string): string[] {
+  const path = fileURLToPath(moduleUrl);
+  return path.endsWith(".ts") ? ["--import", "tsx", path] : [path];
+}
+
 // ---------------------------------------------------------------- statistics
 
 export function quantile(xs: readonly number[], q: number): number {

@@ -10,8 +10,7 @@ import { readFileSync, rmSync } from "node:fs";
 import http2 from "node:http2";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { quantile } from "./lib.js";
+import { nodeArgsToRun, quantile } from "./lib.js";
 
 export interface LoadSpec {
   /** https://127.0.0.1:PORT/pkg.Service/Method */
@@ -104,11 +103,8 @@ async function runH2load(spec: LoadSpec): Promise<LoadResult> {
 // ---------------------------------------------------------------- Node load generator (child process)
 
 async function runNodeLoad(spec: LoadSpec): Promise<LoadResult> {
-  const self = fileURLToPath(import.meta.url);
-  // Under tsx (bench/*.ts) the child needs tsx too; from dist it is plain node.
-  const args = self.endsWith(".ts") ? ["--import", "tsx", self] : [self];
   const out = await new Promise<string>((resolve, reject) => {
-    const p = spawn(process.execPath, [...args, "--child", JSON.stringify(spec)], { stdio: ["ignore", "pipe", "inherit"] });
+    const p = spawn(process.execPath, [...nodeArgsToRun(import.meta.url), "--child", JSON.stringify(spec)], { stdio: ["ignore", "pipe", "inherit"] });
     let s = "";
     p.stdout.on("data", (d) => (s += String(d)));
     p.once("error", reject);

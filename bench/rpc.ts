@@ -151,11 +151,12 @@ async function runLevel(p: {
       db.pragma("wal_checkpoint(TRUNCATE)");
     };
     const base = `https://127.0.0.1:${server.port}/mimi.ds.v1.HubService/`;
-    const load = (method: "Ping" | "Submit", dataFile: string, rps?: number): Promise<LoadResult> =>
+    const loadAt = (url: string, dataFile: string, rps?: number): Promise<LoadResult> =>
       runLoad(
-        { url: base + method, dataFile, connections: p.connections, streams: p.streams, durationS: p.durationS, warmupS: p.warmupS, ...(rps !== undefined ? { rps } : {}) },
+        { url, dataFile, connections: p.connections, streams: p.streams, durationS: p.durationS, warmupS: p.warmupS, ...(rps !== undefined ? { rps } : {}) },
         p.tool,
       );
+    const load = (method: "Ping" | "Submit", dataFile: string, rps?: number): Promise<LoadResult> => loadAt(base + method, dataFile, rps);
     const checkedSend = async (rps?: number): Promise<LoadResult> => {
       const before = appended();
       const r = await load("Submit", sendFile, rps);
@@ -206,10 +207,7 @@ async function runLevel(p: {
       const q = await load("Ping", pingFile, latencyRps);
       pingP50.push(q.p50);
       pingP99.push(q.p99);
-      const f = await runLoad(
-        { url: `https://127.0.0.1:${floor.port}/mimi.ds.v1.HubService/Ping`, dataFile: pingFile, connections: p.connections, streams: p.streams, durationS: p.durationS, warmupS: p.warmupS, rps: latencyRps },
-        p.tool,
-      );
+      const f = await loadAt(`https://127.0.0.1:${floor.port}/mimi.ds.v1.HubService/Ping`, pingFile, latencyRps);
       if (f.ok !== f.done) throw new Error(`floor: ${f.done} answered, ${f.ok} OK`);
       floorP50.push(f.p50);
       floorP99.push(f.p99);
