@@ -5,7 +5,7 @@
 // member. The operator reaches this through AdminService (src/server/admin.ts).
 import type { KeyPackage, Proposal } from "ts-mls";
 import { protectExternalProposalPublic } from "ts-mls/messageProtectionPublic.js";
-import { epochOf, externalSenderIndex, memberByClientId, merge, processMessage } from "../mls/index.js";
+import { clientIdOf, epochOf, externalSenderIndex, memberByClientId, merge, processMessage } from "../mls/index.js";
 import { EpochConflictError } from "../store/errors.js";
 import { DSErrorCode, encodeMLSMessage } from "../wire/index.js";
 import type { DSContext } from "./context.js";
@@ -13,22 +13,28 @@ import { failWith } from "./errors.js";
 import { groupKey, NO_CHANGE, type HostedGroup } from "./groups.js";
 import { suiteImpl } from "./hub-identity.js";
 import { mergeStaged } from "./merge.js";
+import { acceptsHubAdds, admitProposal, withProposedAt, type NewProposal } from "./proposals.js";
 
 /** The hub proposes removing `clientId`; returns the ProposalRef. */
 export function proposeRemoval(ctx: DSContext, groupId: Uint8Array, clientId: string): Promise<Uint8Array> {
   return propose(ctx, groupId, (group) => {
     const m = memberByClientId(group.state, clientId);
     if (m === undefined) failWith(DSErrorCode.unknown_client, `${clientId} is not a member of the group`);
-    return { proposalType: "remove", remove: { removed: m.leafIndex } };
+    return { proposal: { proposalType: "remove", remove: { removed: m.leafIndex } }, rule: { removes: m.leafIndex } };
   });
 }
 
-/** The hub proposes adding the client of `keyPackage`; returns the ProposalRef. */
+/** The hub proposes adding the client of `keyPackage`; returns the ProposalRef. Only in groups whose members take hub Adds. */
 export function proposeAddition(ctx: DSContext, groupId: Uint8Array, keyPackage: KeyPackage): Promise<Uint8Array> {
-  return propose(ctx, groupId, () => ({ proposalType: "add", add: { keyPackage } }));
+  return propose(ctx, groupId, (group) => {
+    if (!acceptsHubAdds(group))
+      failWith(DSErrorCode.permission_denied, "this group's members do not take Add proposals from the hub (it has no ds_protocol_version extension); a member adds the client with add_clients");
+    const leaf = keyPackage.leafNode;
+    return { proposal: { proposalType: "add", add: { keyPackage } }, rule: { adds: { clientId: clientIdOf(leaf.credential), signatureKey: leaf.signaturePublicKey } } };
+  });
 }
 
-async function propose(ctx: DSContext, groupId: Uint8Array, build: (g: HostedGroup) => Proposal): Promise<Uint8Array> {
+async function propose(ctx: DSContext, groupId: Uint8Array, build: (g: HostedGroup) => { proposal: Proposal; rule: NewProposal }): Promise<Uint8Array> {
   const key = groupKey(groupId);
   return ctx.groups.exclusive(key, async () => {
     for (let attempt = 0; ; attempt++) {
@@ -42,15 +48,20 @@ async function propose(ctx: DSContext, groupId: Uint8Array, build: (g: HostedGro
   });
 }
 
-async function proposeOnce(ctx: DSContext, key: string, build: (g: HostedGroup) => Proposal): Promise<Uint8Array> {
+async function proposeOnce(ctx: DSContext, key: string, build: (g: HostedGroup) => { proposal: Proposal; rule: NewProposal }): Promise<Uint8Array> {
   const group = await ctx.groups.get(key);
   if (group === undefined) failWith(DSErrorCode.unknown_group, "this hub hosts no group with that group id");
   const gc = group.state.groupContext;
   const { publicKey, signKey } = await ctx.hub.keyPair(gc.cipherSuite);
   const senderIndex = externalSenderIndex(group.state, publicKey);
   if (senderIndex === undefined) failWith(DSErrorCode.permission_denied, "this hub is not in the group's external_senders");
-  const { publicMessage } = await protectExternalProposalPublic(signKey, gc, new Uint8Array(), build(group), { senderType: "external", senderIndex }, await suiteImpl(gc.cipherSuite));
+  const { proposal, rule } = build(group);
+  const { publicMessage } = await protectExternalProposalPublic(signKey, gc, new Uint8Array(), proposal, { senderType: "external", senderIndex }, await suiteImpl(gc.cipherSuite));
   const bytes = encodeMLSMessage({ version: gc.version, wireformat: "mls_public_message", publicMessage });
+  // Ed25519 signs deterministically: the same proposal again has the same bytes and ref.
+  const stored = [...group.state.proposals.values()].find((p) => Buffer.from(p.message).equals(Buffer.from(bytes)));
+  if (stored !== undefined) return stored.ref;
+  admitProposal(ctx, group, rule, "the hub's proposal");
   const staged = await processMessage(group.state, bytes);
   if (staged.kind !== "proposal") failWith(DSErrorCode.internal, "the hub's proposal did not stage as a proposal");
   const state = await merge(group.state, staged);
@@ -61,7 +72,7 @@ async function proposeOnce(ctx: DSContext, key: string, build: (g: HostedGroup) 
       { kind: "addProposal", groupId: key, epoch: epochOf(state), ref: staged.pending.ref, proposal: bytes },
     ],
     fanout: [{ message: bytes, group, exceptLeaves: new Set() }],
-    group: { next: group.with({ state, members: NO_CHANGE }) },
+    group: { next: group.with({ state, members: NO_CHANGE, proposedAt: withProposedAt(group, staged.pending.ref, ctx.config.now()) }) },
   });
   return staged.pending.ref;
 }

@@ -32,6 +32,7 @@ import type { DSContext } from "./context.js";
 import { failWith } from "./errors.js";
 import { membershipChange, type HostedGroup } from "./groups.js";
 import { feedChanges, type FanoutItem } from "./fanout.js";
+import { missingRequiredProposals } from "./proposals.js";
 import { encodeEpochHistoryRecord, encodeEpochLogRecord } from "./records.js";
 
 export interface GroupUpdateInput {
@@ -116,10 +117,11 @@ export async function stageGroupUpdate(
 
   // Section 8: a member's commit includes every stored proposal by reference.
   // External commits cannot (RFC 9420 12.4.3.2); their epoch change drops them.
+  // Proposals past their grace period are no longer required (src/ds/proposals.ts).
   if (input.sender === "member") {
-    const missing = unreferencedProposals(staged);
+    const missing = missingRequiredProposals(ctx, group, staged, unreferencedProposals(staged));
     if (missing.length > 0)
-      failWith(DSErrorCode.missing_proposals, `${operation}: the commit must include all ${base.proposals.size} stored proposals by reference; ${missing.length} missing`);
+      failWith(DSErrorCode.missing_proposals, `${operation}: the commit must include the stored proposals by reference (${base.proposals.size} stored); ${missing.length} required ones missing`);
   }
   check(staged, base);
 
@@ -146,7 +148,8 @@ export async function stageGroupUpdate(
     kind: "advanceGroup",
     groupId: group.key,
     expectedEpoch: epochOf(base),
-    logEntry: encodeEpochLogRecord({ message: commitBytes, partialGroupInfo }),
+    // The pending proposals go into the log with the commit: replay needs them (DESIGN 10).
+    logEntry: encodeEpochLogRecord({ proposals: [...base.proposals.values()].map((p) => p.message), message: commitBytes, partialGroupInfo }),
     ...(snapshot ? { snapshot: encodeGroupState(nextState) } : {}),
   });
 

@@ -5,6 +5,7 @@ import type { Store } from "../store/port.js";
 import type { GroupRegistry } from "./groups.js";
 import type { HubIdentity } from "./hub-identity.js";
 import type { PeerHubs } from "./peers.js";
+import { DEFAULT_PENDING_PROPOSAL_RULES, type PendingProposalRules } from "./proposals.js";
 import type { RateLimiter, RateLimits } from "./rate-limit.js";
 
 export interface DSConfig {
@@ -12,6 +13,8 @@ export interface DSConfig {
   readonly domain: string;
   /** How long an epoch's ratchet tree is kept for joiners that have not fetched it (draft Section 7). */
   readonly historyRetentionMs: number;
+  /** How long the id of a deleted group stays taken (its tombstone refuses create_group). */
+  readonly deletedGroupRetentionMs: number;
   /** A full snapshot is written after this many logged commits (bounds replay at load). */
   readonly snapshotInterval: number;
   /** Application messages are accepted for the current epoch and this many before it. */
@@ -19,6 +22,8 @@ export interface DSConfig {
   /** Anyone may fetch a group's GroupInfo + tree for an external join (else members only). */
   readonly openExternalJoin: boolean;
   readonly engine: EngineOptions;
+  /** Limits and grace period of stored proposals (src/ds/proposals.ts). */
+  readonly pendingProposals: PendingProposalRules;
   /** DSRequest rate limits (none by default). */
   readonly rateLimits: RateLimits;
   /** Milliseconds since the Unix epoch. */
@@ -28,10 +33,12 @@ export interface DSConfig {
 export const defaultDSConfig = (domain: string): DSConfig => ({
   domain,
   historyRetentionMs: 30 * 24 * 3600 * 1000,
+  deletedGroupRetentionMs: 90 * 24 * 3600 * 1000,
   snapshotInterval: 64,
   applicationEpochWindow: 2,
   openExternalJoin: true,
   engine: {},
+  pendingProposals: DEFAULT_PENDING_PROPOSAL_RULES,
   rateLimits: {},
   now: () => Date.now(),
 });

@@ -31,18 +31,28 @@ export function createDispatcher(ctx: DSContext): DSRequestHandler {
         const response = await handleRequest(ctx, bytes, requestContext);
         return { response: encodeDSResponse(response) };
       } catch (err) {
-        const f = toDSFailure(err);
-        return errorAnswer(f);
+        return errorAnswer(toDSFailure(err), bytes);
       }
     },
   };
 }
 
-function errorAnswer(f: DSFailure): HandledRequest {
+function errorAnswer(f: DSFailure, bytes: Uint8Array): HandledRequest {
   return {
     response: encodeDSResponse(dsErrorResponse(f.code, f.message, f.currentEpoch)),
     error: { code: f.code, message: f.message },
+    ...(f.fault !== undefined ? { fault: { cause: f.fault.cause, ...groupOfRaw(bytes) } } : {}),
   };
+}
+
+/** The group a request names, for the log line of a failure of the hub (the request decoded before it failed). */
+function groupOfRaw(bytes: Uint8Array): { groupId?: string } {
+  try {
+    const id = groupIdOf(decodeDSRequest(bytes));
+    return id !== undefined ? { groupId: groupKey(id) } : {};
+  } catch {
+    return {};
+  }
 }
 
 async function handleRequest(ctx: DSContext, bytes: Uint8Array, rc: RequestContext) {

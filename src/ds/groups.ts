@@ -6,8 +6,6 @@ import {
   decodeGroupState,
   epochOf,
   members,
-  merge,
-  processMessage,
   replay,
   type EngineOptions,
   domainOf,
@@ -17,6 +15,8 @@ import {
 } from "../mls/index.js";
 import { EpochConflictError, UnknownGroupError } from "../store/errors.js";
 import type { LoadedGroup, Store, WriteOp } from "../store/port.js";
+import { GroupStateLostError } from "./errors.js";
+import { proposedAtOf } from "./proposals.js";
 import { decodeEpochLogRecord, decodeGroupMetadata, type GroupMetadata } from "./records.js";
 
 /** The store key of an MLS group_id. */
@@ -62,6 +62,8 @@ export class HostedGroup {
     /** Accepted commits since the store's last snapshot. */
     readonly logLength: number,
     byDomain?: ByDomain,
+    /** When each pending proposal was stored (ms), by ref (latin1); see src/ds/proposals.ts. */
+    readonly proposedAt: ReadonlyMap<string, number> = new Map(),
   ) {
     if (byDomain !== undefined) this.byDomainCache = byDomain;
   }
@@ -86,9 +88,18 @@ export class HostedGroup {
     return this.byDomainCache.map;
   }
 
-  with(next: { state?: GroupState; tokens?: ReadonlyMap<string, Uint8Array>; logLength?: number; metadata?: GroupMetadata; members?: MembershipChange }): HostedGroup {
+  with(next: {
+    state?: GroupState;
+    tokens?: ReadonlyMap<string, Uint8Array>;
+    logLength?: number;
+    metadata?: GroupMetadata;
+    members?: MembershipChange;
+    proposedAt?: ReadonlyMap<string, number>;
+  }): HostedGroup {
     const byDomain = this.byDomainCache !== undefined && (next.state === undefined || next.members !== undefined) ? this.byDomainAfter(this.byDomainCache, next.members) : undefined;
-    return new HostedGroup(this.key, next.state ?? this.state, next.metadata ?? this.metadata, next.tokens ?? this.tokens, next.logLength ?? this.logLength, byDomain);
+    // A new epoch starts without pending proposals.
+    const proposedAt = next.proposedAt ?? (next.state !== undefined && epochOf(next.state) !== this.epoch ? new Map() : this.proposedAt);
+    return new HostedGroup(this.key, next.state ?? this.state, next.metadata ?? this.metadata, next.tokens ?? this.tokens, next.logLength ?? this.logLength, byDomain, proposedAt);
   }
 
   /** The grouping after a commit: only the domains it touched are rebuilt (cost of the change, not of the group). */
@@ -136,6 +147,8 @@ export interface GroupRegistryOptions {
 export class GroupRegistry {
   private readonly cache = new Map<string, HostedGroup>();
   private readonly locks = new Map<string, Promise<unknown>>();
+  /** Groups whose stored state cannot be rebuilt, by key (with the epoch the store held then). */
+  private readonly lost = new Map<string, GroupStateLostError>();
   private readonly maxCached: number;
 
   constructor(
@@ -205,26 +218,62 @@ export class GroupRegistry {
   }
 
   private async load(key: string): Promise<HostedGroup | undefined> {
+    const lost = this.lost.get(key);
+    if (lost !== undefined) {
+      // Not retried while the store holds the same epoch (every request would replay again).
+      if ((await this.store.groupEpoch(key)) === lost.storedEpoch) throw lost;
+      this.lost.delete(key);
+    }
     const stored = await this.store.loadGroup(key);
     if (stored === undefined) return undefined;
-    let state = await this.replayed(stored);
-    // Proposals of the current epoch were validated when received; re-stage them.
-    for (const p of await this.store.listProposals(key, epochOf(state))) state = await merge(state, await processMessage(state, p.proposal));
+    // Proposals of the current epoch were validated when received; they replay like the log's.
+    const pending = await this.store.listProposals(key, stored.epoch);
+    let state: GroupState;
+    try {
+      state = await this.rebuild(stored, pending.map((p) => p.proposal));
+    } catch (err) {
+      if (err instanceof GroupStateLostError) this.lost.set(key, err);
+      throw err;
+    }
     const tokens = await this.store.fanoutTokens(key);
-    const group = new HostedGroup(key, state, decodeGroupMetadata(stored.metadata), tokens, stored.log.length);
+    const group = new HostedGroup(key, state, decodeGroupMetadata(stored.metadata), tokens, stored.log.length, undefined, proposedAtOf(pending));
     if (this.options.localDomain !== undefined) await this.adoptFeedMembers(group, this.options.localDomain);
     return group;
   }
 
-  private async replayed(stored: LoadedGroup): Promise<GroupState> {
-    const snapshot = await decodeGroupState(stored.snapshot.state, this.options.engine);
-    return replay(snapshot, stored.log.map((e) => decodeEpochLogRecord(e.entry)));
+  /**
+   * The state snapshot + log give: each log record's proposals, then its
+   * commit, exactly as they were accepted; then `pending` (proposals of the
+   * last epoch). Whatever fails here is the hub's own data, never the
+   * request's: GroupStateLostError, with the last epoch that could be rebuilt.
+   */
+  private async rebuild(stored: LoadedGroup, pending: readonly Uint8Array[] = []): Promise<GroupState> {
+    let state: GroupState;
+    try {
+      state = await decodeGroupState(stored.snapshot.state, this.options.engine);
+    } catch (cause) {
+      throw new GroupStateLostError(stored.groupId, stored.epoch, undefined, cause);
+    }
+    for (const e of stored.log) {
+      try {
+        const r = decodeEpochLogRecord(e.entry);
+        state = await replay(state, [...r.proposals.map((message) => ({ message })), { message: r.message, ...(r.partialGroupInfo !== undefined ? { partialGroupInfo: r.partialGroupInfo } : {}) }]);
+      } catch (cause) {
+        throw new GroupStateLostError(stored.groupId, stored.epoch, epochOf(state), cause);
+      }
+      if (epochOf(state) !== e.epoch) throw new GroupStateLostError(stored.groupId, stored.epoch, epochOf(state), new Error(`log entry of epoch ${e.epoch} replayed to epoch ${epochOf(state)}`));
+    }
+    try {
+      return await replay(state, pending.map((message) => ({ message })));
+    } catch (cause) {
+      throw new GroupStateLostError(stored.groupId, stored.epoch, epochOf(state), cause);
+    }
   }
 
   /** The group's state at an earlier epoch of its history (draft Section 7), rebuilt from the store. */
   async stateAt(key: string, epoch: bigint): Promise<GroupState | undefined> {
     const stored = await this.store.loadGroupAt(key, epoch);
-    return stored === undefined ? undefined : this.replayed(stored);
+    return stored === undefined ? undefined : this.rebuild(stored);
   }
 
   /**

@@ -16,6 +16,11 @@ export interface HandledRequest {
   readonly response: Uint8Array;
   /** Set when the DSResponse is an error, so the transport can pick the RPC status. */
   readonly error?: { readonly code: number; readonly message: string };
+  /**
+   * Set when the failure is the hub's own (store, stored data, a bug), not the
+   * request's: the transport logs it at error level with the group it concerns.
+   */
+  readonly fault?: { readonly cause: unknown; readonly groupId?: string };
 }
 
 export interface DSRequestHandler {

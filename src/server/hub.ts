@@ -5,6 +5,7 @@ import { DSErrorDetailSchema, HubService } from "../../gen/mimi/ds/v1/hub_pb.js"
 import type { DSRequestHandler, HubInfoSource } from "../ds/handler.js";
 import { requestContext } from "./context.js";
 import { statusForDsError } from "./errors.js";
+import { dsErrorCodeName } from "../wire/errors.js";
 
 export interface HubDeps {
   readonly domain: string;
@@ -12,7 +13,7 @@ export interface HubDeps {
   /** Answers HubInfo; without it HubInfo is Unimplemented. */
   readonly hubInfo?: HubInfoSource;
   /** Called with unexpected handler failures (which clients see only as Internal). */
-  readonly onInternalError: (err: unknown, ctx: HandlerContext) => void;
+  readonly onInternalError: (err: unknown, ctx: HandlerContext, fields?: { readonly groupId?: string; readonly dsError?: string }) => void;
 }
 
 export function registerHub(router: ConnectRouter, deps: HubDeps): void {
@@ -27,6 +28,9 @@ export function registerHub(router: ConnectRouter, deps: HubDeps): void {
         deps.onInternalError(err, ctx);
         throw new ConnectError("internal error", Code.Internal);
       }
+      // The hub's own failures (store, stored state, bugs) reach the operator's log at error level.
+      if (handled.fault !== undefined)
+        deps.onInternalError(handled.fault.cause, ctx, { ...(handled.fault.groupId !== undefined ? { groupId: handled.fault.groupId } : {}), ...(handled.error !== undefined ? { dsError: dsErrorCodeName(handled.error.code) ?? String(handled.error.code) } : {}) });
       if (handled.error !== undefined) {
         throw new ConnectError(handled.error.message, statusForDsError(handled.error.code), undefined, [
           { desc: DSErrorDetailSchema, value: { dsResponse: handled.response } },

@@ -91,8 +91,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       domain: options.domain,
       handler: options.handler,
       ...(options.hubInfo !== undefined ? { hubInfo: options.hubInfo } : {}),
-      onInternalError: (err, ctx) =>
-        logger.error({ err, service: ctx.service.typeName, method: ctx.method.name }, "handler failed"),
+      onInternalError: (err, ctx, fields) =>
+        logger.error({ err, service: ctx.service.typeName, method: ctx.method.name, ...fields }, "handler failed"),
     });
     registerHealth(router, health);
     registerReflection(router, reflection);

@@ -24,10 +24,13 @@ export class EpochConflictError extends StoreError {
   }
 }
 
-/** createGroup for a group id that is already stored. */
+/** createGroup for a group id that is already stored, or deleted and still tombstoned (`deleted`). */
 export class GroupExistsError extends StoreError {
-  constructor(readonly groupId: string) {
-    super(`group ${groupId} already exists`);
+  constructor(
+    readonly groupId: string,
+    readonly deleted = false,
+  ) {
+    super(deleted ? `group ${groupId} was deleted; its id is not reused` : `group ${groupId} already exists`);
   }
 }
 

@@ -54,6 +54,8 @@ export interface StoredProposal {
   readonly ref: Uint8Array;
   /** The MLSMessage carrying the proposal (opaque). */
   readonly proposal: Uint8Array;
+  /** When it was stored (ms); 0 for proposals stored before schema v5. */
+  readonly createdAt: number;
 }
 
 /**
@@ -169,7 +171,7 @@ export interface RateLimitResult {
 // ---------------------------------------------------------------------------
 // The write batch
 
-/** Create a group; fails with GroupExistsError if present. */
+/** Create a group; fails with GroupExistsError if present, or deleted with a tombstone that has not expired. */
 export interface CreateGroupOp {
   readonly kind: "createGroup";
   readonly groupId: string;
@@ -224,11 +226,16 @@ export interface CheckEpochOp {
   readonly epoch: bigint;
 }
 
-/** Delete a group and everything hanging off it (log, snapshot, proposals, history, tokens). */
+/**
+ * Delete a group and everything hanging off it (log, snapshot, proposals,
+ * history, tokens). With `tombstoneUntil` (ms) the id stays taken until then:
+ * createGroup of it fails (a replayed create_group must not bring it back).
+ */
 export interface DeleteGroupOp {
   readonly kind: "deleteGroup";
   readonly groupId: string;
   readonly expectedEpoch?: bigint;
+  readonly tombstoneUntil?: number;
 }
 
 /** Store a pending proposal for `epoch` (idempotent per ref). Group must exist. */
@@ -464,6 +471,8 @@ export interface PurgeResult {
   readonly historyEntries: number;
   readonly keyPackages: number;
   readonly rateLimits: number;
+  /** Tombstones of deleted groups whose time ran out. */
+  readonly tombstones: number;
 }
 
 // ---------------------------------------------------------------------------
@@ -551,7 +560,7 @@ export interface Store {
   rateLimit(key: string, rule: RateLimitRule, now?: number): Promise<RateLimitResult>;
 
   // Maintenance
-  /** Delete expired history entries, expired KeyPackages and stale rate-limit windows. */
+  /** Delete expired history entries, expired KeyPackages, stale rate-limit windows and expired group tombstones. */
   purgeExpired(now?: number): Promise<PurgeResult>;
   /** Cheap round trip for health checks; throws StoreUnavailableError. */
   ping(): Promise<void>;

@@ -22,6 +22,12 @@ export const DSErrorCode = {
   blocked: 16,
   unavailable: 17,
   internal: 18,
+  /** The hub cannot rebuild the group's state from its store (docs/storage.md, logs of older versions). */
+  group_state_lost: 19,
+  /** A configured quota is used up (pending proposals of an epoch, stored items of a client). */
+  quota_exceeded: 20,
+  /** A proposal conflicts with one already pending (same leaf removed, same client added) (docs/protocol.md). */
+  conflicting_proposal: 21,
 } as const;
 export type DSErrorCodeName = keyof typeof DSErrorCode;
 export type DSErrorCodeValue = (typeof DSErrorCode)[DSErrorCodeName];
@@ -51,6 +57,7 @@ export type RpcStatusName =
   | "ResourceExhausted"
   | "Unavailable"
   | "Internal"
+  | "DataLoss"
   | "Unknown";
 
 export const DS_ERROR_STATUS: Readonly<Record<DSErrorCodeName, RpcStatusName>> = Object.freeze({
@@ -72,6 +79,9 @@ export const DS_ERROR_STATUS: Readonly<Record<DSErrorCodeName, RpcStatusName>> =
   blocked: "PermissionDenied",
   unavailable: "Unavailable",
   internal: "Internal",
+  group_state_lost: "DataLoss",
+  quota_exceeded: "ResourceExhausted",
+  conflicting_proposal: "FailedPrecondition",
 });
 
 export const DS_FANOUT_ERROR_STATUS: Readonly<Record<DSFanoutErrorCodeName, RpcStatusName>> = Object.freeze({

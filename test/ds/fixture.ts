@@ -21,6 +21,8 @@ export interface HubFixture {
   readonly domain: string;
   readonly ca: DevCa;
   readonly dir: string;
+  /** The hub's key file (a second DS on the same store and keys is another instance of this hub). */
+  readonly keyFile: string;
   readonly store: Store;
   readonly ds: DeliveryService;
   readonly server: TestServer;
@@ -39,7 +41,8 @@ export async function startHub(domain = "hub.example", config: Partial<Omit<DSCo
   const ca = await makeDevCa([domain]);
   const dir = await mkdtemp(join(tmpdir(), "mimi-ds-hub-"));
   const store = await openStore(join(dir, "ds.sqlite"));
-  const ds = await createDeliveryService({ domain, store, config });
+  const keyFile = join(dir, "hub-keys.json");
+  const ds = await createDeliveryService({ domain, store, keyFile, config });
   const server = await startTestServer(ca, domain, ds.handler, { hubInfo: ds.hubInfo, services: [adminRoute(ds.context)] });
   const transport = createDSTransport({ baseUrl: server.url, ca: ca.ca });
   const hub = new DSClient(transport);
@@ -48,6 +51,7 @@ export async function startHub(domain = "hub.example", config: Partial<Omit<DSCo
     domain,
     ca,
     dir,
+    keyFile,
     store,
     ds,
     server,

@@ -354,6 +354,46 @@ export function runStoreContract(name: string, factory: StoreFactory): void {
         await store.apply({ ops: [{ kind: "addProposal", groupId: "g", epoch: 4n, ref: ref(1), proposal: text("p1@4") }] });
         expect((await store.listProposals("g", 4n)).map((p) => str(p.proposal))).toEqual(["p1@4"]);
       });
+
+      it("keeps when each proposal was stored; storing it again keeps the first time", async () => {
+        await create("g", 0n);
+        const before = Date.now();
+        await store.apply({ ops: [{ kind: "addProposal", groupId: "g", epoch: 0n, ref: ref(1), proposal: text("p1") }] });
+        const after = Date.now();
+        const [p] = await store.listProposals("g", 0n);
+        expect(p!.createdAt).toBeGreaterThanOrEqual(before);
+        expect(p!.createdAt).toBeLessThanOrEqual(after);
+        await sleep(5);
+        await store.apply({ ops: [{ kind: "addProposal", groupId: "g", epoch: 0n, ref: ref(1), proposal: text("p1") }] });
+        expect((await store.listProposals("g", 0n))[0]!.createdAt).toBe(p!.createdAt);
+      });
+    });
+
+    describe("group tombstones", () => {
+      it("a deleted group's id stays taken until its tombstone expires and is purged", async () => {
+        await create("g", 2n);
+        const until = Date.now() + 3_600_000;
+        await store.apply({ ops: [{ kind: "deleteGroup", groupId: "g", expectedEpoch: 2n, tombstoneUntil: until }] });
+        expect(await store.loadGroup("g")).toBeUndefined();
+        const err = await create("g", 0n).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(GroupExistsError);
+        expect((err as GroupExistsError).deleted).toBe(true);
+        expect(await store.loadGroup("g")).toBeUndefined();
+        expect((await store.purgeExpired(until - 1)).tombstones).toBe(0);
+        await expect(create("g", 0n)).rejects.toBeInstanceOf(GroupExistsError);
+        expect((await store.purgeExpired(until)).tombstones).toBe(1);
+        await create("g", 0n);
+        expect((await store.loadGroup("g"))!.epoch).toBe(0n);
+      });
+
+      it("an expired tombstone does not refuse the id; a delete without one leaves none", async () => {
+        await create("a", 0n);
+        await create("b", 0n);
+        await store.apply({ ops: [{ kind: "deleteGroup", groupId: "a", tombstoneUntil: Date.now() - 1 }, { kind: "deleteGroup", groupId: "b" }] });
+        await create("a", 1n);
+        await create("b", 1n);
+        expect((await store.purgeExpired()).tombstones).toBe(1);
+      });
     });
 
     describe("epoch history for joiners", () => {

@@ -19,7 +19,11 @@ export const deleteGroup: Operation = async (ctx, input) => {
   return {
     response: ok(),
     // Local members keep receiving what the feed holds up to the delete commit.
-    writes: [{ kind: "deleteGroup", groupId: group.key, expectedEpoch: group.epoch }, { kind: "leaveFeed", groupId: group.key }],
+    // The tombstone keeps the id taken: a replayed create_group does not bring the group back.
+    writes: [
+      { kind: "deleteGroup", groupId: group.key, expectedEpoch: group.epoch, tombstoneUntil: ctx.config.now() + ctx.config.deletedGroupRetentionMs },
+      { kind: "leaveFeed", groupId: group.key },
+    ],
     fanout: s.fanout,
     group: { evict: group.key },
   };

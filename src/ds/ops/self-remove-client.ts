@@ -6,10 +6,12 @@ import { DSErrorCode, encodeMLSMessage, isSelfRemoveProposal } from "../../wire/
 import { authenticateMember } from "../auth.js";
 import { failWith } from "../errors.js";
 import { NO_CHANGE } from "../groups.js";
+import { answerOnly } from "../merge.js";
+import { admitProposal, isStoredAlready, withProposedAt } from "../proposals.js";
 import { bodyOf, ok, requireGroup } from "./common.js";
 import type { Operation } from "./index.js";
 
-export const selfRemoveClient: Operation = async (_ctx, input) => {
+export const selfRemoveClient: Operation = async (ctx, input) => {
   const { selfRemoveClientRequest: req } = bodyOf(input, "self_remove_client");
   const group = requireGroup(input);
   const m = req.proposal;
@@ -26,6 +28,9 @@ export const selfRemoveClient: Operation = async (_ctx, input) => {
   if (!removesSelf) failWith(DSErrorCode.invalid_request, "self_remove_client: the proposal must remove the sending client");
 
   const bytes = encodeMLSMessage(m);
+  // Sent again (a retry): it is stored already. Another removal of this leaf: refused (docs/protocol.md).
+  if (isStoredAlready(group, bytes)) return answerOnly(ok());
+  admitProposal(ctx, group, { removes: sender.leafIndex }, "self_remove_client");
   const staged = await processMessage(group.state, bytes);
   if (staged.kind !== "proposal") failWith(DSErrorCode.invalid_request, "self_remove_client: not a proposal");
   const state = await merge(group.state, staged);
@@ -37,6 +42,6 @@ export const selfRemoveClient: Operation = async (_ctx, input) => {
       { kind: "addProposal", groupId: group.key, epoch: epochOf(state), ref: staged.pending.ref, proposal: bytes },
     ],
     fanout: [{ message: bytes, group, exceptLeaves: new Set([sender.leafIndex]) }],
-    group: { next: group.with({ state, members: NO_CHANGE }) },
+    group: { next: group.with({ state, members: NO_CHANGE, proposedAt: withProposedAt(group, staged.pending.ref, ctx.config.now()) }) },
   };
 };

@@ -116,6 +116,13 @@ export const MONGO_MIGRATIONS: readonly { name: string; up: (db: Db) => Promise<
       await db.collection("retained_snapshots").createIndex({ groupId: 1, epoch: 1 }, { unique: true });
     },
   },
+  {
+    // group_tombstones {_id: groupId, deletedAt, expiresAt}; proposals gain createdAt (absent = 0).
+    name: "group tombstones",
+    up: async (db) => {
+      await db.collection("group_tombstones").createIndex({ expiresAt: 1 });
+    },
+  },
 ];
 
 export async function openMongoStore(options: MongoStoreOptions): Promise<MongoStore> {
@@ -189,6 +196,7 @@ export class MongoStore implements Store {
     retained: Collection<Doc>;
     processed: Collection<Doc>;
     rates: Collection<Doc>;
+    tombstones: Collection<Doc>;
   };
   #stream: ChangeStream | undefined;
   #poller: NodeJS.Timeout | undefined;
@@ -213,6 +221,7 @@ export class MongoStore implements Store {
       queues: c("queues"),
       entries: c("queue_entries"),
       feedMembers: c("feed_members"),
+      tombstones: c("group_tombstones"),
       retained: c("retained_snapshots"),
       processed: c("processed"),
       rates: c("rate_limits"),
@@ -293,6 +302,8 @@ export class MongoStore implements Store {
         case "createGroup": {
           checkUint63("epoch", op.epoch);
           if (await c.groups.findOne({ _id: op.groupId }, o)) throw new GroupExistsError(op.groupId);
+          const tomb = await c.tombstones.findOne({ _id: op.groupId }, o);
+          if (tomb && num(tomb.expiresAt) > now) throw new GroupExistsError(op.groupId, true);
           await c.groups.replaceOne(
             { _id: op.groupId },
             { epoch: op.epoch, metadata: op.metadata ?? null, proposalOrder: 0, createdAt: now, updatedAt: now },
@@ -336,6 +347,8 @@ export class MongoStore implements Store {
           if (r.deletedCount === 0) throw new UnknownGroupError(op.groupId);
           await c.snapshots.deleteOne({ _id: op.groupId }, o);
           for (const coll of [c.log, c.proposals, c.history, c.tokens, c.retained]) await coll.deleteMany({ groupId: op.groupId }, o);
+          if (op.tombstoneUntil !== undefined)
+            await c.tombstones.replaceOne({ _id: op.groupId }, { deletedAt: now, expiresAt: op.tombstoneUntil }, { ...o, upsert: true });
           break;
         }
         case "addProposal": {
@@ -348,7 +361,7 @@ export class MongoStore implements Store {
           if (!g) throw new UnknownGroupError(op.groupId);
           await c.proposals.updateOne(
             { groupId: op.groupId, ref: op.ref },
-            { $setOnInsert: { epoch: op.epoch, proposal: op.proposal, order: num(g.proposalOrder) } },
+            { $setOnInsert: { epoch: op.epoch, proposal: op.proposal, order: num(g.proposalOrder), createdAt: now } },
             { ...o, upsert: true },
           );
           break;
@@ -653,6 +666,7 @@ export class MongoStore implements Store {
         epoch: big(d.epoch),
         ref: bytes(d.ref),
         proposal: bytes(d.proposal),
+        createdAt: d.createdAt === undefined ? 0 : num(d.createdAt),
       })),
     );
   }
@@ -863,7 +877,8 @@ export class MongoStore implements Store {
       const historyEntries = (await this.#c.history.deleteMany({ expiresAt: { $lte: t } }, { session })).deletedCount;
       const keyPackages = (await this.#c.keyPackages.deleteMany({ expiresAt: { $ne: null, $lte: t } }, { session })).deletedCount;
       const rateLimits = (await this.#c.rates.deleteMany({ windowEnd: { $lte: t } }, { session })).deletedCount;
-      return { historyEntries, keyPackages, rateLimits };
+      const tombstones = (await this.#c.tombstones.deleteMany({ expiresAt: { $lte: t } }, { session })).deletedCount;
+      return { historyEntries, keyPackages, rateLimits, tombstones };
     });
   }
 

@@ -171,6 +171,23 @@ export const MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    // Deleted groups stay deleted (a replayed create_group is refused until
+    // the tombstone expires), and pending proposals know their age (a
+    // proposal no commit took in time stops being required).
+    name: "group tombstones, proposal times",
+    up(db) {
+      db.exec(`
+        CREATE TABLE group_tombstones (
+          group_id   TEXT PRIMARY KEY,
+          deleted_at INTEGER NOT NULL,
+          expires_at INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX group_tombstones_by_expiry ON group_tombstones (expires_at);
+        ALTER TABLE proposals ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0;
+      `);
+    },
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

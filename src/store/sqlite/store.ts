@@ -311,6 +311,7 @@ export class SqliteStore implements Store {
         epoch: big(r.epoch),
         ref: bytes(r.ref),
         proposal: bytes(r.proposal),
+        createdAt: num(r.created_at),
       })),
     );
   }

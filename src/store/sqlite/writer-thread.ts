@@ -26,7 +26,8 @@ type Call =
 
 type WireError =
   | { readonly type: "epochConflict"; readonly groupId: string; readonly expected: bigint; readonly current: bigint }
-  | { readonly type: "groupExists" | "unknownGroup"; readonly groupId: string }
+  | { readonly type: "groupExists"; readonly groupId: string; readonly deleted: boolean }
+  | { readonly type: "unknownGroup"; readonly groupId: string }
   | { readonly type: "unknownClient"; readonly clientId: string }
   | { readonly type: "duplicateKeyPackage"; readonly ref: Uint8Array }
   | { readonly type: "duplicateBatch" }
@@ -37,7 +38,7 @@ type WireOutcome = { readonly ok: { result: unknown; appended: Map<QueueId, bigi
 function toWire(e: unknown): WireError {
   const err = translate(e);
   if (err instanceof EpochConflictError) return { type: "epochConflict", groupId: err.groupId, expected: err.expectedEpoch, current: err.currentEpoch };
-  if (err instanceof GroupExistsError) return { type: "groupExists", groupId: err.groupId };
+  if (err instanceof GroupExistsError) return { type: "groupExists", groupId: err.groupId, deleted: err.deleted };
   if (err instanceof UnknownGroupError) return { type: "unknownGroup", groupId: err.groupId };
   if (err instanceof UnknownClientError) return { type: "unknownClient", clientId: err.clientId };
   if (err instanceof DuplicateKeyPackageError) return { type: "duplicateKeyPackage", ref: err.keyPackageRef };
@@ -54,7 +55,7 @@ function fromWire(w: WireError): Error {
     case "epochConflict":
       return new EpochConflictError(w.groupId, w.expected, w.current);
     case "groupExists":
-      return new GroupExistsError(w.groupId);
+      return new GroupExistsError(w.groupId, w.deleted);
     case "unknownGroup":
       return new UnknownGroupError(w.groupId);
     case "unknownClient":

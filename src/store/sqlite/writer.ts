@@ -96,7 +96,8 @@ export class SqliteWriter {
         const historyEntries = this.#s.purgeHistory.run(now).changes;
         const keyPackages = this.#s.purgeKeyPackages.run(now).changes;
         const rateLimits = this.#s.purgeRates.run(now).changes;
-        return { historyEntries, keyPackages, rateLimits };
+        const tombstones = this.#s.purgeTombstones.run(now).changes;
+        return { historyEntries, keyPackages, rateLimits, tombstones };
       })
       .immediate();
   }
@@ -128,6 +129,8 @@ export class SqliteWriter {
         case "createGroup": {
           checkUint63("epoch", op.epoch);
           if (s.groupEpoch.get(op.groupId)) throw new GroupExistsError(op.groupId);
+          const tomb = s.getTombstone.get(op.groupId) as Row | undefined;
+          if (tomb && num(tomb.expires_at) > now) throw new GroupExistsError(op.groupId, true);
           s.insertGroup.run(op.groupId, op.epoch, op.metadata ?? null, now, now);
           s.upsertSnapshot.run(op.groupId, op.epoch, op.snapshot);
           break;
@@ -158,11 +161,12 @@ export class SqliteWriter {
         case "deleteGroup": {
           requireEpoch(op.groupId, op.expectedEpoch);
           for (const del of s.deleteGroupAll) del.run(op.groupId);
+          if (op.tombstoneUntil !== undefined) s.upsertTombstone.run(op.groupId, now, op.tombstoneUntil);
           break;
         }
         case "addProposal": {
           requireEpoch(op.groupId);
-          s.insertProposal.run(op.groupId, checkUint63("epoch", op.epoch), op.ref, op.proposal);
+          s.insertProposal.run(op.groupId, checkUint63("epoch", op.epoch), op.ref, op.proposal, now);
           break;
         }
         case "removeProposal":
