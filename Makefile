@@ -8,7 +8,7 @@ LISTEN ?= 127.0.0.1:8443
 DATA_DIR ?= data
 DEV_DIR ?= .dev
 
-.PHONY: install generate lint typecheck build certs run test test-mongo bench clean
+.PHONY: install generate lint typecheck build certs run test test-mongo soak bench clean
 
 # npm ci only when the lock file changed since the last install.
 node_modules/.install-stamp: package.json package-lock.json
@@ -45,6 +45,13 @@ test: install lint typecheck
 test-mongo: install
 	@test -n "$$MONGODB_URI" || { echo "set MONGODB_URI (a replica set) to run the MongoDB suite"; exit 2; }
 	vitest run test/store test/e2e/mongo-instances.test.ts
+
+# The fault simulation for as long as you like (CI runs a fixed budget in test/sim):
+# make soak SEED=7 STEPS=2000, SEEDS=1-20, SERVE_ARGS='--max-cached-groups 1', PROGRESS=1.
+SEED ?=
+STEPS ?= 500
+soak: install
+	SEED=$(SEED) SEEDS=$(SEEDS) STEPS=$(STEPS) SERVE_ARGS='$(SERVE_ARGS)' PROGRESS=$(PROGRESS) node --import tsx test/sim/soak.ts
 
 # Every benchmark (bench/run.ts: rpc, commit, engine when bench/engine.ts is built, federation);
 # quick mode: make bench BENCH_ARGS=--quick. The RPC bench uses h2load when installed

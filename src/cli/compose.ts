@@ -41,8 +41,9 @@ export async function createService(config: ServeConfig, logger: Logger): Promis
       domain: config.domain,
       store,
       keyFile: join(config.dataDir, "hub-keys.json"),
-      config: { rateLimits: config.rateLimits },
+      config: { rateLimits: config.rateLimits, ...(config.snapshotInterval !== undefined ? { snapshotInterval: config.snapshotInterval } : {}) },
       peers: peerHubs,
+      ...(config.maxCachedGroups !== undefined ? { maxCachedGroups: config.maxCachedGroups } : {}),
     });
     const tokens = FanoutTokenKeys.open(config.fanoutTokenKey);
     const clients = createClientService({ domain: config.domain, store, tokens, logger });

@@ -23,6 +23,10 @@ export interface ServeConfig {
   readonly fanoutTokenKey: string;
   /** Fanout accepted from each hub per window. */
   readonly fanoutRateLimit?: RateRule;
+  /** Parsed groups kept in memory. */
+  readonly maxCachedGroups?: number;
+  /** A full snapshot after this many logged commits. */
+  readonly snapshotInterval?: number;
 }
 
 export class ConfigError extends Error {
@@ -44,7 +48,9 @@ export const serveUsage = `usage: mimi-ds serve [options]
   --peers FILE            peer DSs (docs/federation.md)         (MIMI_DS_PEERS, default none)
   --fanout-token-key FILE FanoutAuthToken keys, shared by all instances (MIMI_DS_FANOUT_TOKEN_KEY,
                           default <data-dir>/fanout-token-key.json)
-  --fanout-rate-limit R   DSFanoutRequests accepted per hub     (MIMI_DS_FANOUT_RATE_LIMIT, default none)`;
+  --fanout-rate-limit R   DSFanoutRequests accepted per hub     (MIMI_DS_FANOUT_RATE_LIMIT, default none)
+  --max-cached-groups N   parsed groups kept in memory          (MIMI_DS_MAX_CACHED_GROUPS, default 1000)
+  --snapshot-interval N   a full group snapshot every N commits (MIMI_DS_SNAPSHOT_INTERVAL, default 64)`;
 
 const logLevels = new Set(["trace", "debug", "info", "warn", "error", "fatal", "silent"]);
 
@@ -70,6 +76,8 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
         peers: { type: "string" },
         "fanout-token-key": { type: "string" },
         "fanout-rate-limit": { type: "string" },
+        "max-cached-groups": { type: "string" },
+        "snapshot-interval": { type: "string" },
       },
     }));
   } catch (err) {
@@ -113,6 +121,14 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
   const peers = pick(values.peers, "MIMI_DS_PEERS");
   const fanoutTokenKey = pick(values["fanout-token-key"], "MIMI_DS_FANOUT_TOKEN_KEY") ?? join(dataDir, "fanout-token-key.json");
   const fanoutRateLimit = rate(values["fanout-rate-limit"], "MIMI_DS_FANOUT_RATE_LIMIT");
+  const count = (flag: string | undefined, name: string, option: string): number | undefined => {
+    const v = pick(flag, name);
+    if (v === undefined) return undefined;
+    if (!/^[1-9][0-9]{0,8}$/.test(v)) throw new ConfigError(`--${option} wants a positive integer, got ${JSON.stringify(v)}`);
+    return Number(v);
+  };
+  const maxCachedGroups = count(values["max-cached-groups"], "MIMI_DS_MAX_CACHED_GROUPS", "max-cached-groups");
+  const snapshotInterval = count(values["snapshot-interval"], "MIMI_DS_SNAPSHOT_INTERVAL", "snapshot-interval");
   return {
     domain,
     host,
@@ -127,6 +143,8 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
     ...(peers !== undefined ? { peers: resolve(peers) } : {}),
     fanoutTokenKey,
     ...(fanoutRateLimit !== undefined ? { fanoutRateLimit } : {}),
+    ...(maxCachedGroups !== undefined ? { maxCachedGroups } : {}),
+    ...(snapshotInterval !== undefined ? { snapshotInterval } : {}),
   };
 }
 

@@ -5,7 +5,8 @@
 // member. The operator reaches this through AdminService (src/server/admin.ts).
 import type { KeyPackage, Proposal } from "ts-mls";
 import { protectExternalProposalPublic } from "ts-mls/messageProtectionPublic.js";
-import { clientIdOf, epochOf, externalSenderIndex, memberByClientId, merge, processMessage } from "../mls/index.js";
+import { createHash } from "node:crypto";
+import { clientIdOf, encodeGroupState, epochOf, externalSenderIndex, groupContextBytes, memberByClientId, merge, processMessage, ratchetTreeBytes } from "../mls/index.js";
 import { EpochConflictError } from "../store/errors.js";
 import { DSErrorCode, encodeMLSMessage } from "../wire/index.js";
 import type { DSContext } from "./context.js";
@@ -75,4 +76,38 @@ async function proposeOnce(ctx: DSContext, key: string, build: (g: HostedGroup) 
     group: { next: group.with({ state, members: NO_CHANGE, proposedAt: withProposedAt(group, staged.pending.ref, ctx.config.now()) }) },
   });
   return staged.pending.ref;
+}
+
+/** What VerifyGroup reports (AdminService): the invariant state = snapshot + log, checked on one group. */
+export interface GroupVerification {
+  readonly epoch: bigint;
+  /** SHA-256 of the cached state's encoding; undefined when this instance holds none. */
+  readonly liveStateSha256?: Uint8Array;
+  readonly rebuiltStateSha256: Uint8Array;
+  readonly history: readonly { readonly epoch: bigint; readonly groupContextSha256: Uint8Array; readonly ratchetTreeSha256: Uint8Array }[];
+}
+
+const sha256 = (b: Uint8Array): Uint8Array => new Uint8Array(createHash("sha256").update(b).digest());
+
+/** Compares the group this instance holds with the same group rebuilt from the store, and rebuilds every epoch kept for joiners. */
+export function verifyGroup(ctx: DSContext, groupId: Uint8Array): Promise<GroupVerification> {
+  const key = groupKey(groupId);
+  // Under the group's lock: no request changes it between the two reads.
+  return ctx.groups.exclusive(key, async () => {
+    const live = ctx.groups.peek(key);
+    const rebuilt = await ctx.groups.rebuiltFromStore(key);
+    if (rebuilt === undefined) failWith(DSErrorCode.unknown_group, "this hub hosts no group with that group id");
+    const history = [];
+    for (const h of await ctx.store.listHistory(key, ctx.config.now())) {
+      const s = h.epoch === epochOf(rebuilt) ? rebuilt : await ctx.groups.stateAt(key, h.epoch);
+      if (s === undefined) failWith(DSErrorCode.group_state_lost, `epoch ${h.epoch} is kept for joiners but can no longer be rebuilt`);
+      history.push({ epoch: h.epoch, groupContextSha256: sha256(groupContextBytes(s)), ratchetTreeSha256: sha256(h.ratchetTree.length > 0 ? h.ratchetTree : ratchetTreeBytes(s)) });
+    }
+    return {
+      epoch: epochOf(rebuilt),
+      ...(live !== undefined ? { liveStateSha256: sha256(encodeGroupState(live.state)) } : {}),
+      rebuiltStateSha256: sha256(encodeGroupState(rebuilt)),
+      history,
+    };
+  });
 }

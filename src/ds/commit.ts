@@ -123,6 +123,11 @@ export async function stageGroupUpdate(
     if (missing.length > 0)
       failWith(DSErrorCode.missing_proposals, `${operation}: the commit must include the stored proposals by reference (${base.proposals.size} stored); ${missing.length} required ones missing`);
   }
+  // Joiners need a Welcome, and only add_clients carries them: a commit that adds
+  // (e.g. a pending hub Add by reference) in any other operation would add
+  // members who never learn of it.
+  if (operation !== "add_clients" && staged.added.length > 0)
+    failWith(DSErrorCode.invalid_request, `${operation}: the commit adds ${staged.added.length} member(s) (by reference); send it as add_clients with their Welcome`);
   check(staged, base);
 
   const partialGroupInfo = encodeWith(partialGroupInfoCodec, update.partialGroupInfo);

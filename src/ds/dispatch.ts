@@ -21,7 +21,7 @@ import { DSFailure, toDSFailure } from "./errors.js";
 import { groupKey } from "./groups.js";
 import { mergeStaged } from "./merge.js";
 import { hubDomainOfGroupId } from "./ops/common.js";
-import { decodeForwarded } from "./peers.js";
+import { askPeer } from "./peers.js";
 import { operations, type OperationInput } from "./ops/index.js";
 
 export function createDispatcher(ctx: DSContext): DSRequestHandler {
@@ -117,7 +117,7 @@ async function handleRequest(ctx: DSContext, bytes: Uint8Array, rc: RequestConte
 async function forward(ctx: DSContext, hubDomain: string, bytes: Uint8Array): Promise<DSResponse> {
   if (ctx.peers === undefined || !ctx.peers.has(hubDomain))
     throw new DSFailure(DSErrorCode.unknown_group, `the group is hosted by ${hubDomain}, which is not a peer of ${ctx.config.domain}`);
-  const response = decodeForwarded(hubDomain, await ctx.peers.submit(hubDomain, bytes));
+  const response = await askPeer(ctx.peers, hubDomain, bytes);
   const body = response.responseBody;
   // The hub's error stays the hub's error (code, sentence, epoch), with the matching RPC status here too.
   if (body.responseType === "error") throw new DSFailure(body.error.code as DSErrorCodeValue, body.error.message, body.error.currentEpoch);

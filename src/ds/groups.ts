@@ -203,6 +203,18 @@ export class GroupRegistry {
     return this.cache.has(key);
   }
 
+  /** The cached group, without loading it or changing the cache order. */
+  peek(key: string): HostedGroup | undefined {
+    return this.cache.get(key);
+  }
+
+  /** The group rebuilt from the store (snapshot, log, pending proposals), bypassing and not touching the cache. */
+  async rebuiltFromStore(key: string): Promise<GroupState | undefined> {
+    const stored = await this.store.loadGroup(key);
+    if (stored === undefined) return undefined;
+    return this.rebuild(stored, (await this.store.listProposals(key, stored.epoch)).map((p) => p.proposal));
+  }
+
   put(group: HostedGroup): void {
     this.cache.delete(group.key);
     this.cache.set(group.key, group);

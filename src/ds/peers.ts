@@ -11,6 +11,21 @@ export interface PeerHubs {
   submit(domain: string, dsRequest: Uint8Array): Promise<Uint8Array>;
 }
 
+/**
+ * Hands a request to a peer DS. A peer that does not answer (down, reset,
+ * timed out) is `unavailable` for the caller: another system's outage, not
+ * the caller's fault nor this DS's bug, so it is no server fault either.
+ */
+export async function askPeer(peers: PeerHubs, domain: string, dsRequest: Uint8Array): Promise<DSResponse> {
+  let answer: Uint8Array;
+  try {
+    answer = await peers.submit(domain, dsRequest);
+  } catch (err) {
+    throw new DSFailure(DSErrorCode.unavailable, `the DS of ${domain} did not answer (${err instanceof Error ? err.message : String(err)}); it may or may not have taken the request`);
+  }
+  return decodeForwarded(domain, answer);
+}
+
 /** A peer's answer as a DSResponse; bytes that are not one make the peer unavailable. */
 export function decodeForwarded(domain: string, answer: Uint8Array): DSResponse {
   try {

@@ -3,7 +3,7 @@
 // use it; the work is src/ds/admin.ts.
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { AdminService } from "../../gen/mimi/ds/v1/admin_pb.js";
-import { proposeAddition, proposeRemoval } from "../ds/admin.js";
+import { proposeAddition, proposeRemoval, verifyGroup } from "../ds/admin.js";
 import type { DSContext } from "../ds/context.js";
 import { toDSFailure } from "../ds/errors.js";
 import { decodeMLSMessage } from "../wire/index.js";
@@ -40,6 +40,16 @@ export function adminRoute(ds: DSContext): ServiceRoute {
         if (m.wireformat !== "mls_key_package") throw new ConnectError("key_package must be an MLSMessage of wire format mls_key_package", Code.InvalidArgument);
         return { proposalRef: await proposeAddition(ds, req.groupId, m.keyPackage) };
       });
+    },
+    async verifyGroup(req, ctx) {
+      requireOperator(ctx, ds.config.domain);
+      const v = await asConnect(() => verifyGroup(ds, req.groupId));
+      return {
+        epoch: v.epoch,
+        liveStateSha256: v.liveStateSha256 ?? new Uint8Array(),
+        rebuiltStateSha256: v.rebuiltStateSha256,
+        history: v.history.map((h) => ({ epoch: h.epoch, groupContextSha256: h.groupContextSha256, ratchetTreeSha256: h.ratchetTreeSha256 })),
+      };
     },
   });
 }

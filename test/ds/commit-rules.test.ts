@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DSRequestError, MimiMember } from "../../src/client/index.js";
 import { epochOf, treeHash } from "../../src/mls/index.js";
 import { DSErrorCode } from "../../src/wire/index.js";
+import { proposeAddition } from "../../src/ds/admin.js";
 import { startHub, type HubFixture } from "./fixture.js";
 
 let f: HubFixture;
@@ -62,6 +63,44 @@ describe("commit rules", () => {
     expect(err.currentEpoch).toBe(alice.epoch);
     bob.state = now;
     await expectInSync([alice, bob]);
+  });
+
+  it("a member removed by a commit that also adds (reusing its leaf) learns it was removed (ts-mls patch)", async () => {
+    // Found by the fault simulation: ts-mls 1.6.4 took "my leaf is blank after the commit" for "removed",
+    // and an Add of the same commit fills the leftmost blank leaf, which is the removed one.
+    const gus = await f.member("gus");
+    const dave = await f.member("dave");
+    await alice.add([(await gus.generateKeyPackage()).publicPackage]);
+    await f.deliver(bob);
+    await f.deliver(gus);
+    await gus.selfRemove();
+    await f.deliver(alice);
+    await f.deliver(bob);
+    await alice.add([(await dave.generateKeyPackage()).publicPackage]);
+    expect(await f.deliver(gus)).toEqual([expect.objectContaining({ kind: "commit", removed: true })]);
+    expect((await f.deliver(dave)).map((r) => r.kind)).toEqual(["joined"]);
+    await f.deliver(bob);
+    await expectInSync([alice, bob, dave]);
+  });
+
+  it("refuses commits that add members without their Welcome", async () => {
+    const erin = await f.member("erin");
+    const frank = await f.member("frank");
+    // add_clients whose welcome_messages leave a joiner out.
+    const p = await alice.prepareAdd([(await erin.generateKeyPackage()).publicPackage, (await frank.generateKeyPackage()).publicPackage]);
+    const err = await f.hub.addClients({ groupUpdate: p.groupUpdate, welcomeMessages: [] }, { kind: "member", senderIndex: alice.leafIndex, signaturePrivateKey: alice.signatureKeyPair.signKey, signature: alice.cs.signature }).catch((e: unknown) => e);
+    expect((err as DSRequestError).code).toBe(DSErrorCode.invalid_request);
+    expect((err as DSRequestError).dsMessage).toMatch(/no Welcome/);
+    // A hub Add committed by update_client (which carries no Welcome).
+    await proposeAddition(f.ds.context, groupId, (await erin.generateKeyPackage()).publicPackage);
+    await f.deliver(alice);
+    const err2 = await alice.update().catch((e: unknown) => e);
+    expect((err2 as DSRequestError).code).toBe(DSErrorCode.invalid_request);
+    expect((err2 as DSRequestError).dsMessage).toMatch(/add_clients/);
+    await alice.commitPending(); // as add_clients, with the Welcome
+    expect((await f.deliver(erin)).map((r) => r.kind)).toEqual(["joined"]);
+    await f.deliver(bob);
+    await expectInSync([alice, bob, erin]);
   });
 
   it("closes a group after a ReInit commit", async () => {

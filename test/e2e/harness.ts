@@ -137,6 +137,11 @@ export class Federation {
     await this.nodes.get(domain)!.server?.stop();
   }
 
+  /** SIGKILL: the domain's DS crashes (nothing drained). */
+  async crashDomain(domain: string): Promise<void> {
+    await this.nodes.get(domain)!.server?.crash();
+  }
+
   url(domain: string): string {
     return `https://localhost:${this.nodes.get(domain)!.port}`;
   }

@@ -32,5 +32,9 @@ export const addClients: Operation = async (ctx, input) => {
     });
     return { message: encodeMLSMessage(w), recipients };
   });
+  // Every joiner gets its Welcome (RFC 9420 12.4.3.1): one without would be a member that never joins.
+  const covered = new Set(req.welcomeMessages.flatMap((w) => (w.wireformat === "mls_welcome" ? w.welcome.secrets.map((sec) => hex(sec.newMember)) : [])));
+  const uncovered = [...joiners.keys()].filter((ref) => !covered.has(ref));
+  if (uncovered.length > 0) failWith(DSErrorCode.invalid_request, `add_clients: ${uncovered.length} added KeyPackage(s) have no Welcome in welcome_messages`);
   return { response: ok(), writes: s.writes, fanout: [...s.fanout, ...welcomes], group: { next: s.next } };
 };

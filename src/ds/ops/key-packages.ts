@@ -5,7 +5,7 @@
 import type { KeyPackage } from "ts-mls";
 import { DS_PROTOCOL_VERSION, DSErrorCode, decodeKeyPackageBytes, encodeDSRequest, type DSErrorCodeValue } from "../../wire/index.js";
 import type { DSContext } from "../context.js";
-import { decodeForwarded } from "../peers.js";
+import { askPeer } from "../peers.js";
 import { DSFailure } from "../errors.js";
 import { domainOf } from "../../mls/index.js";
 import type { ConsumeKeyPackageOp } from "../../store/port.js";
@@ -68,7 +68,7 @@ async function fetchRemote(ctx: DSContext, domain: string, ids: readonly string[
     requestBody: { requestType: "key_packages", keyPackagesRequest: { clientIdentifiers: ids.map((id) => new TextEncoder().encode(id)), cipherSuites } },
     authenticationData: { authType: "anonymous" },
   });
-  const body = decodeForwarded(domain, await ctx.peers!.submit(domain, request)).responseBody;
+  const body = (await askPeer(ctx.peers!, domain, request)).responseBody;
   if (body.responseType === "error") throw new DSFailure(body.error.code as DSErrorCodeValue, `${domain}: ${body.error.message}`);
   if (body.responseType !== "key_packages") failWith(DSErrorCode.unavailable, `${domain} answered key_packages with ${body.responseType}`);
   return body.keyPackages;

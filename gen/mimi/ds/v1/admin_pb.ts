@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/ds/v1/admin.proto.
  */
 export const file_mimi_ds_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChZtaW1pL2RzL3YxL2FkbWluLnByb3RvEgptaW1pLmRzLnYxIjwKFVByb3Bvc2VSZW1vdmFsUmVxdWVzdBIQCghncm91cF9pZBgBIAEoDBIRCgljbGllbnRfaWQYAiABKAkiLgoWUHJvcG9zZVJlbW92YWxSZXNwb25zZRIUCgxwcm9wb3NhbF9yZWYYASABKAwiPwoWUHJvcG9zZUFkZGl0aW9uUmVxdWVzdBIQCghncm91cF9pZBgBIAEoDBITCgtrZXlfcGFja2FnZRgCIAEoDCIvChdQcm9wb3NlQWRkaXRpb25SZXNwb25zZRIUCgxwcm9wb3NhbF9yZWYYASABKAwywwEKDEFkbWluU2VydmljZRJXCg5Qcm9wb3NlUmVtb3ZhbBIhLm1pbWkuZHMudjEuUHJvcG9zZVJlbW92YWxSZXF1ZXN0GiIubWltaS5kcy52MS5Qcm9wb3NlUmVtb3ZhbFJlc3BvbnNlEloKD1Byb3Bvc2VBZGRpdGlvbhIiLm1pbWkuZHMudjEuUHJvcG9zZUFkZGl0aW9uUmVxdWVzdBojLm1pbWkuZHMudjEuUHJvcG9zZUFkZGl0aW9uUmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("ChZtaW1pL2RzL3YxL2FkbWluLnByb3RvEgptaW1pLmRzLnYxIjwKFVByb3Bvc2VSZW1vdmFsUmVxdWVzdBIQCghncm91cF9pZBgBIAEoDBIRCgljbGllbnRfaWQYAiABKAkiLgoWUHJvcG9zZVJlbW92YWxSZXNwb25zZRIUCgxwcm9wb3NhbF9yZWYYASABKAwiPwoWUHJvcG9zZUFkZGl0aW9uUmVxdWVzdBIQCghncm91cF9pZBgBIAEoDBITCgtrZXlfcGFja2FnZRgCIAEoDCIvChdQcm9wb3NlQWRkaXRpb25SZXNwb25zZRIUCgxwcm9wb3NhbF9yZWYYASABKAwiJgoSVmVyaWZ5R3JvdXBSZXF1ZXN0EhAKCGdyb3VwX2lkGAEgASgMIocBChNWZXJpZnlHcm91cFJlc3BvbnNlEg0KBWVwb2NoGAEgASgEEhkKEWxpdmVfc3RhdGVfc2hhMjU2GAIgASgMEhwKFHJlYnVpbHRfc3RhdGVfc2hhMjU2GAMgASgMEigKB2hpc3RvcnkYBCADKAsyFy5taW1pLmRzLnYxLkVwb2NoRGlnZXN0IlcKC0Vwb2NoRGlnZXN0Eg0KBWVwb2NoGAEgASgEEhwKFGdyb3VwX2NvbnRleHRfc2hhMjU2GAIgASgMEhsKE3JhdGNoZXRfdHJlZV9zaGEyNTYYAyABKAwykwIKDEFkbWluU2VydmljZRJXCg5Qcm9wb3NlUmVtb3ZhbBIhLm1pbWkuZHMudjEuUHJvcG9zZVJlbW92YWxSZXF1ZXN0GiIubWltaS5kcy52MS5Qcm9wb3NlUmVtb3ZhbFJlc3BvbnNlEloKD1Byb3Bvc2VBZGRpdGlvbhIiLm1pbWkuZHMudjEuUHJvcG9zZUFkZGl0aW9uUmVxdWVzdBojLm1pbWkuZHMudjEuUHJvcG9zZUFkZGl0aW9uUmVzcG9uc2USTgoLVmVyaWZ5R3JvdXASHi5taW1pLmRzLnYxLlZlcmlmeUdyb3VwUmVxdWVzdBofLm1pbWkuZHMudjEuVmVyaWZ5R3JvdXBSZXNwb25zZWIGcHJvdG8z");
 
 /**
  * @generated from message mimi.ds.v1.ProposeRemovalRequest
@@ -99,6 +99,93 @@ export const ProposeAdditionResponseSchema: GenMessage<ProposeAdditionResponse> 
   messageDesc(file_mimi_ds_v1_admin, 3);
 
 /**
+ * @generated from message mimi.ds.v1.VerifyGroupRequest
+ */
+export type VerifyGroupRequest = Message<"mimi.ds.v1.VerifyGroupRequest"> & {
+  /**
+   * @generated from field: bytes group_id = 1;
+   */
+  groupId: Uint8Array;
+};
+
+/**
+ * Describes the message mimi.ds.v1.VerifyGroupRequest.
+ * Use `create(VerifyGroupRequestSchema)` to create a new message.
+ */
+export const VerifyGroupRequestSchema: GenMessage<VerifyGroupRequest> = /*@__PURE__*/
+  messageDesc(file_mimi_ds_v1_admin, 4);
+
+/**
+ * @generated from message mimi.ds.v1.VerifyGroupResponse
+ */
+export type VerifyGroupResponse = Message<"mimi.ds.v1.VerifyGroupResponse"> & {
+  /**
+   * The epoch the store holds.
+   *
+   * @generated from field: uint64 epoch = 1;
+   */
+  epoch: bigint;
+
+  /**
+   * SHA-256 of the encoded state (GroupContext, tree, GroupInfo, pending
+   * proposals) this instance holds in memory; empty when it holds none.
+   *
+   * @generated from field: bytes live_state_sha256 = 2;
+   */
+  liveStateSha256: Uint8Array;
+
+  /**
+   * SHA-256 of the encoded state rebuilt from the store's snapshot and log.
+   *
+   * @generated from field: bytes rebuilt_state_sha256 = 3;
+   */
+  rebuiltStateSha256: Uint8Array;
+
+  /**
+   * Every epoch the group keeps for joiners, rebuilt from the store.
+   *
+   * @generated from field: repeated mimi.ds.v1.EpochDigest history = 4;
+   */
+  history: EpochDigest[];
+};
+
+/**
+ * Describes the message mimi.ds.v1.VerifyGroupResponse.
+ * Use `create(VerifyGroupResponseSchema)` to create a new message.
+ */
+export const VerifyGroupResponseSchema: GenMessage<VerifyGroupResponse> = /*@__PURE__*/
+  messageDesc(file_mimi_ds_v1_admin, 5);
+
+/**
+ * @generated from message mimi.ds.v1.EpochDigest
+ */
+export type EpochDigest = Message<"mimi.ds.v1.EpochDigest"> & {
+  /**
+   * @generated from field: uint64 epoch = 1;
+   */
+  epoch: bigint;
+
+  /**
+   * SHA-256 of the epoch's encoded GroupContext and of its ratchet tree.
+   *
+   * @generated from field: bytes group_context_sha256 = 2;
+   */
+  groupContextSha256: Uint8Array;
+
+  /**
+   * @generated from field: bytes ratchet_tree_sha256 = 3;
+   */
+  ratchetTreeSha256: Uint8Array;
+};
+
+/**
+ * Describes the message mimi.ds.v1.EpochDigest.
+ * Use `create(EpochDigestSchema)` to create a new message.
+ */
+export const EpochDigestSchema: GenMessage<EpochDigest> = /*@__PURE__*/
+  messageDesc(file_mimi_ds_v1_admin, 6);
+
+/**
  * AdminService lets the operator of a DS make the hub act as the external
  * sender of a hosted group (draft Section 8): propose removing or adding a
  * client. It requires mutual TLS with a certificate for the DS's own domain.
@@ -121,6 +208,18 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof ProposeAdditionRequestSchema;
     output: typeof ProposeAdditionResponseSchema;
+  },
+  /**
+   * Checks the invariant state = snapshot + log for one group: the state this
+   * instance holds in memory against the same group rebuilt from the store,
+   * and the epochs kept for joiners (welcome_info) rebuilt from the store.
+   *
+   * @generated from rpc mimi.ds.v1.AdminService.VerifyGroup
+   */
+  verifyGroup: {
+    methodKind: "unary";
+    input: typeof VerifyGroupRequestSchema;
+    output: typeof VerifyGroupResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_mimi_ds_v1_admin, 0);
