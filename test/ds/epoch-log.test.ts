@@ -245,5 +245,10 @@ describe("groups logged by older versions", () => {
     expect(await f.store.groupEpoch(groupKey(groupId))).toBe(epoch);
     // Reads fail the same way, without replaying again and again.
     await expect(f.hub.externalCommitInfo(groupId)).rejects.toMatchObject({ code: DSErrorCode.group_state_lost });
+    // The operator sees it: logged at error level, with the group and the DS code.
+    const logged = f.server.logs.filter((l) => l.level === 50 && l.groupId === groupKey(groupId));
+    expect(logged.length).toBeGreaterThanOrEqual(2);
+    expect(logged[0]).toMatchObject({ msg: "handler failed", dsError: "group_state_lost" });
+    expect(String((logged[0]!.err as { message?: string }).message)).toMatch(/unknown_proposal/);
   });
 });

@@ -226,7 +226,8 @@ export class SimClient {
    * in order; `maybe` entries may be missing. Anything else (another kind,
    * another text, a repeat) fails. Returns what was processed.
    */
-  async catchUp(world: SimWorld, timeoutMs = 15_000): Promise<number> {
+  // Delivery after a hub restart waits for the guest's reconnect backoff (at most 10 s): the bound is generous.
+  async catchUp(world: SimWorld, timeoutMs = 45_000): Promise<number> {
     const deadline = Date.now() + timeoutMs;
     let done = 0;
     while (this.expected.some((e) => e.maybe !== true)) {
