@@ -17,13 +17,7 @@ let groupId: Uint8Array;
 
 beforeAll(async () => {
   f = await startHub();
-  alice = await f.member("alice");
-  bob = await f.member("bob");
-  carol = await f.member("carol");
-  groupId = await alice.createGroup(await f.hubSender());
-  await alice.add([(await bob.generateKeyPackage()).publicPackage, (await carol.generateKeyPackage()).publicPackage]);
-  await f.deliver(bob);
-  await f.deliver(carol);
+  ({ groupId, members: [alice, bob, carol] } = await f.group("alice", "bob", "carol"));
 });
 afterAll(() => f?.close());
 

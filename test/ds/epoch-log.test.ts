@@ -30,13 +30,7 @@ let clock = Date.now();
 beforeEach(async () => {
   clock = Date.now();
   f = await startHub("hub.example", { now: () => clock });
-  alice = await f.member("alice");
-  bob = await f.member("bob");
-  carol = await f.member("carol");
-  groupId = await alice.createGroup(await f.hubSender());
-  await alice.add([(await bob.generateKeyPackage()).publicPackage, (await carol.generateKeyPackage()).publicPackage]);
-  await f.deliver(bob);
-  await f.deliver(carol);
+  ({ groupId, members: [alice, bob, carol] } = await f.group("alice", "bob", "carol"));
 });
 afterEach(() => f?.close());
 

@@ -34,6 +34,8 @@ export interface HubFixture {
   deliver(m: MimiMember): Promise<Awaited<ReturnType<MimiMember["processIncoming"]>>[]>;
   queueLength(clientId: string): Promise<number>;
   hosted(groupId: Uint8Array): ReturnType<DeliveryService["context"]["groups"]["get"]>;
+  /** A group created by the first named member with the others added (and joined). */
+  group<N extends string[]>(...names: N): Promise<{ groupId: Uint8Array; members: { [K in keyof N]: MimiMember } }>;
   close(): Promise<void>;
 }
 
@@ -47,7 +49,7 @@ export async function startHub(domain = "hub.example", config: Partial<Omit<DSCo
   const transport = createDSTransport({ baseUrl: server.url, ca: ca.ca });
   const hub = new DSClient(transport);
   const cursors = new Map<string, bigint>();
-  return {
+  const f: HubFixture = {
     domain,
     ca,
     dir,
@@ -84,6 +86,15 @@ export async function startHub(domain = "hub.example", config: Partial<Omit<DSCo
       return (await store.queueInfo(clientQueue(clientId))).length;
     },
     hosted: (groupId) => ds.context.groups.get(groupKey(groupId)),
+    async group<N extends string[]>(...names: N) {
+      const members = [];
+      for (const n of names) members.push(await f.member(n));
+      const [creator, ...joiners] = members;
+      const groupId = await creator!.createGroup(await f.hubSender());
+      if (joiners.length > 0) await creator!.add(await Promise.all(joiners.map(async (j) => (await j.generateKeyPackage()).publicPackage)));
+      for (const j of joiners) await f.deliver(j);
+      return { groupId, members: members as { [K in keyof N]: MimiMember } };
+    },
     async close() {
       transport.close();
       await server.close();
@@ -92,4 +103,5 @@ export async function startHub(domain = "hub.example", config: Partial<Omit<DSCo
       await rm(dir, { recursive: true, force: true });
     },
   };
+  return f;
 }
