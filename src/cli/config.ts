@@ -2,6 +2,8 @@
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { parseRateRule, type RateLimits, type RateRule } from "../ds/rate-limit.js";
+import { CorsConfigError, parseCorsOrigin } from "../server/cors.js";
+import { checkedMaxRequestBytes, defaultMaxRequestBytes, RequestLimitError } from "../server/limits.js";
 
 export interface ServeConfig {
   readonly domain: string;
@@ -23,6 +25,10 @@ export interface ServeConfig {
   readonly fanoutTokenKey: string;
   /** Fanout accepted from each hub per window. */
   readonly fanoutRateLimit?: RateRule;
+  /** Browser origins allowed over CORS (none by default). */
+  readonly corsOrigins: readonly string[];
+  /** Largest request (DS bytes) accepted; larger ones get too_large. */
+  readonly maxRequestBytes: number;
 }
 
 export class ConfigError extends Error {
@@ -44,7 +50,11 @@ export const serveUsage = `usage: mimi-ds serve [options]
   --peers FILE            peer DSs (docs/federation.md)         (MIMI_DS_PEERS, default none)
   --fanout-token-key FILE FanoutAuthToken keys, shared by all instances (MIMI_DS_FANOUT_TOKEN_KEY,
                           default <data-dir>/fanout-token-key.json)
-  --fanout-rate-limit R   DSFanoutRequests accepted per hub     (MIMI_DS_FANOUT_RATE_LIMIT, default none)`;
+  --fanout-rate-limit R   DSFanoutRequests accepted per hub     (MIMI_DS_FANOUT_RATE_LIMIT, default none)
+  --cors-origin O         browser origin allowed to call, e.g. https://app.example.com; repeatable,
+                          '*' for any (MIMI_DS_CORS_ORIGINS, comma-separated; default none)
+  --max-request-bytes N   largest request accepted, e.g. 8MiB; larger: too_large
+                          (MIMI_DS_MAX_REQUEST_BYTES, default and maximum 16MiB)`;
 
 const logLevels = new Set(["trace", "debug", "info", "warn", "error", "fatal", "silent"]);
 
@@ -70,6 +80,8 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
         peers: { type: "string" },
         "fanout-token-key": { type: "string" },
         "fanout-rate-limit": { type: "string" },
+        "cors-origin": { type: "string", multiple: true },
+        "max-request-bytes": { type: "string" },
       },
     }));
   } catch (err) {
@@ -113,6 +125,17 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
   const peers = pick(values.peers, "MIMI_DS_PEERS");
   const fanoutTokenKey = pick(values["fanout-token-key"], "MIMI_DS_FANOUT_TOKEN_KEY") ?? join(dataDir, "fanout-token-key.json");
   const fanoutRateLimit = rate(values["fanout-rate-limit"], "MIMI_DS_FANOUT_RATE_LIMIT");
+  const corsOrigins = (values["cors-origin"] ?? pick(undefined, "MIMI_DS_CORS_ORIGINS")?.split(",") ?? [])
+    .map((o) => o.trim())
+    .filter((o) => o !== "");
+  try {
+    corsOrigins.forEach(parseCorsOrigin);
+  } catch (err) {
+    if (err instanceof CorsConfigError) throw new ConfigError(err.message);
+    throw err;
+  }
+  const maxRequestText = pick(values["max-request-bytes"], "MIMI_DS_MAX_REQUEST_BYTES");
+  const maxRequestBytes = maxRequestText === undefined ? defaultMaxRequestBytes : parseByteSize(maxRequestText);
   return {
     domain,
     host,
@@ -127,7 +150,22 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
     ...(peers !== undefined ? { peers: resolve(peers) } : {}),
     fanoutTokenKey,
     ...(fanoutRateLimit !== undefined ? { fanoutRateLimit } : {}),
+    corsOrigins,
+    maxRequestBytes,
   };
+}
+
+/** "8388608", "8MiB", "512KiB" (binary units), checked against the server's range. */
+export function parseByteSize(text: string): number {
+  const m = /^(\d+)\s*(B|KiB|MiB)?$/.exec(text.trim());
+  const unit = m?.[2] === "MiB" ? 1024 * 1024 : m?.[2] === "KiB" ? 1024 : 1;
+  if (m === null) throw new ConfigError(`--max-request-bytes wants bytes, e.g. 8388608 or 8MiB, got ${JSON.stringify(text)}`);
+  try {
+    return checkedMaxRequestBytes(Number(m[1]) * unit);
+  } catch (err) {
+    if (err instanceof RequestLimitError) throw new ConfigError(err.message);
+    throw err;
+  }
 }
 
 /** "host:port", "[v6]:port" or ":port" (all interfaces). */
