@@ -100,6 +100,14 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 
 export class MimiGroup {
   private current: ClientState | undefined;
+  /**
+   * Every read-modify-write of the state runs here, one at a time: a Receiver
+   * applying a message while the app sends one must not lose either's ratchet
+   * step (a lost sender step would reuse a generation, hence a nonce).
+   */
+  private turn: Promise<void> = Promise.resolve();
+  /** The MLS group_id (kept after the group is deleted). */
+  readonly groupId: Uint8Array;
 
   constructor(
     private readonly owner: GroupOwner,
@@ -111,6 +119,7 @@ export class MimiGroup {
     state: ClientState,
   ) {
     this.current = state;
+    this.groupId = state.groupContext.groupId;
   }
 
   /** The ts-mls state of the current epoch; undefined once the group was deleted. */
@@ -126,13 +135,18 @@ export class MimiGroup {
     this.current = state;
   }
 
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.turn.then(fn, fn);
+    this.turn = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
   private requireState(): ClientState {
     if (this.current === undefined) throw new Error(`${this.owner.clientId}: the group is gone (deleted)`);
     return this.current;
-  }
-
-  get groupId(): Uint8Array {
-    return this.requireState().groupContext.groupId;
   }
 
   get epoch(): bigint {
@@ -217,7 +231,7 @@ export class MimiGroup {
   }
 
   private commitOf(proposals: Proposal[]) {
-    return makeCommit(this.requireState(), this.owner.cs, proposals);
+    return this.exclusive(() => makeCommit(this.requireState(), this.owner.cs, proposals));
   }
 
   /** add_clients: a commit adding `keyPackages`, with its Welcome. */
@@ -277,8 +291,10 @@ export class MimiGroup {
    * member's next commit removes it.
    */
   async prepareSelfRemove(): Promise<PreparedOperation & { readonly newState: ClientState }> {
-    const state = this.requireState();
-    const res = await createProposal(state, true, { proposalType: "remove", remove: { removed: state.privatePath.leafIndex } }, this.owner.cs);
+    const res = await this.exclusive(() => {
+      const state = this.requireState();
+      return createProposal(state, true, { proposalType: "remove", remove: { removed: state.privatePath.leafIndex } }, this.owner.cs);
+    });
     const body: DSRequestBody = { requestType: "self_remove_client", selfRemoveClientRequest: { proposal: res.message } };
     return { ...this.operation("self_remove", body, res.message, res.newState), newState: res.newState };
   }
@@ -307,14 +323,16 @@ export class MimiGroup {
    * advances now (the state is adopted here, not at submit), so two prepared
    * messages never share a generation.
    */
-  async prepareSend(text: string | Uint8Array): Promise<PreparedOperation & { readonly newState: ClientState }> {
+  prepareSend(text: string | Uint8Array): Promise<PreparedOperation & { readonly newState: ClientState }> {
     const data = typeof text === "string" ? utf8.encode(text) : text;
-    const res = await createApplicationMessage(this.requireState(), data, this.owner.cs);
-    const message: MLSMessage = { version: "mls10", wireformat: "mls_private_message", privateMessage: res.privateMessage };
-    const body: DSRequestBody = { requestType: "send_message", sendMessageRequest: { applicationMessage: message } };
-    const op = { ...this.operation("send", body, message, res.newState), newState: res.newState };
-    this.current = res.newState;
-    return op;
+    return this.exclusive(async () => {
+      const res = await createApplicationMessage(this.requireState(), data, this.owner.cs);
+      const message: MLSMessage = { version: "mls10", wireformat: "mls_private_message", privateMessage: res.privateMessage };
+      const body: DSRequestBody = { requestType: "send_message", sendMessageRequest: { applicationMessage: message } };
+      const op = { ...this.operation("send", body, message, res.newState), newState: res.newState };
+      this.current = res.newState;
+      return op;
+    });
   }
 
   // ---------------------------------------------------------------- submit
@@ -336,9 +354,14 @@ export class MimiGroup {
       throw new UnexpectedResponseError(`${op.body.requestType} answered with ${res.responseType}, expected ok`, "ok", res.responseType);
     }
     if (op.kind === "send") return; // adopted at prepare time
-    this.current = op.newState;
-    if (op.newToken !== undefined) this.owner.token = op.newToken;
-    if (op.kind === "delete") this.owner.forget(this);
+    await this.exclusive(async () => {
+      // Only application messages of the old epoch can have been applied meanwhile
+      // (the hub accepted this commit, so no other one for its epoch exists).
+      if (this.current?.groupContext.epoch !== op.epoch) return;
+      this.current = op.newState;
+      if (op.newToken !== undefined) this.owner.token = op.newToken;
+      if (op.kind === "delete") this.owner.forget(this);
+    });
   }
 
   async add(keyPackages: readonly KeyPackage[], opts?: CallOptions): Promise<Welcome> {
@@ -385,7 +408,11 @@ export class MimiGroup {
   // ---------------------------------------------------------------- incoming
 
   /** Applies a commit, proposal or application message of this group (Welcomes go to MimiClient). */
-  async processIncoming(msg: MLSMessage): Promise<IncomingResult> {
+  processIncoming(msg: MLSMessage): Promise<IncomingResult> {
+    return this.exclusive(() => this.apply(msg));
+  }
+
+  private async apply(msg: MLSMessage): Promise<IncomingResult> {
     if (msg.wireformat !== "mls_public_message" && msg.wireformat !== "mls_private_message") {
       throw new Error(`cannot process an MLSMessage of wire format ${msg.wireformat} in a group`);
     }
