@@ -12,3 +12,4 @@ export type { PreparedCommit } from "./group-ops.js";
 export * from "./group.js";
 export * from "./mimi-client.js";
 export * from "./member.js";
+export { TsMlsUnpatchedError } from "./ts-mls-check.js";

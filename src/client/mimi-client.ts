@@ -49,6 +49,7 @@ import { type GroupOwner, type IncomingResult, MimiGroup, groupIdOf } from "./gr
 import { creatorGroupInfo, externalJoinCommit } from "./group-ops.js";
 import { LocalClientApi } from "./local.js";
 import { Receiver, type ReceiverOptions } from "./receive.js";
+import { assertTsMlsPatched } from "./ts-mls-check.js";
 
 export const DEFAULT_CIPHERSUITE: CiphersuiteName = "MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519";
 
@@ -145,6 +146,7 @@ export class MimiClient implements GroupOwner {
   }
 
   static async create(options: MimiClientOptions): Promise<MimiClient> {
+    assertTsMlsPatched();
     const name = options.cipherSuite ?? DEFAULT_CIPHERSUITE;
     const cs = await getCiphersuiteImpl(getCiphersuiteFromName(name));
     const keys = options.signatureKeyPair ?? (await cs.signature.keygen());
