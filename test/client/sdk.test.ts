@@ -24,6 +24,7 @@ import { DSErrorCode, readExternalSenders } from "../../src/wire/index.js";
 import { makeKeyPackageRef } from "ts-mls/keyPackage.js";
 import { makeDevCa, type DevCa } from "../helpers/devca.js";
 import { spawnServe, type ServeProcess } from "../helpers/process.js";
+import { prng } from "../helpers/prng.js";
 
 const domain = "localhost";
 let ca: DevCa;
@@ -102,17 +103,6 @@ async function until(what: string, cond: () => boolean, timeoutMs = 30_000): Pro
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
-}
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const hexOf = (b: Uint8Array) => Buffer.from(b).toString("hex");

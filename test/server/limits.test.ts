@@ -15,6 +15,7 @@ import { DSErrorCode, decodeDSResponse } from "../../src/wire/index.js";
 import { minMaxRequestBytes } from "../../src/server/limits.js";
 import { makeDevCa, type DevCa } from "../helpers/devca.js";
 import { recordingHandler, startTestServer, type TestServer } from "../helpers/server.js";
+import { prng } from "../helpers/prng.js";
 import { createConnectTransport } from "@connectrpc/connect-node";
 
 const limit = minMaxRequestBytes; // 64 KiB: small, so that many sizes are cheap
@@ -30,18 +31,6 @@ afterAll(async () => {
   await server?.close();
   await ca?.cleanup();
 });
-
-/** A deterministic PRNG (mulberry32), so a failing size can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function expectTooLarge(err: unknown): void {
   expect(err).toBeInstanceOf(ConnectError);
