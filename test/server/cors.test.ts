@@ -146,15 +146,4 @@ describe("--cors-origin", () => {
     expect(() => parseCorsOrigin("https://app.example/")).toThrow(/did you mean https:\/\/app\.example\?/);
     expect(() => parseCorsOrigin("https://app.example:443")).toThrow(CorsConfigError);
   });
-
-  it("--max-request-bytes takes bytes or KiB/MiB within 64 KiB .. 16 MiB", () => {
-    const base = ["--domain", "d.example", "--tls-cert", "c", "--tls-key", "k"];
-    expect(parseServeArgs(base, {}).maxRequestBytes).toBe(16 * 1024 * 1024);
-    expect(parseServeArgs([...base, "--max-request-bytes", "8MiB"], {}).maxRequestBytes).toBe(8 * 1024 * 1024);
-    expect(parseServeArgs([...base, "--max-request-bytes", "100000"], {}).maxRequestBytes).toBe(100000);
-    expect(parseServeArgs(base, { MIMI_DS_MAX_REQUEST_BYTES: "512KiB" }).maxRequestBytes).toBe(512 * 1024);
-    for (const bad of ["17MiB", "1KiB", "8 MB", "-5", "lots"]) {
-      expect(() => parseServeArgs([...base, "--max-request-bytes", bad], {}), bad).toThrow(ConfigError);
-    }
-  });
 });

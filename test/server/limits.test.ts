@@ -13,6 +13,7 @@ import { DSErrorDetailSchema, HubService } from "../../gen/mimi/ds/v1/hub_pb.js"
 import { createDSTransport, DSClient, DSRequestError, type RpcProtocol } from "../../src/client/index.js";
 import { DSErrorCode, decodeDSResponse } from "../../src/wire/index.js";
 import { minMaxRequestBytes } from "../../src/server/limits.js";
+import { ConfigError, parseServeArgs } from "../../src/cli/config.js";
 import { makeDevCa, type DevCa } from "../helpers/devca.js";
 import { recordingHandler, startTestServer, type TestServer } from "../helpers/server.js";
 import { prng } from "../helpers/prng.js";
@@ -129,6 +130,19 @@ describe("request-size limit", () => {
     expect(detail).toBeDefined();
     const ds = decodeDSResponse(fromBinary(DSErrorDetailSchema, Buffer.from(detail!.value, "base64")).dsResponse);
     expect(ds.responseBody.responseType === "error" && ds.responseBody.error.code).toBe(DSErrorCode.too_large);
+  });
+});
+
+describe("--max-request-bytes", () => {
+  it("--max-request-bytes takes bytes or KiB/MiB within 64 KiB .. 16 MiB", () => {
+    const base = ["--domain", "d.example", "--tls-cert", "c", "--tls-key", "k"];
+    expect(parseServeArgs(base, {}).maxRequestBytes).toBe(16 * 1024 * 1024);
+    expect(parseServeArgs([...base, "--max-request-bytes", "8MiB"], {}).maxRequestBytes).toBe(8 * 1024 * 1024);
+    expect(parseServeArgs([...base, "--max-request-bytes", "100000"], {}).maxRequestBytes).toBe(100000);
+    expect(parseServeArgs(base, { MIMI_DS_MAX_REQUEST_BYTES: "512KiB" }).maxRequestBytes).toBe(512 * 1024);
+    for (const bad of ["17MiB", "1KiB", "8 MB", "-5", "lots"]) {
+      expect(() => parseServeArgs([...base, "--max-request-bytes", bad], {}), bad).toThrow(ConfigError);
+    }
   });
 });
 
