@@ -66,6 +66,8 @@ export async function createService(config: ServeConfig, logger: Logger): Promis
       services: [clients.route, fanout.route, adminRoute(ds.context)],
       tls: { cert, key, ...(cas.length > 0 ? { ca: cas } : {}) },
       domainTrust,
+      corsOrigins: config.corsOrigins,
+      maxRequestBytes: config.maxRequestBytes,
       logger,
       onClose: () => store.close(),
     });

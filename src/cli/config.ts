@@ -2,6 +2,8 @@
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { parseRateRule, type RateLimits, type RateRule } from "../ds/rate-limit.js";
+import { CorsConfigError, parseCorsOrigin } from "../server/cors.js";
+import { checkedMaxRequestBytes, defaultMaxRequestBytes, RequestLimitError } from "../server/limits.js";
 
 export interface ServeConfig {
   readonly domain: string;
@@ -27,6 +29,10 @@ export interface ServeConfig {
   readonly maxCachedGroups?: number;
   /** A full snapshot after this many logged commits. */
   readonly snapshotInterval?: number;
+  /** Browser origins allowed over CORS (none by default). */
+  readonly corsOrigins: readonly string[];
+  /** Largest request (DS bytes) accepted; larger ones get too_large. */
+  readonly maxRequestBytes: number;
 }
 
 export class ConfigError extends Error {
@@ -50,7 +56,11 @@ export const serveUsage = `usage: mimi-ds serve [options]
                           default <data-dir>/fanout-token-key.json)
   --fanout-rate-limit R   DSFanoutRequests accepted per hub     (MIMI_DS_FANOUT_RATE_LIMIT, default none)
   --max-cached-groups N   parsed groups kept in memory          (MIMI_DS_MAX_CACHED_GROUPS, default 1000)
-  --snapshot-interval N   a full group snapshot every N commits (MIMI_DS_SNAPSHOT_INTERVAL, default 64)`;
+  --snapshot-interval N   a full group snapshot every N commits (MIMI_DS_SNAPSHOT_INTERVAL, default 64)
+  --cors-origin O         browser origin allowed to call, e.g. https://app.example.com; repeatable,
+                          '*' for any (MIMI_DS_CORS_ORIGINS, comma-separated; default none)
+  --max-request-bytes N   largest request accepted, e.g. 8MiB; larger: too_large
+                          (MIMI_DS_MAX_REQUEST_BYTES, default and maximum 16MiB)`;
 
 const logLevels = new Set(["trace", "debug", "info", "warn", "error", "fatal", "silent"]);
 
@@ -78,6 +88,8 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
         "fanout-rate-limit": { type: "string" },
         "max-cached-groups": { type: "string" },
         "snapshot-interval": { type: "string" },
+        "cors-origin": { type: "string", multiple: true },
+        "max-request-bytes": { type: "string" },
       },
     }));
   } catch (err) {
@@ -129,6 +141,17 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
   };
   const maxCachedGroups = count(values["max-cached-groups"], "MIMI_DS_MAX_CACHED_GROUPS", "max-cached-groups");
   const snapshotInterval = count(values["snapshot-interval"], "MIMI_DS_SNAPSHOT_INTERVAL", "snapshot-interval");
+  const corsOrigins = (values["cors-origin"] ?? pick(undefined, "MIMI_DS_CORS_ORIGINS")?.split(",") ?? [])
+    .map((o) => o.trim())
+    .filter((o) => o !== "");
+  try {
+    corsOrigins.forEach(parseCorsOrigin);
+  } catch (err) {
+    if (err instanceof CorsConfigError) throw new ConfigError(err.message);
+    throw err;
+  }
+  const maxRequestText = pick(values["max-request-bytes"], "MIMI_DS_MAX_REQUEST_BYTES");
+  const maxRequestBytes = maxRequestText === undefined ? defaultMaxRequestBytes : parseByteSize(maxRequestText);
   return {
     domain,
     host,
@@ -145,7 +168,22 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
     ...(fanoutRateLimit !== undefined ? { fanoutRateLimit } : {}),
     ...(maxCachedGroups !== undefined ? { maxCachedGroups } : {}),
     ...(snapshotInterval !== undefined ? { snapshotInterval } : {}),
+    corsOrigins,
+    maxRequestBytes,
   };
+}
+
+/** "8388608", "8MiB", "512KiB" (binary units), checked against the server's range. */
+export function parseByteSize(text: string): number {
+  const m = /^(\d+)\s*(B|KiB|MiB)?$/.exec(text.trim());
+  const unit = m?.[2] === "MiB" ? 1024 * 1024 : m?.[2] === "KiB" ? 1024 : 1;
+  if (m === null) throw new ConfigError(`--max-request-bytes wants bytes, e.g. 8388608 or 8MiB, got ${JSON.stringify(text)}`);
+  try {
+    return checkedMaxRequestBytes(Number(m[1]) * unit);
+  } catch (err) {
+    if (err instanceof RequestLimitError) throw new ConfigError(err.message);
+    throw err;
+  }
 }
 
 /** "host:port", "[v6]:port" or ":port" (all interfaces). */

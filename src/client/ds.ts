@@ -3,7 +3,7 @@
 // with src/wire, submits it and decodes the DSResponse; a DS error becomes a
 // DSRequestError, also when it arrives as a failed RPC with a DSErrorDetail.
 import { type Client, ConnectError, type Transport, createClient } from "@connectrpc/connect";
-import type { KeyPackage, MLSMessage, RatchetTree } from "ts-mls";
+import type { ExternalSender, KeyPackage, MLSMessage, RatchetTree } from "ts-mls";
 import { DSErrorDetailSchema, HubService } from "../../gen/mimi/ds/v1/hub_pb.js";
 import {
   type AddClientsRequest,
@@ -21,7 +21,9 @@ import {
   DS_PROTOCOL_VERSION,
   WireDecodeError,
   decodeDSResponse,
+  decodeWith,
   encodeDSRequest,
+  externalSenderCodec,
 } from "../wire/index.js";
 import { DSRequestError, UnexpectedResponseError } from "./errors.js";
 import { type RequestAuth, anonymous, buildDSRequest } from "./sign.js";
@@ -48,6 +50,20 @@ export interface ExternalCommitInfo {
   readonly ratchetTree: RatchetTree;
 }
 
+/** HubService/HubInfo, decoded: what a group creator puts into its group for this hub. */
+export interface HubInfo {
+  /** The DS domain of the hub. */
+  readonly domain: string;
+  /** The hub's entry for the group's `external_senders` (RFC 9420 12.1.8.1). */
+  readonly externalSender: ExternalSender;
+  /** The same entry as the hub sent it (TLS-serialized ExternalSender). */
+  readonly externalSenderBytes: Uint8Array;
+  /** MIMI DS protocol versions the hub speaks. */
+  readonly protocolVersions: readonly number[];
+  /** Ed25519 public key that verifies the hub's DSFanoutRequests. */
+  readonly fanoutSignatureKey: Uint8Array;
+}
+
 export class DSClient {
   /** The generated HubService client, for calls this class does not wrap. */
   readonly hub: Client<typeof HubService>;
@@ -64,6 +80,28 @@ export class DSClient {
   async ping(opts?: CallOptions): Promise<string> {
     const res = await this.hub.ping({}, opts);
     return res.domain;
+  }
+
+  /**
+   * HubService/HubInfo for an MLS cipher suite (number, e.g. 1): the hub's
+   * ExternalSender decoded; undecodable bytes are an UnexpectedResponseError.
+   */
+  async hubInfo(cipherSuite: CipherSuite, opts?: CallOptions): Promise<HubInfo> {
+    const res = await this.hub.hubInfo({ cipherSuite }, opts);
+    let externalSender: ExternalSender;
+    try {
+      externalSender = decodeWith(externalSenderCodec, res.externalSender, "ExternalSender", this.limits);
+    } catch (err) {
+      if (err instanceof WireDecodeError) throw new UnexpectedResponseError(`undecodable ExternalSender in HubInfo: ${err.message}`);
+      throw err;
+    }
+    return {
+      domain: res.domain,
+      externalSender,
+      externalSenderBytes: res.externalSender,
+      protocolVersions: [...res.protocolVersions],
+      fanoutSignatureKey: res.fanoutSignatureKey,
+    };
   }
 
   /**

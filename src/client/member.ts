@@ -1,77 +1,32 @@
-// MimiMember: one MLS client (ts-mls) driving a MIMI DS. It holds the client's
-// identity (BasicCredential with the client id, a signature key pair, a cipher
-// suite), its unused KeyPackages, and the state of one group; it talks to the
-// group's hub through a DSClient and to its own DS through a LocalClientApi
-// (both may be the same server).
+// MimiMember: a MimiClient with one current group, the SDK's original
+// single-group API, kept for the tests, the CLI and the benchmarks. New code
+// uses MimiClient (an identity, many groups) and MimiGroup (one group) from
+// mimi-client.ts and group.ts; this class only forwards to them.
 //
-// Every group operation is split in two: `prepareX` does the MLS work and
-// returns the DS request plus the state to adopt, `X` submits it and adopts
-// the state only when the hub accepted it (so a refused commit leaves the
-// member in its old epoch, ready to process the winning commit instead).
-import {
-  type CiphersuiteImpl,
-  type CiphersuiteName,
-  type ClientState,
-  type Credential,
-  type Extension,
-  type ExternalSender,
-  type GroupInfo,
-  type KeyPackage,
-  type MLSMessage,
-  type PrivateKeyPackage,
-  type Proposal,
-  type RatchetTree,
-  type Welcome,
-  acceptAll,
-  ciphersuites,
-  createApplicationMessage,
-  createCommit,
-  createGroup as tsCreateGroup,
-  createGroupInfoWithExternalPub,
-  createProposal,
-  defaultCapabilities,
-  defaultLifetime,
-  emptyPskIndex,
-  generateKeyPackageWithKey,
-  getCiphersuiteFromName,
-  getCiphersuiteImpl,
-  joinGroup,
-  joinGroupExternal,
-  processMessage,
+// As before: `prepareX` does the MLS work and returns the request plus the
+// state to adopt, `X` submits it and adopts the state only once the hub
+// accepted it (application messages advance the ratchet when prepared).
+import type {
+  CiphersuiteImpl,
+  CiphersuiteName,
+  ClientState,
+  Credential,
+  Extension,
+  ExternalSender,
+  GroupInfo,
+  KeyPackage,
+  MLSMessage,
+  RatchetTree,
+  Welcome,
 } from "ts-mls";
-import { makeKeyPackageRef } from "ts-mls/keyPackage.js";
-import { decryptGroupInfo, decryptGroupSecrets } from "ts-mls/welcome.js";
-import { treeHashRoot } from "ts-mls/treeHash.js";
 import type { Transport } from "@connectrpc/connect";
-import {
-  DS_PROTOCOL_VERSION,
-  DSExtensionType,
-  type FanoutAuthToken,
-  type MLSGroupUpdate,
-  type PartialGroupInfo,
-  decodeFanoutAuthToken,
-  decodeMLSMessage,
-  encodeMLSMessage,
-  encodeRatchetTreeBytes,
-  makeDSProtocolVersionExtension,
-  makeDSSupportedVersionsExtension,
-  makeExternalSendersExtension,
-  makeFanoutAuthExtension,
-  makeLastResortExtension,
-} from "../wire/index.js";
+import { type FanoutAuthToken, decodeMLSMessage } from "../wire/index.js";
 import type { DSClient } from "./ds.js";
-import { LocalClientApi } from "./local.js";
+import type { IncomingResult, MimiGroup, PreparedCommitOperation, PreparedOperation } from "./group.js";
+import type { PreparedCommit } from "./group-ops.js";
+import type { LocalClientApi } from "./local.js";
+import { MimiClient, type OwnKeyPackage, asWelcome } from "./mimi-client.js";
 import type { RequestAuth } from "./sign.js";
-
-export const DEFAULT_CIPHERSUITE: CiphersuiteName = "MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519";
-
-/** Our extension types a MimiMember lists in its capabilities (fanout_auth, ds_protocol_version, ...). */
-export const MIMI_CAPABILITY_EXTENSIONS: readonly number[] = [
-  DSExtensionType.fanout_auth,
-  DSExtensionType.ds_protocol_version,
-  DSExtensionType.ds_supported_versions,
-  DSExtensionType.last_resort,
-];
 
 export interface MimiMemberOptions {
   /** e.g. `mimi://example.com/u/alice/d/1` or `alice:1@example.com`. */
@@ -85,457 +40,259 @@ export interface MimiMemberOptions {
   readonly signatureKeyPair?: { readonly publicKey: Uint8Array; readonly signKey: Uint8Array };
 }
 
-/** A KeyPackage this member generated and can still be added with. */
-export interface OwnKeyPackage {
-  readonly publicPackage: KeyPackage;
-  readonly privatePackage: PrivateKeyPackage;
-  readonly ref: Uint8Array;
-  readonly lastResort: boolean;
-}
-
-/** What processIncoming did. */
-export type IncomingResult =
-  | { readonly kind: "application"; readonly data: Uint8Array; readonly text: string }
-  | { readonly kind: "commit"; readonly epoch: bigint; readonly removed: boolean }
-  | { readonly kind: "proposal" }
-  | { readonly kind: "joined"; readonly epoch: bigint }
-  /** A handshake message of an epoch this member already left (e.g. its own commit echoed back). */
-  | { readonly kind: "stale"; readonly epoch: bigint };
-
-/** A group operation's DS request, and the state to adopt once the hub accepted it. */
-export interface PreparedCommit {
-  readonly groupUpdate: MLSGroupUpdate;
-  readonly welcome?: Welcome;
-  readonly newState: ClientState;
-}
-
-const utf8 = new TextEncoder();
-const utf8d = new TextDecoder();
-
-function hex(b: Uint8Array): string {
-  return Buffer.from(b).toString("hex");
-}
-
-function suiteNumber(name: CiphersuiteName): number {
-  return ciphersuites[name];
-}
-
 export class MimiMember {
-  /** The FanoutAuthToken from register() (or set by the caller). */
-  token: FanoutAuthToken | undefined;
-  /** The current group, once created or joined. */
-  state: ClientState | undefined;
-  readonly local: LocalClientApi | undefined;
-  private readonly keyPackages = new Map<string, OwnKeyPackage>();
+  /** The current group (the last one created or joined). */
+  group: MimiGroup | undefined;
 
   private constructor(
-    readonly clientId: string,
-    readonly cipherSuiteName: CiphersuiteName,
-    readonly cs: CiphersuiteImpl,
-    readonly signatureKeyPair: { readonly publicKey: Uint8Array; readonly signKey: Uint8Array },
-    readonly hub: DSClient | undefined,
-    local: Transport | undefined,
-  ) {
-    this.local =
-      local === undefined
-        ? undefined
-        : new LocalClientApi(local, { clientId, signaturePrivateKey: signatureKeyPair.signKey, signature: cs.signature });
-  }
+    /** The identity behind this member, with every group it is in. */
+    readonly client: MimiClient,
+  ) {}
 
   static async create(options: MimiMemberOptions): Promise<MimiMember> {
-    const name = options.cipherSuite ?? DEFAULT_CIPHERSUITE;
-    const cs = await getCiphersuiteImpl(getCiphersuiteFromName(name));
-    const keys = options.signatureKeyPair ?? (await cs.signature.keygen());
-    return new MimiMember(options.clientId, name, cs, keys, options.hub, options.local);
+    return new MimiMember(await MimiClient.create(options));
+  }
+
+  get clientId(): string {
+    return this.client.clientId;
+  }
+  get cipherSuiteName(): CiphersuiteName {
+    return this.client.cipherSuiteName;
+  }
+  get cs(): CiphersuiteImpl {
+    return this.client.cs;
+  }
+  get signatureKeyPair(): { readonly publicKey: Uint8Array; readonly signKey: Uint8Array } {
+    return this.client.signatureKeyPair;
+  }
+  get hub(): DSClient | undefined {
+    return this.client.hub;
+  }
+  /** Switches the member (and its current group) to another DSClient, e.g. another instance of the hub. */
+  set hub(hub: DSClient | undefined) {
+    this.client.hub = hub;
+    if (this.group !== undefined) this.group.hub = hub;
+  }
+  get local(): LocalClientApi | undefined {
+    return this.client.local;
+  }
+  /** The FanoutAuthToken from register() (or set by the caller). */
+  get token(): FanoutAuthToken | undefined {
+    return this.client.token;
+  }
+  set token(token: FanoutAuthToken | undefined) {
+    this.client.token = token;
+  }
+
+  /** The current group's state. Assigning one of the current group replaces it; undefined leaves the group. */
+  get state(): ClientState | undefined {
+    return this.group?.state;
+  }
+  set state(state: ClientState | undefined) {
+    if (state === undefined) {
+      this.group = undefined;
+      return;
+    }
+    const existing = this.client.group(state.groupContext.groupId);
+    if (existing !== undefined) {
+      existing.state = state;
+      this.group = existing;
+    } else {
+      this.group = this.client.adopt(state);
+    }
   }
 
   get credential(): Credential {
-    return { credentialType: "basic", identity: utf8.encode(this.clientId) };
+    return this.client.credential;
   }
 
   /** This member as an ExternalSender entry (used for a hub's own identity in tests). */
   get asExternalSender(): ExternalSender {
-    return { signaturePublicKey: this.signatureKeyPair.publicKey, credential: this.credential };
+    return this.client.asExternalSender;
+  }
+
+  private requireGroup(): MimiGroup {
+    if (this.group === undefined || this.group.state === undefined) throw new Error(`${this.clientId}: not in a group`);
+    return this.group;
   }
 
   // ---------------------------------------------------------------- own DS
 
-  private requireLocal(): LocalClientApi {
-    if (this.local === undefined) throw new Error(`${this.clientId}: no transport to its own DS`);
-    return this.local;
+  register(): Promise<FanoutAuthToken> {
+    return this.client.register();
   }
 
-  private requireHub(): DSClient {
-    if (this.hub === undefined) throw new Error(`${this.clientId}: no hub DSClient`);
-    return this.hub;
+  generateKeyPackage(options: { lastResort?: boolean; tokenInLeaf?: boolean } = {}): Promise<OwnKeyPackage> {
+    return this.client.generateKeyPackage(options);
   }
 
-  /** Registers the signature key with the own DS and keeps the FanoutAuthToken. */
-  async register(): Promise<FanoutAuthToken> {
-    const bytes = await this.requireLocal().register(this.signatureKeyPair.publicKey, suiteNumber(this.cipherSuiteName));
-    this.token = decodeFanoutAuthToken(bytes);
-    return this.token;
-  }
-
-  /**
-   * A fresh KeyPackage carrying the FanoutAuth extension (when a token is
-   * known) and advertising our extensions; kept for joining later.
-   */
-  async generateKeyPackage(options: { lastResort?: boolean; tokenInLeaf?: boolean } = {}): Promise<OwnKeyPackage> {
-    const extensions: Extension[] = [];
-    if (this.token !== undefined) extensions.push(makeFanoutAuthExtension(this.token));
-    if (options.lastResort === true) extensions.push(makeLastResortExtension());
-    const capabilities = { ...defaultCapabilities(), extensions: [...MIMI_CAPABILITY_EXTENSIONS] };
-    const { publicPackage, privatePackage } = await generateKeyPackageWithKey(
-      this.credential,
-      capabilities,
-      defaultLifetime,
-      extensions,
-      this.signatureKeyPair,
-      this.cs,
-      [
-        makeDSSupportedVersionsExtension([DS_PROTOCOL_VERSION]),
-        // An external joiner has no KeyPackage at the hub: its token travels in its leaf (docs/protocol.md).
-        ...(options.tokenInLeaf === true && this.token !== undefined ? [makeFanoutAuthExtension(this.token)] : []),
-      ],
-    );
-    const ref = await makeKeyPackageRef(publicPackage, this.cs.hash);
-    const own: OwnKeyPackage = { publicPackage, privatePackage, ref, lastResort: options.lastResort === true };
-    this.keyPackages.set(hex(ref), own);
-    return own;
-  }
-
-  /** Generates `n` KeyPackages (plus a last-resort one if asked) and uploads them to the own DS. */
+  /** Generates `n` KeyPackages (plus a last-resort one if asked) and uploads them; how many the DS holds. */
   async publishKeyPackages(n: number, options: { lastResort?: boolean } = {}): Promise<number> {
-    if (this.token === undefined) throw new Error(`${this.clientId}: register() first (KeyPackages need the FanoutAuthToken)`);
-    const kps: Uint8Array[] = [];
-    for (let i = 0; i < n; i++) kps.push(keyPackageMessage((await this.generateKeyPackage()).publicPackage));
-    const last = options.lastResort === true ? keyPackageMessage((await this.generateKeyPackage({ lastResort: true })).publicPackage) : undefined;
-    return this.requireLocal().publishKeyPackages(kps, last);
+    return (await this.client.publishKeyPackages(n, options)).stored;
   }
 
   // ---------------------------------------------------------------- group state
 
-  private requireState(): ClientState {
-    if (this.state === undefined) throw new Error(`${this.clientId}: not in a group`);
-    return this.state;
-  }
-
   get groupId(): Uint8Array {
-    return this.requireState().groupContext.groupId;
+    return this.requireGroup().groupId;
   }
-
   get epoch(): bigint {
-    return this.requireState().groupContext.epoch;
+    return this.requireGroup().epoch;
   }
-
   get leafIndex(): number {
-    return this.requireState().privatePath.leafIndex;
+    return this.requireGroup().leafIndex;
   }
-
-  /** The tree hash of the current epoch's GroupContext. */
   get treeHash(): Uint8Array {
-    return this.requireState().groupContext.treeHash;
+    return this.requireGroup().treeHash;
   }
-
-  /** Recomputes the tree hash from the ratchet tree (should equal treeHash). */
   computeTreeHash(): Promise<Uint8Array> {
-    return treeHashRoot(this.requireState().ratchetTree, this.cs.hash);
+    return this.requireGroup().computeTreeHash();
   }
-
   get ratchetTree(): RatchetTree {
-    return this.requireState().ratchetTree;
+    return this.requireGroup().ratchetTree;
   }
-
-  /** Client ids by leaf index (blank leaves left out). */
   members(): { leafIndex: number; clientId: string }[] {
-    const out: { leafIndex: number; clientId: string }[] = [];
-    this.requireState().ratchetTree.forEach((node, i) => {
-      if (node?.nodeType !== "leaf" || i % 2 !== 0) return;
-      const cred = node.leaf.credential;
-      out.push({ leafIndex: i / 2, clientId: cred.credentialType === "basic" ? utf8d.decode(cred.identity) : "" });
-    });
-    return out;
+    return this.requireGroup().members();
   }
-
-  private memberAuth(state: ClientState = this.requireState()): RequestAuth {
-    return {
-      kind: "member",
-      senderIndex: state.privatePath.leafIndex,
-      signaturePrivateKey: this.signatureKeyPair.signKey,
-      signature: this.cs.signature,
-    };
-  }
-
-  /** The PartialGroupInfo of `newState`: extensions (with external_pub) and the signature of its GroupInfo. */
-  private async partialGroupInfo(newState: ClientState): Promise<PartialGroupInfo> {
-    const gi = await createGroupInfoWithExternalPub(newState, [], this.cs);
-    return { groupInfoExtensions: gi.extensions, signature: gi.signature };
-  }
-
-  private async commit(proposals: Proposal[]): Promise<PreparedCommit> {
-    const res = await createCommit(
-      { state: this.requireState(), cipherSuite: this.cs },
-      { wireAsPublicMessage: true, extraProposals: proposals },
-    );
-    const groupUpdate: MLSGroupUpdate = { commit: res.commit, partialGroupInfo: await this.partialGroupInfo(res.newState) };
-    return { groupUpdate, newState: res.newState, ...(res.welcome !== undefined ? { welcome: res.welcome } : {}) };
+  resolveLeaves(targets: readonly (number | string)[]): number[] {
+    return this.requireGroup().resolveLeaves(targets);
   }
 
   // ---------------------------------------------------------------- create
 
-  /** The GroupContext extensions of a new group: RFC 9420 external_senders (the hub) and ds_protocol_version. */
   static groupExtensions(hubExternalSender: ExternalSender): Extension[] {
-    return [makeExternalSendersExtension([hubExternalSender]), makeDSProtocolVersionExtension(DS_PROTOCOL_VERSION)];
+    return MimiClient.groupExtensions(hubExternalSender);
   }
 
-  /** Creates the ts-mls group locally (no DS call); the state becomes this member's group. */
+  /** Creates the ts-mls group locally (no DS call); it becomes this member's current group. */
   async createLocalGroup(groupId: Uint8Array, hubExternalSender: ExternalSender): Promise<ClientState> {
-    const kp = await this.generateKeyPackage();
-    this.keyPackages.delete(hex(kp.ref)); // used for the creator's leaf, not for a Welcome
-    // Needs a ts-mls that reads RFC 9420 external_senders (patches/ts-mls+1.6.4.patch,
-    // upstream PR 476): plain 1.6.4 throws CodecError "Could not decode external_senders".
-    this.state = await tsCreateGroup(
-      groupId,
-      kp.publicPackage,
-      kp.privatePackage,
-      MimiMember.groupExtensions(hubExternalSender),
-      this.cs,
-    );
-    return this.state;
+    const state = await this.client.createLocalGroup(groupId, hubExternalSender);
+    this.group = this.client.adopt(state);
+    return state;
   }
 
-  /**
-   * request_group_id, then create_group on the hub with the signed GroupInfo
-   * (with external_pub), the ratchet tree and this member's token.
-   */
-  async createGroup(hubExternalSender: ExternalSender): Promise<Uint8Array> {
-    const hub = this.requireHub();
-    if (this.token === undefined) throw new Error(`${this.clientId}: register() first (create_group needs the token)`);
-    const groupId = await hub.requestGroupId();
-    const state = await this.createLocalGroup(groupId, hubExternalSender);
-    try {
-      const gi = await createGroupInfoWithExternalPub(state, [], this.cs);
-      await hub.createGroup(
-        {
-          groupInfo: groupInfoMessage(gi),
-          ratchetTree: encodeRatchetTreeBytes(state.ratchetTree),
-          creatorToken: this.token,
-        },
-        this.memberAuth(state),
-      );
-    } catch (err) {
-      this.state = undefined;
-      throw err;
-    }
-    return groupId;
+  /** request_group_id, then create_group on the hub (the hub's external sender from HubInfo unless given). */
+  async createGroup(hubExternalSender?: ExternalSender): Promise<Uint8Array> {
+    this.group = await this.client.createGroup(hubExternalSender !== undefined ? { externalSender: hubExternalSender } : {});
+    return this.group.groupId;
   }
 
   // ---------------------------------------------------------------- add / join
 
-  /** Commit adding `keyPackages` (PublicMessage), its PartialGroupInfo and the Welcome. */
-  async prepareAdd(keyPackages: readonly KeyPackage[]): Promise<PreparedCommit & { welcome: Welcome }> {
-    const prepared = await this.commit(keyPackages.map((keyPackage) => ({ proposalType: "add", add: { keyPackage } })));
-    if (prepared.welcome === undefined) throw new Error("an Add commit without a Welcome");
-    return { ...prepared, welcome: prepared.welcome };
+  prepareAdd(keyPackages: readonly KeyPackage[]): Promise<PreparedCommitOperation & { readonly welcome: Welcome }> {
+    return this.requireGroup().prepareAdd(keyPackages);
   }
 
   /** add_clients; returns the Welcome (the hub also fans it out). */
-  async add(keyPackages: readonly KeyPackage[]): Promise<Welcome> {
-    const p = await this.prepareAdd(keyPackages);
-    await this.requireHub().addClients(
-      { groupUpdate: p.groupUpdate, welcomeMessages: [welcomeMessage(p.welcome)] },
-      this.memberAuth(),
-    );
-    this.state = p.newState;
-    return p.welcome;
+  add(keyPackages: readonly KeyPackage[]): Promise<Welcome> {
+    return this.requireGroup().add(keyPackages);
   }
 
   /** Fetches KeyPackages for `clientIds` (key_packages) and adds them. */
-  async addClients(clientIds: readonly string[]): Promise<Welcome> {
-    const kps = await this.requireHub().keyPackages(clientIds, [suiteNumber(this.cipherSuiteName)]);
-    return this.add(kps);
+  addClients(clientIds: readonly string[]): Promise<Welcome> {
+    return this.requireGroup().addClients(clientIds);
   }
 
-  /** The own KeyPackage a Welcome is for, with the group id and epoch read from its (decrypted) GroupInfo. */
-  async inspectWelcome(welcome: Welcome): Promise<{ kp: OwnKeyPackage; groupInfo: GroupInfo }> {
-    for (const secret of welcome.secrets) {
-      const kp = this.keyPackages.get(hex(secret.newMember));
-      if (kp === undefined) continue;
-      const initKey = await this.cs.hpke.importPrivateKey(kp.privatePackage.initPrivateKey);
-      const gs = await decryptGroupSecrets(initKey, kp.ref, welcome, this.cs.hpke);
-      if (gs === undefined) throw new Error("cannot decrypt the Welcome's GroupSecrets");
-      if (gs.psks.length > 0) throw new Error("Welcomes with PSKs are not supported");
-      const gi = await decryptGroupInfo(welcome, gs.joinerSecret, new Uint8Array(this.cs.kdf.size), this.cs);
-      if (gi === undefined) throw new Error("cannot decrypt the Welcome's GroupInfo");
-      return { kp, groupInfo: gi };
-    }
-    throw new Error(`${this.clientId}: the Welcome is for none of this member's KeyPackages`);
+  inspectWelcome(welcome: Welcome): Promise<{ kp: OwnKeyPackage; groupInfo: GroupInfo }> {
+    return this.client.inspectWelcome(welcome);
   }
 
   /** Joins with a Welcome and a ratchet tree obtained elsewhere (no DS call). */
   async joinWithTree(welcome: Welcome, ratchetTree: RatchetTree): Promise<ClientState> {
-    const { kp } = await this.inspectWelcome(welcome);
-    this.state = await joinGroup(welcome, kp.publicPackage, kp.privatePackage, emptyPskIndex, this.cs, ratchetTree);
-    if (!kp.lastResort) this.keyPackages.delete(hex(kp.ref));
-    return this.state;
+    this.group = await this.client.joinWithTree(welcome, ratchetTree);
+    return this.group.state!;
   }
 
   /** welcome_info (joiner-signed with the KeyPackage's key) for the ratchet tree, then joins. */
   async joinFromWelcome(welcome: Welcome | MLSMessage | Uint8Array): Promise<ClientState> {
-    const w = asWelcome(welcome);
-    const { kp, groupInfo } = await this.inspectWelcome(w);
-    const tree = await this.requireHub().welcomeInfo(
-      { groupId: groupInfo.groupContext.groupId, epoch: groupInfo.groupContext.epoch, keyPackageRef: kp.ref },
-      {
-        kind: "joiner",
-        keyPackageRef: kp.ref,
-        signaturePrivateKey: kp.privatePackage.signaturePrivateKey,
-        signature: this.cs.signature,
-      },
-    );
-    return this.joinWithTree(w, tree);
+    this.group = await this.client.joinFromWelcome(asWelcome(welcome));
+    return this.group.state!;
   }
 
   /** external_commit_info, then an external commit (resync: replace this member's own old leaf). */
   async externalJoin(groupId: Uint8Array, resync = false): Promise<ClientState> {
-    const hub = this.requireHub();
-    const info = await hub.externalCommitInfo(groupId);
-    if (info.groupInfo.wireformat !== "mls_group_info") throw new Error("external_commit_info without a GroupInfo");
-    const kp = await this.generateKeyPackage({ tokenInLeaf: true });
-    this.keyPackages.delete(hex(kp.ref));
-    const { publicMessage, newState } = await joinGroupExternal(
-      info.groupInfo.groupInfo,
-      kp.publicPackage,
-      kp.privatePackage,
-      resync,
-      this.cs,
-      info.ratchetTree,
-    );
-    const commit: MLSMessage = { version: "mls10", wireformat: "mls_public_message", publicMessage };
-    await hub.externalJoin({ commit, partialGroupInfo: await this.partialGroupInfo(newState) });
-    this.state = newState;
-    return newState;
+    this.group = await this.client.externalJoin(groupId, { resync });
+    return this.group.state!;
   }
 
-  // ---------------------------------------------------------------- messages
+  // ---------------------------------------------------------------- operations
 
-  /** A PrivateMessage application message (no DS call). */
-  async prepareSend(text: string | Uint8Array): Promise<{ message: MLSMessage; newState: ClientState }> {
-    const data = typeof text === "string" ? utf8.encode(text) : text;
-    const res = await createApplicationMessage(this.requireState(), data, this.cs);
-    return {
-      message: { version: "mls10", wireformat: "mls_private_message", privateMessage: res.privateMessage },
-      newState: res.newState,
-    };
+  /** A PrivateMessage application message; the ratchet advances now (a generation is never reused). */
+  prepareSend(text: string | Uint8Array): Promise<PreparedOperation & { readonly newState: ClientState }> {
+    return this.requireGroup().prepareSend(text);
   }
 
-  /** send_message. The sender's ratchet advances even if the DS refuses (a generation is never reused). */
-  async send(text: string | Uint8Array): Promise<void> {
-    const { message, newState } = await this.prepareSend(text);
-    this.state = newState;
-    await this.requireHub().sendMessage(message, this.memberAuth(newState));
+  send(text: string | Uint8Array): Promise<void> {
+    return this.requireGroup().send(text);
+  }
+
+  prepareUpdate(newToken?: FanoutAuthToken): Promise<PreparedCommitOperation> {
+    return this.requireGroup().prepareUpdate(newToken);
   }
 
   /** update_client: an empty commit with a path (fresh leaf key), optionally with a new token. */
-  async update(newToken?: FanoutAuthToken): Promise<void> {
-    const p = await this.commit([]);
-    await this.requireHub().updateClient(p.groupUpdate, newToken, this.memberAuth());
-    this.state = p.newState;
-    if (newToken !== undefined) this.token = newToken;
+  update(newToken?: FanoutAuthToken): Promise<void> {
+    return this.requireGroup().update(newToken);
   }
 
-  /** Leaf indices of the given client ids (or the indices themselves). */
-  resolveLeaves(targets: readonly (number | string)[]): number[] {
-    const members = this.members();
-    return targets.map((t) => {
-      if (typeof t === "number") return t;
-      const m = members.find((x) => x.clientId === t);
-      if (m === undefined) throw new Error(`${t} is not a member`);
-      return m.leafIndex;
-    });
+  prepareRemove(targets: readonly (number | string)[]): Promise<PreparedCommitOperation> {
+    return this.requireGroup().prepareRemove(targets);
   }
 
-  async prepareRemove(targets: readonly (number | string)[]): Promise<PreparedCommit> {
-    return this.commit(this.resolveLeaves(targets).map((removed) => ({ proposalType: "remove", remove: { removed } })));
+  remove(targets: readonly (number | string)[]): Promise<void> {
+    return this.requireGroup().remove(targets);
   }
 
-  /** remove_clients. */
-  async remove(targets: readonly (number | string)[]): Promise<void> {
-    const p = await this.prepareRemove(targets);
-    await this.requireHub().removeClients(p.groupUpdate, this.memberAuth());
-    this.state = p.newState;
-  }
-
-  /**
-   * A PublicMessage Remove proposal of this member's own leaf (draft -05; ts-mls
-   * 1.6.4 cannot build a SelfRemove proposal).
-   */
-  async prepareSelfRemove(): Promise<{ message: MLSMessage; newState: ClientState }> {
-    const state = this.requireState();
-    const res = await createProposal(
-      state,
-      true,
-      { proposalType: "remove", remove: { removed: state.privatePath.leafIndex } },
-      this.cs,
-    );
-    return { message: res.message, newState: res.newState };
+  prepareSelfRemove(): Promise<PreparedOperation & { readonly newState: ClientState }> {
+    return this.requireGroup().prepareSelfRemove();
   }
 
   /** self_remove_client: another member's next commit removes this one. */
-  async selfRemove(): Promise<void> {
-    const p = await this.prepareSelfRemove();
-    await this.requireHub().selfRemoveClient(p.message, this.memberAuth());
-    this.state = p.newState;
+  selfRemove(): Promise<void> {
+    return this.requireGroup().selfRemove();
   }
 
-  /**
-   * Commits every stored proposal by reference. Sent as add_clients when the
-   * pending proposals add someone (with the Welcome), else remove_clients when
-   * they remove someone, else update_client.
-   */
-  async commitPending(): Promise<void> {
-    const state = this.requireState();
-    const pending = Object.values(state.unappliedProposals).map((p) => p.proposal.proposalType);
-    const p = await this.commit([]);
-    const hub = this.requireHub();
-    const auth = this.memberAuth();
-    if (pending.includes("add")) {
-      await hub.addClients(
-        { groupUpdate: p.groupUpdate, welcomeMessages: p.welcome ? [welcomeMessage(p.welcome)] : [] },
-        auth,
-      );
-    } else if (pending.includes("remove")) {
-      await hub.removeClients(p.groupUpdate, auth);
-    } else {
-      await hub.updateClient(p.groupUpdate, undefined, auth);
-    }
-    this.state = p.newState;
+  prepareCommitPending(): Promise<PreparedCommitOperation> {
+    return this.requireGroup().prepareCommitPending();
   }
 
-  /** reinitialize_group: a commit with a ReInit proposal to `newGroupId` (same version and suite). */
-  async reinitialize(newGroupId: Uint8Array, extensions: Extension[] = []): Promise<void> {
-    const gc = this.requireState().groupContext;
-    const p = await this.commit([
-      { proposalType: "reinit", reinit: { groupId: newGroupId, version: gc.version, cipherSuite: gc.cipherSuite, extensions } },
-    ]);
-    await this.requireHub().reinitializeGroup(p.groupUpdate, this.memberAuth());
-    this.state = p.newState;
+  /** Commits every stored proposal by reference (add_clients, remove_clients or update_client). */
+  commitPending(): Promise<void> {
+    return this.requireGroup().commitPending();
   }
 
-  /** delete_group: a commit removing every other member. */
+  prepareReinitialize(newGroupId: Uint8Array, extensions: Extension[] = []): Promise<PreparedCommitOperation> {
+    return this.requireGroup().prepareReinitialize(newGroupId, extensions);
+  }
+
+  reinitialize(newGroupId: Uint8Array, extensions: Extension[] = []): Promise<void> {
+    return this.requireGroup().reinitialize(newGroupId, extensions);
+  }
+
+  prepareDelete(): Promise<PreparedOperation & { readonly groupUpdate: PreparedCommit["groupUpdate"] }> {
+    return this.requireGroup().prepareDelete();
+  }
+
+  /** delete_group: a commit removing every other member; afterwards this member is in no group. */
   async deleteGroup(): Promise<void> {
-    const me = this.leafIndex;
-    const others = this.members().filter((m) => m.leafIndex !== me).map((m) => m.leafIndex);
-    const p = await this.commit(others.map((removed) => ({ proposalType: "remove", remove: { removed } })));
-    await this.requireHub().deleteGroup(p.groupUpdate, this.memberAuth());
-    this.state = undefined;
+    await this.requireGroup().delete();
+    this.group = undefined;
+  }
+
+  /** Submits an operation prepared on the current group (see MimiGroup.submit). */
+  submit(op: PreparedOperation): Promise<void> {
+    return this.requireGroup().submit(op);
+  }
+
+  /** This member's DSRequest authentication in the current group. */
+  memberAuth(): RequestAuth {
+    return this.requireGroup().memberAuth();
   }
 
   /**
    * Applies one MLSMessage received from the DS: a Welcome (joins via
-   * welcome_info), a commit or proposal of another member, or an application
-   * message (decrypted).
+   * welcome_info; the group becomes current), a commit or proposal of another
+   * member, or an application message (decrypted), of the current group.
    */
   async processIncoming(bytes: Uint8Array | MLSMessage): Promise<IncomingResult> {
     const msg = bytes instanceof Uint8Array ? decodeMLSMessage(bytes) : bytes;
@@ -546,41 +303,6 @@ export class MimiMember {
     if (msg.wireformat !== "mls_public_message" && msg.wireformat !== "mls_private_message") {
       throw new Error(`cannot process an MLSMessage of wire format ${msg.wireformat}`);
     }
-    const state = this.requireState();
-    if (msg.wireformat === "mls_public_message" && msg.publicMessage.content.epoch < state.groupContext.epoch) {
-      return { kind: "stale", epoch: msg.publicMessage.content.epoch };
-    }
-    const res = await processMessage(msg, state, emptyPskIndex, acceptAll, this.cs);
-    this.state = res.newState;
-    if (res.kind === "applicationMessage") return { kind: "application", data: res.message, text: utf8d.decode(res.message) };
-    const newEpoch = res.newState.groupContext.epoch;
-    // A commit removing this member leaves its state in the old epoch, marked removed.
-    const removed = res.newState.groupActiveState.kind === "removedFromGroup";
-    if (removed) return { kind: "commit", epoch: state.groupContext.epoch + 1n, removed };
-    if (newEpoch === state.groupContext.epoch) return { kind: "proposal" };
-    return { kind: "commit", epoch: newEpoch, removed };
+    return this.requireGroup().processIncoming(msg);
   }
-}
-
-// ---------------------------------------------------------------- MLSMessage wrappers
-
-export function keyPackageMessage(kp: KeyPackage): Uint8Array {
-  return encodeMLSMessage({ version: "mls10", wireformat: "mls_key_package", keyPackage: kp });
-}
-
-export function groupInfoMessage(gi: GroupInfo): MLSMessage {
-  return { version: "mls10", wireformat: "mls_group_info", groupInfo: gi };
-}
-
-export function welcomeMessage(w: Welcome): MLSMessage {
-  return { version: "mls10", wireformat: "mls_welcome", welcome: w };
-}
-
-function asWelcome(w: Welcome | MLSMessage | Uint8Array): Welcome {
-  const m = w instanceof Uint8Array ? decodeMLSMessage(w) : w;
-  if ("wireformat" in m) {
-    if (m.wireformat !== "mls_welcome") throw new Error(`expected a Welcome, got ${m.wireformat}`);
-    return m.welcome;
-  }
-  return m;
 }

@@ -2,7 +2,7 @@
 // gRPC (default), Connect or gRPC-Web, trusting a given CA and optionally
 // presenting a client certificate (mutual TLS between DSs, where the server
 // takes the peer's domain from the certificate).
-import type { SecureClientSessionOptions } from "node:http2";
+import http2, { type ClientHttp2Stream, type OutgoingHttpHeaders, type SecureClientSessionOptions } from "node:http2";
 import type { Interceptor, Transport } from "@connectrpc/connect";
 import {
   Http2SessionManager,
@@ -36,6 +36,12 @@ export interface DSTransportOptions {
   readonly interceptors?: readonly Interceptor[];
   /** Keep-alive PINGs on open streams (useful for long Receive / Subscribe streams). */
   readonly pingIntervalMs?: number;
+  /**
+   * Node's per-connection HTTP/2 memory budget in MB (`maxSessionMemory`, Node's
+   * default 10). Request bytes the server has not read yet count against it, so
+   * it must exceed the largest request sent; default 64.
+   */
+  readonly maxSessionMemoryMb?: number;
 }
 
 /** A Transport that owns its HTTP/2 connection and can close it. */
@@ -47,6 +53,31 @@ export interface DSTransport extends Transport {
 }
 
 const DEFAULT_READ_MAX_BYTES = 16 * 1024 * 1024;
+const DEFAULT_MAX_SESSION_MEMORY_MB = 64;
+
+/**
+ * An Http2SessionManager that retires a connection once HTTP/2 refused a
+ * stream on it for its memory budget (NGHTTP2_ENHANCE_YOUR_CALM): Node keeps
+ * counting the unsent bytes of a request the server stopped reading, so such a
+ * session refuses every later stream too. The session is closed gracefully
+ * (other streams on it finish) and the next call opens a new connection.
+ */
+class SelfHealingSessionManager extends Http2SessionManager {
+  override async request(
+    method: string,
+    path: string,
+    headers: OutgoingHttpHeaders,
+    options: Omit<http2.ClientSessionRequestOptions, "signal">,
+  ): Promise<ClientHttp2Stream> {
+    const stream = await super.request(method, path, headers, options);
+    const session = stream.session;
+    stream.once("close", () => {
+      if (stream.rstCode !== http2.constants.NGHTTP2_ENHANCE_YOUR_CALM) return;
+      if (session !== undefined && session !== null && !session.closed && !session.destroyed) session.close();
+    });
+    return stream;
+  }
+}
 
 /** `https://host:port`, bracketing IPv6 literals. */
 export function dsBaseUrl(host: string, port: number): string {
@@ -65,10 +96,11 @@ export function createDSTransport(options: DSTransportOptions): DSTransport {
     ...(options.cert !== undefined ? { cert: options.cert, key: options.key } : {}),
     ...(options.servername !== undefined ? { servername: options.servername } : {}),
     minVersion: "TLSv1.2",
+    maxSessionMemory: options.maxSessionMemoryMb ?? DEFAULT_MAX_SESSION_MEMORY_MB,
   };
   // Our own session manager, so that close() can end the connection: the
   // transports' internal one is not reachable.
-  const sessionManager = new Http2SessionManager(
+  const sessionManager = new SelfHealingSessionManager(
     url,
     options.pingIntervalMs !== undefined ? { pingIntervalMs: options.pingIntervalMs } : {},
     nodeOptions,

@@ -6,19 +6,25 @@ import type { DSRequestHandler, HubInfoSource } from "../ds/handler.js";
 import { requestContext } from "./context.js";
 import { statusForDsError } from "./errors.js";
 import { dsErrorCodeName } from "../wire/errors.js";
+import { defaultMaxRequestBytes, tooLarge } from "./limits.js";
 
 export interface HubDeps {
   readonly domain: string;
   readonly handler: DSRequestHandler;
   /** Answers HubInfo; without it HubInfo is Unimplemented. */
   readonly hubInfo?: HubInfoSource;
+  /** Largest DSRequest accepted (bytes); larger ones get too_large. Default defaultMaxRequestBytes. */
+  readonly maxRequestBytes?: number;
   /** Called with unexpected handler failures (which clients see only as Internal). */
   readonly onInternalError: (err: unknown, ctx: HandlerContext, fields?: { readonly groupId?: string; readonly dsError?: string }) => void;
 }
 
 export function registerHub(router: ConnectRouter, deps: HubDeps): void {
+  const maxRequestBytes = deps.maxRequestBytes ?? defaultMaxRequestBytes;
   router.service(HubService, {
     async submit(req, ctx) {
+      // The exact limit; the transport's guard only bounds the encoded message.
+      if (req.dsRequest.length > maxRequestBytes) throw tooLarge(`${req.dsRequest.length} bytes`, maxRequestBytes);
       let handled;
       try {
         handled = await deps.handler.handle(req.dsRequest, requestContext(ctx));

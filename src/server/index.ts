@@ -1,4 +1,4 @@
-export { startServer, serviceRoute, defaultMaxMessageBytes } from "./server.js";
+export { startServer, serviceRoute, defaultMaxRequestBytes } from "./server.js";
 export type { RunningServer, ServerOptions, ServiceRoute, TlsMaterial } from "./server.js";
 export { requestContext, requestContextKey, firstDnsSan } from "./context.js";
 export { statusForDsError } from "./errors.js";

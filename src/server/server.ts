@@ -1,18 +1,27 @@
 // One HTTP/2 TLS port serving gRPC, Connect and gRPC-Web (connect-node), with
 // optional client certificates (mutual TLS between DSs), health, reflection,
-// per-RPC logs and a graceful shutdown.
+// per-RPC logs, CORS for configured browser origins, one request-size limit
+// answered with too_large, and a graceful shutdown.
 import http2 from "node:http2";
 import type { Http2ServerRequest, Http2ServerResponse, Http2Session } from "node:http2";
 import type { TLSSocket } from "node:tls";
 import type { DescService } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ConnectRouter, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, createConnectRouter, type ConnectRouter, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
 import { createContextValues } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { UniversalHandler } from "@connectrpc/connect/protocol";
+import {
+  compressionBrotli,
+  compressionGzip,
+  universalRequestFromNodeRequest,
+  universalResponseToNodeResponse,
+} from "@connectrpc/connect-node";
 import { pino, type Logger } from "pino";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { HubService } from "../../gen/mimi/ds/v1/hub_pb.js";
 import type { DSRequestHandler, HubInfoSource } from "../ds/handler.js";
 import { buildRequestContext, requestContextKey, type DomainTrust } from "./context.js";
+import { CorsPolicy } from "./cors.js";
+import { checkedMaxRequestBytes, connectReadMaxBytes, defaultMaxRequestBytes, guardRequestSize } from "./limits.js";
 import { HealthRegistry, registerHealth } from "./health.js";
 import { registerHub } from "./hub.js";
 import { loggingInterceptor } from "./logging.js";
@@ -50,8 +59,14 @@ export interface ServerOptions {
   /** Further services; they are listed by reflection and reported by health. */
   readonly services?: readonly ServiceRoute[];
   readonly logger?: Logger;
-  /** Largest request message accepted; default 8 MiB. */
-  readonly maxMessageBytes?: number;
+  /**
+   * Largest request accepted, in DS bytes (a SubmitRequest's ds_request; for
+   * other RPCs their whole message); larger ones are answered with too_large.
+   * Default and maximum 16 MiB (the wire layer's DecodeLimits).
+   */
+  readonly maxRequestBytes?: number;
+  /** Browser origins (`https://app.example`, or `*`) allowed to call over CORS; default none. */
+  readonly corsOrigins?: readonly string[];
   /** Unary calls without a shorter client deadline fail after this long; default 30 s. */
   readonly unaryTimeoutMs?: number;
   /** How long close() lets in-flight calls and streams run before aborting them; default 10 s. */
@@ -72,7 +87,7 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-export const defaultMaxMessageBytes = 8 * 1024 * 1024;
+export { defaultMaxRequestBytes };
 const defaultUnaryTimeoutMs = 30_000;
 const defaultDrainTimeoutMs = 10_000;
 /** After aborting the remaining calls, how long they get to end before connections are destroyed. */
@@ -85,12 +100,17 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const reflection = new ReflectionIndex(served);
   const health = new HealthRegistry(reflection.serviceNames);
   const shutdown = new AbortController();
+  const maxRequestBytes = checkedMaxRequestBytes(options.maxRequestBytes ?? defaultMaxRequestBytes);
+  const cors = new CorsPolicy(options.corsOrigins ?? []);
+  if (cors.allows("*")) logger.warn("CORS: every origin may call this DS (--cors-origin '*')");
+  else if (cors.enabled) logger.info({ origins: options.corsOrigins }, "CORS enabled");
 
   const routes = (router: ConnectRouter): void => {
     registerHub(router, {
       domain: options.domain,
       handler: options.handler,
       ...(options.hubInfo !== undefined ? { hubInfo: options.hubInfo } : {}),
+      maxRequestBytes,
       onInternalError: (err, ctx, fields) =>
         logger.error({ err, service: ctx.service.typeName, method: ctx.method.name, ...fields }, "handler failed"),
     });
@@ -99,9 +119,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     for (const route of extra) route.register(router);
   };
 
-  const handler = connectNodeAdapter({
-    routes,
-    readMaxBytes: options.maxMessageBytes ?? defaultMaxMessageBytes,
+  // connect-node's adapter, with the request-size guard under connect (limits.ts).
+  const router = createConnectRouter({
+    readMaxBytes: connectReadMaxBytes(maxRequestBytes),
+    acceptCompression: [compressionGzip, compressionBrotli],
     // MLS messages are ciphertext and do not compress: never spend CPU gzipping
     // answers and stream entries (compressed requests are still accepted).
     compressMinBytes: Number.MAX_SAFE_INTEGER,
@@ -111,8 +132,25 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       streamsEndUnavailable(shutdown.signal),
       unaryTimeout(options.unaryTimeoutMs ?? defaultUnaryTimeoutMs),
     ],
-    contextValues: (req) => createContextValues().set(requestContextKey, buildRequestContext(req, options.domainTrust)),
   });
+  routes(router);
+  const paths = new Map<string, UniversalHandler>(router.handlers.map((h) => [h.requestPath, h]));
+  const handler = (req: Http2ServerRequest, res: Http2ServerResponse): void => {
+    const uHandler = paths.get(req.url.split("?", 2)[0] ?? "");
+    if (uHandler === undefined) {
+      res.writeHead(404);
+      res.end();
+      return;
+    }
+    const contextValues = createContextValues().set(requestContextKey, buildRequestContext(req, options.domainTrust));
+    const uReq = guardRequestSize(universalRequestFromNodeRequest(req, res, undefined, contextValues), maxRequestBytes);
+    uHandler(uReq)
+      .then((uRes) => universalResponseToNodeResponse(uRes, res))
+      .catch((reason: unknown) => {
+        if (ConnectError.from(reason).code === Code.Aborted) return;
+        logger.error({ err: reason, service: uHandler.service.typeName, method: uHandler.method.name }, "rpc handler failed");
+      });
+  };
 
   const server = http2.createSecureServer({
     allowHTTP1: true, // Connect and gRPC-Web over HTTP/1.1 (browsers, curl)
@@ -151,6 +189,22 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     else res.once("finish", finished);
     // HTTP/1.1 has no GOAWAY: tell keep-alive clients not to reuse the connection.
     if (draining && req.httpVersionMajor === 1) res.setHeader("connection", "close");
+    const verdict = cors.verdict(req.method, req.headers);
+    if (verdict.kind === "preflight") {
+      res.writeHead(verdict.status, verdict.headers);
+      if (verdict.body !== undefined) res.end(verdict.body);
+      else res.end();
+      return;
+    }
+    if (verdict.kind === "allow") for (const [name, value] of Object.entries(verdict.headers)) res.setHeader(name, value);
+    // A request refused before its body was read (too_large) would leave the
+    // client sending into a stream nobody reads: once the answer is out, end the
+    // stream with NO_ERROR (RFC 9113 8.1), which tells the client to stop.
+    if (req.httpVersionMajor === 2) {
+      res.once("finish", () => {
+        if (!req.complete && !req.stream.destroyed) req.stream.close(http2.constants.NGHTTP2_NO_ERROR);
+      });
+    }
     handler(req, res);
   });
   server.on("session", (session: Http2Session) => {

@@ -152,11 +152,12 @@ describe("bad requests", () => {
     expect(await f.queueLength(bob.clientId)).toBe(queued);
   });
 
-  it("an oversized request is refused by the transport with ResourceExhausted", async () => {
-    const big = new Uint8Array(9 * 1024 * 1024);
+  it("a request over the limit (16 MiB by default) is too_large, with RPC status ResourceExhausted", async () => {
+    const big = new Uint8Array(16 * 1024 * 1024 + 1);
     const err = await f.hub.hub.submit({ dsRequest: big }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConnectError);
     expect((err as ConnectError).code).toBe(Code.ResourceExhausted);
+    expect((await submit(big)).code).toBe("too_large");
   });
 
   it("a valid request still goes through afterwards", async () => {

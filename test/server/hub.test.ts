@@ -1,6 +1,7 @@
 // HubService over every protocol and client: Ping, Submit envelopes, DS error
 // mapping with DSErrorDetail, size limits, client-certificate domains, logs.
 import { X509Certificate } from "node:crypto";
+import { DSRequestError } from "../../src/client/index.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { DSErrorDetailSchema, HubService } from "../../gen/mimi/ds/v1/hub_pb.js";
@@ -95,12 +96,13 @@ describe("HubService with the dispatcher", () => {
     expect(res.responseBody.error.code).toBe(DSErrorCode.unsupported_version);
   });
 
-  it("rejects a request larger than the limit with ResourceExhausted", async () => {
+  it("rejects a request larger than the limit (16 MiB by default) with ResourceExhausted and too_large", async () => {
     const hub = client(HubService, "grpc", server.url, tls);
     const err = await hub
-      .submit({ dsRequest: new Uint8Array(8 * 1024 * 1024 + 1) })
+      .submit({ dsRequest: new Uint8Array(16 * 1024 * 1024 + 1) })
       .catch((e: unknown) => ConnectError.from(e));
     expect((err as ConnectError).code).toBe(Code.ResourceExhausted);
+    expect(DSRequestError.fromConnectError(err as ConnectError)?.codeName).toBe("too_large");
   });
 
   it("logs one line per RPC without payloads", async () => {
