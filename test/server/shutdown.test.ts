@@ -20,6 +20,10 @@ beforeAll(async () => {
 afterAll(() => ca.cleanup());
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Waits for a condition, not for a time (a loaded machine is slow, never fast). */
+async function until(cond: () => boolean): Promise<void> {
+  while (!cond()) await sleep(10);
+}
 
 describe("graceful shutdown", () => {
   it("ends health watches with NOT_SERVING", async () => {
@@ -29,7 +33,7 @@ describe("graceful shutdown", () => {
     const watching = (async () => {
       for await (const res of health.watch({ service: "" })) seen.push(res.status);
     })();
-    await sleep(200);
+    await until(() => seen.length === 1);
     const closed = server.close();
     await watching; // the stream ends normally
     await closed;
@@ -39,7 +43,9 @@ describe("graceful shutdown", () => {
   it("lets in-flight calls finish, aborts open streams after the drain timeout, then runs onClose", async () => {
     const events: string[] = [];
     let streamSignal: AbortSignal | undefined;
+    let unaryStarted = false;
     const handler = recordingHandler(async () => {
+      unaryStarted = true;
       await sleep(300);
       events.push("unary done");
       return { response: new Uint8Array([0, 1, 0]) };
@@ -70,10 +76,10 @@ describe("graceful shutdown", () => {
       () => undefined,
       (e: unknown) => ConnectError.from(e),
     );
-    await sleep(200);
+    await until(() => received.length === 1);
     const hub = client(HubService, "grpc", server.url, tls);
     const unary = hub.submit({ dsRequest: new Uint8Array([1]) });
-    await sleep(50);
+    await until(() => unaryStarted);
 
     const started = Date.now();
     await server.close();
@@ -85,8 +91,8 @@ describe("graceful shutdown", () => {
     expect(streamErr?.code).toBe(Code.Unavailable);
     expect(streamSignal?.aborted).toBe(true);
     expect(events).toEqual(["unary done", "stream aborted", "onClose"]);
+    // The stream was given the drain timeout before it was aborted.
     expect(took).toBeGreaterThanOrEqual(550);
-    expect(took).toBeLessThan(5_000);
 
     // Closed means closed: no new calls, and close() stays idempotent.
     await expect(createClient(HubService, transport("connect", server.url, tls)).ping({})).rejects.toThrow();
@@ -96,12 +102,13 @@ describe("graceful shutdown", () => {
   });
 
   it("closes promptly with idle connections of every protocol open", async () => {
-    const server = await startTestServer(ca, "hub.example", recordingHandler());
+    // Idle connections are closed at once: close() does not wait out the (long) drain timeout for them.
+    const server = await startTestServer(ca, "hub.example", recordingHandler(), { drainTimeoutMs: 600_000 });
     for (const kind of ["grpc", "connect", "connect-h1", "grpc-web"] as const) {
       await client(HubService, kind, server.url, tls).ping({});
     }
     const started = Date.now();
     await server.close();
-    expect(Date.now() - started).toBeLessThan(2_000);
+    expect(Date.now() - started).toBeLessThan(300_000);
   });
 });
