@@ -83,6 +83,12 @@ export interface MimiMemberOptions {
   readonly local?: Transport;
   /** An existing signature key pair; default: a fresh one. */
   readonly signatureKeyPair?: { readonly publicKey: Uint8Array; readonly signKey: Uint8Array };
+  /**
+   * Put the ratchet tree into the Welcome's GroupInfo (RFC 9420 ratchet_tree
+   * extension). Default true: many clients (CoreCrypto/OpenMLS among them)
+   * cannot take the tree from elsewhere; false leaves joiners to welcome_info.
+   */
+  readonly welcomeRatchetTree?: boolean;
 }
 
 /** A KeyPackage this member generated and can still be added with. */
@@ -135,6 +141,7 @@ export class MimiMember {
     readonly signatureKeyPair: { readonly publicKey: Uint8Array; readonly signKey: Uint8Array },
     readonly hub: DSClient | undefined,
     local: Transport | undefined,
+    readonly welcomeRatchetTree: boolean,
   ) {
     this.local =
       local === undefined
@@ -146,7 +153,7 @@ export class MimiMember {
     const name = options.cipherSuite ?? DEFAULT_CIPHERSUITE;
     const cs = await getCiphersuiteImpl(getCiphersuiteFromName(name));
     const keys = options.signatureKeyPair ?? (await cs.signature.keygen());
-    return new MimiMember(options.clientId, name, cs, keys, options.hub, options.local);
+    return new MimiMember(options.clientId, name, cs, keys, options.hub, options.local, options.welcomeRatchetTree ?? true);
   }
 
   get credential(): Credential {
@@ -267,7 +274,11 @@ export class MimiMember {
     };
   }
 
-  /** The PartialGroupInfo of `newState`: extensions (with external_pub) and the signature of its GroupInfo. */
+  /**
+   * The PartialGroupInfo of `newState`: extensions (with external_pub) and the
+   * signature of its GroupInfo. external_pub is written in RFC 9420's form
+   * (`opaque external_pub<V>`) by the patched ts-mls (patches/ts-mls+1.6.4.patch).
+   */
   private async partialGroupInfo(newState: ClientState): Promise<PartialGroupInfo> {
     const gi = await createGroupInfoWithExternalPub(newState, [], this.cs);
     return { groupInfoExtensions: gi.extensions, signature: gi.signature };
@@ -276,7 +287,7 @@ export class MimiMember {
   private async commit(proposals: Proposal[]): Promise<PreparedCommit> {
     const res = await createCommit(
       { state: this.requireState(), cipherSuite: this.cs },
-      { wireAsPublicMessage: true, extraProposals: proposals },
+      { wireAsPublicMessage: true, extraProposals: proposals, ratchetTreeExtension: this.welcomeRatchetTree },
     );
     const groupUpdate: MLSGroupUpdate = { commit: res.commit, partialGroupInfo: await this.partialGroupInfo(res.newState) };
     return { groupUpdate, newState: res.newState, ...(res.welcome !== undefined ? { welcome: res.welcome } : {}) };
@@ -381,10 +392,19 @@ export class MimiMember {
     return this.state;
   }
 
-  /** welcome_info (joiner-signed with the KeyPackage's key) for the ratchet tree, then joins. */
+  /**
+   * Joins from a Welcome: with the ratchet tree it carries (ratchet_tree
+   * extension), else with the tree of welcome_info (joiner-signed with the
+   * KeyPackage's key).
+   */
   async joinFromWelcome(welcome: Welcome | MLSMessage | Uint8Array): Promise<ClientState> {
     const w = asWelcome(welcome);
     const { kp, groupInfo } = await this.inspectWelcome(w);
+    if (groupInfo.extensions.some((e) => e.extensionType === "ratchet_tree")) {
+      this.state = await joinGroup(w, kp.publicPackage, kp.privatePackage, emptyPskIndex, this.cs);
+      if (!kp.lastResort) this.keyPackages.delete(hex(kp.ref));
+      return this.state;
+    }
     const tree = await this.requireHub().welcomeInfo(
       { groupId: groupInfo.groupContext.groupId, epoch: groupInfo.groupContext.epoch, keyPackageRef: kp.ref },
       {
