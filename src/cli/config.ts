@@ -1,6 +1,7 @@
 // `serve` configuration from flags, then environment, then defaults.
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { CLIENT_POLICIES, type ClientPolicy } from "../ds/policy.js";
 import { parseRateRule, type RateLimits, type RateRule } from "../ds/rate-limit.js";
 
 export interface ServeConfig {
@@ -23,6 +24,8 @@ export interface ServeConfig {
   readonly fanoutTokenKey: string;
   /** Fanout accepted from each hub per window. */
   readonly fanoutRateLimit?: RateRule;
+  /** "mimi" (draft -05, default) or "rfc9420" (also standard MLS clients; docs/interop.md). */
+  readonly clientPolicy: ClientPolicy;
 }
 
 export class ConfigError extends Error {
@@ -44,7 +47,10 @@ export const serveUsage = `usage: mimi-ds serve [options]
   --peers FILE            peer DSs (docs/federation.md)         (MIMI_DS_PEERS, default none)
   --fanout-token-key FILE FanoutAuthToken keys, shared by all instances (MIMI_DS_FANOUT_TOKEN_KEY,
                           default <data-dir>/fanout-token-key.json)
-  --fanout-rate-limit R   DSFanoutRequests accepted per hub     (MIMI_DS_FANOUT_RATE_LIMIT, default none)`;
+  --fanout-rate-limit R   DSFanoutRequests accepted per hub     (MIMI_DS_FANOUT_RATE_LIMIT, default none)
+  --client-policy P       mimi | rfc9420: rfc9420 also serves standard MLS clients without
+                          FanoutAuth tokens or signed requests (MIMI_DS_CLIENT_POLICY, default mimi;
+                          docs/interop.md)`;
 
 const logLevels = new Set(["trace", "debug", "info", "warn", "error", "fatal", "silent"]);
 
@@ -70,6 +76,7 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
         peers: { type: "string" },
         "fanout-token-key": { type: "string" },
         "fanout-rate-limit": { type: "string" },
+        "client-policy": { type: "string" },
       },
     }));
   } catch (err) {
@@ -113,6 +120,8 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
   const peers = pick(values.peers, "MIMI_DS_PEERS");
   const fanoutTokenKey = pick(values["fanout-token-key"], "MIMI_DS_FANOUT_TOKEN_KEY") ?? join(dataDir, "fanout-token-key.json");
   const fanoutRateLimit = rate(values["fanout-rate-limit"], "MIMI_DS_FANOUT_RATE_LIMIT");
+  const clientPolicy = pick(values["client-policy"], "MIMI_DS_CLIENT_POLICY") ?? "mimi";
+  if (!(CLIENT_POLICIES as readonly string[]).includes(clientPolicy)) throw new ConfigError(`--client-policy wants one of ${CLIENT_POLICIES.join(", ")}, got ${JSON.stringify(clientPolicy)}`);
   return {
     domain,
     host,
@@ -127,6 +136,7 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
     ...(peers !== undefined ? { peers: resolve(peers) } : {}),
     fanoutTokenKey,
     ...(fanoutRateLimit !== undefined ? { fanoutRateLimit } : {}),
+    clientPolicy: clientPolicy as ClientPolicy,
   };
 }
 

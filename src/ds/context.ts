@@ -5,6 +5,7 @@ import type { Store } from "../store/port.js";
 import type { GroupRegistry } from "./groups.js";
 import type { HubIdentity } from "./hub-identity.js";
 import type { PeerHubs } from "./peers.js";
+import type { ClientPolicy } from "./policy.js";
 import type { RateLimiter, RateLimits } from "./rate-limit.js";
 
 export interface DSConfig {
@@ -21,6 +22,12 @@ export interface DSConfig {
   readonly engine: EngineOptions;
   /** DSRequest rate limits (none by default). */
   readonly rateLimits: RateLimits;
+  /**
+   * Which clients the hub serves (src/ds/policy.ts, docs/interop.md): "mimi"
+   * (default: draft -05's FanoutAuth tokens, ds_protocol_version, signed
+   * requests) or "rfc9420" (also standard RFC 9420 clients without them).
+   */
+  readonly clientPolicy: ClientPolicy;
   /** Milliseconds since the Unix epoch. */
   readonly now: () => number;
 }
@@ -33,6 +40,7 @@ export const defaultDSConfig = (domain: string): DSConfig => ({
   openExternalJoin: true,
   engine: {},
   rateLimits: {},
+  clientPolicy: "mimi",
   now: () => Date.now(),
 });
 
