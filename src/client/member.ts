@@ -28,6 +28,7 @@ import {
   createCommit,
   createGroup as tsCreateGroup,
   createGroupInfoWithExternalPub,
+  createGroupInfoWithExternalPubAndRatchetTree,
   createProposal,
   defaultCapabilities,
   defaultLifetime,
@@ -89,6 +90,24 @@ export interface MimiMemberOptions {
    * cannot take the tree from elsewhere; false leaves joiners to welcome_info.
    */
   readonly welcomeRatchetTree?: boolean;
+  /**
+   * Put the ratchet tree into every PartialGroupInfo too, so that the hub's
+   * GroupInfo carries it (default false: it costs the whole tree per commit).
+   * Clients that join by external commit only from a GroupInfo with the tree
+   * in it (CoreCrypto) need it from the last committer (docs/interop.md).
+   */
+  readonly groupInfoRatchetTree?: boolean;
+}
+
+/** How a group is created (createGroup, createLocalGroup). */
+export interface GroupOptions {
+  /**
+   * Carry the ds_protocol_version GroupContext extension (default true, draft
+   * -05). false makes a group that standard RFC 9420 clients can join: they
+   * must list every GroupContext extension in their capabilities and cannot
+   * (the hub must run the rfc9420 client policy; docs/interop.md).
+   */
+  readonly dsProtocolVersion?: boolean;
 }
 
 /** A KeyPackage this member generated and can still be added with. */
@@ -142,6 +161,7 @@ export class MimiMember {
     readonly hub: DSClient | undefined,
     local: Transport | undefined,
     readonly welcomeRatchetTree: boolean,
+    readonly groupInfoRatchetTree: boolean,
   ) {
     this.local =
       local === undefined
@@ -153,7 +173,7 @@ export class MimiMember {
     const name = options.cipherSuite ?? DEFAULT_CIPHERSUITE;
     const cs = await getCiphersuiteImpl(getCiphersuiteFromName(name));
     const keys = options.signatureKeyPair ?? (await cs.signature.keygen());
-    return new MimiMember(options.clientId, name, cs, keys, options.hub, options.local, options.welcomeRatchetTree ?? true);
+    return new MimiMember(options.clientId, name, cs, keys, options.hub, options.local, options.welcomeRatchetTree ?? true, options.groupInfoRatchetTree ?? false);
   }
 
   get credential(): Credential {
@@ -280,7 +300,9 @@ export class MimiMember {
    * (`opaque external_pub<V>`) by the patched ts-mls (patches/ts-mls+1.6.4.patch).
    */
   private async partialGroupInfo(newState: ClientState): Promise<PartialGroupInfo> {
-    const gi = await createGroupInfoWithExternalPub(newState, [], this.cs);
+    const gi = this.groupInfoRatchetTree
+      ? await createGroupInfoWithExternalPubAndRatchetTree(newState, [], this.cs)
+      : await createGroupInfoWithExternalPub(newState, [], this.cs);
     return { groupInfoExtensions: gi.extensions, signature: gi.signature };
   }
 
@@ -296,12 +318,13 @@ export class MimiMember {
   // ---------------------------------------------------------------- create
 
   /** The GroupContext extensions of a new group: RFC 9420 external_senders (the hub) and ds_protocol_version. */
-  static groupExtensions(hubExternalSender: ExternalSender): Extension[] {
-    return [makeExternalSendersExtension([hubExternalSender]), makeDSProtocolVersionExtension(DS_PROTOCOL_VERSION)];
+  static groupExtensions(hubExternalSender: ExternalSender, options: GroupOptions = {}): Extension[] {
+    const senders = makeExternalSendersExtension([hubExternalSender]);
+    return options.dsProtocolVersion === false ? [senders] : [senders, makeDSProtocolVersionExtension(DS_PROTOCOL_VERSION)];
   }
 
   /** Creates the ts-mls group locally (no DS call); the state becomes this member's group. */
-  async createLocalGroup(groupId: Uint8Array, hubExternalSender: ExternalSender): Promise<ClientState> {
+  async createLocalGroup(groupId: Uint8Array, hubExternalSender: ExternalSender, options: GroupOptions = {}): Promise<ClientState> {
     const kp = await this.generateKeyPackage();
     this.keyPackages.delete(hex(kp.ref)); // used for the creator's leaf, not for a Welcome
     // Needs a ts-mls that reads RFC 9420 external_senders (patches/ts-mls+1.6.4.patch,
@@ -310,7 +333,7 @@ export class MimiMember {
       groupId,
       kp.publicPackage,
       kp.privatePackage,
-      MimiMember.groupExtensions(hubExternalSender),
+      MimiMember.groupExtensions(hubExternalSender, options),
       this.cs,
     );
     return this.state;
@@ -320,11 +343,11 @@ export class MimiMember {
    * request_group_id, then create_group on the hub with the signed GroupInfo
    * (with external_pub), the ratchet tree and this member's token.
    */
-  async createGroup(hubExternalSender: ExternalSender): Promise<Uint8Array> {
+  async createGroup(hubExternalSender: ExternalSender, options: GroupOptions = {}): Promise<Uint8Array> {
     const hub = this.requireHub();
     if (this.token === undefined) throw new Error(`${this.clientId}: register() first (create_group needs the token)`);
     const groupId = await hub.requestGroupId();
-    const state = await this.createLocalGroup(groupId, hubExternalSender);
+    const state = await this.createLocalGroup(groupId, hubExternalSender, options);
     try {
       const gi = await createGroupInfoWithExternalPub(state, [], this.cs);
       await hub.createGroup(

@@ -1,0 +1,145 @@
+// CoreCrypto (Wire, on OpenMLS) and ts-mls clients in one group on a hub in
+// this process (real dispatcher, SQLite, TLS), under the rfc9420 client policy.
+// CoreCrypto's MLS bytes reach the DS unchanged (asReceived checks it); the DS
+// protocol framing CoreCrypto cannot make (signed DSRequests) is bridged in
+// the open by test/interop/corecrypto.ts (dsSubmitter: anonymous requests).
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MimiMember } from "../../src/client/index.js";
+import { proposeRemoval } from "../../src/ds/admin.js";
+import { groupInfoMessage, members } from "../../src/mls/index.js";
+import { clientQueue } from "../../src/store/port.js";
+import { decodeKeyPackageBytes, encodeKeyPackageBytes, encodeMLSMessage } from "../../src/wire/index.js";
+import { startHub, type HubFixture } from "../ds/fixture.js";
+import { pullInbox } from "../helpers/inbox.js";
+import { CoreCryptoClient, dsSubmitter, sendFromCoreCrypto, userDeviceId, type CoreCryptoCommit, type Decrypted } from "./corecrypto.js";
+
+const DOMAIN = "hub.example";
+let f: HubFixture;
+const started = Date.now();
+
+beforeAll(async () => {
+  f = await startHub(DOMAIN, { clientPolicy: "rfc9420" });
+});
+afterAll(async () => {
+  await f?.close();
+  console.log(`CoreCrypto in-process suite: ${Date.now() - started} ms`);
+});
+
+const cursors = new Map<string, bigint>();
+/** Everything queued for `clientId` since the last call (acknowledged). */
+async function inbox(clientId: string): Promise<Uint8Array[]> {
+  const q = clientQueue(clientId);
+  await pullInbox(f.store, clientId);
+  const entries = await f.store.read(q, cursors.get(q) ?? 0n, 1000);
+  if (entries.length > 0) {
+    const last = entries[entries.length - 1]!.seq;
+    cursors.set(q, last);
+    await f.store.ack(q, last);
+  }
+  return entries.map((e) => e.payload);
+}
+
+/** A CoreCrypto client reads its queue: Welcomes join, everything else is decrypted. */
+async function ccDeliver(c: CoreCryptoClient, groupId: Uint8Array): Promise<(Decrypted | { kind: "joined" } | { kind: "own" })[]> {
+  const out: (Decrypted | { kind: "joined" } | { kind: "own" })[] = [];
+  for (const m of await inbox(c.clientId)) {
+    if (m[2] === 0 && m[3] === 3) {
+      await c.joinFromWelcome(m);
+      out.push({ kind: "joined" });
+      continue;
+    }
+    try {
+      out.push(await c.decrypt(groupId, m));
+    } catch (err) {
+      // Anonymous send_message reaches its sender too (the hub cannot tell who sent it); CoreCrypto calls its own message a DuplicateMessage.
+      if (/DuplicateMessage/.test(String(err))) out.push({ kind: "own" });
+      else throw err;
+    }
+  }
+  return out;
+}
+
+async function tsMember(name: string, options: Parameters<HubFixture["member"]>[1] = {}): Promise<MimiMember> {
+  return f.member(name, { clientId: userDeviceId(DOMAIN), ...options });
+}
+
+async function expectInSync(groupId: Uint8Array, ts: MimiMember[], cc: CoreCryptoClient[]) {
+  const g = (await f.hosted(groupId))!;
+  const epoch = g.state.groupContext.epoch;
+  for (const m of ts) expect(m.epoch, m.clientId).toBe(epoch);
+  for (const c of cc) expect(await c.epoch(groupId), c.clientId).toBe(epoch);
+  const th = Buffer.from(g.state.groupContext.treeHash).toString("hex");
+  for (const m of ts) expect(Buffer.from(m.treeHash).toString("hex"), m.clientId).toBe(th);
+  const ids = [...members(g.state)].map((m) => m.clientId).sort();
+  for (const c of cc) expect(await c.members(groupId)).toEqual(ids);
+}
+
+const kinds = (rs: { kind: string }[]) => rs.map((r) => r.kind);
+
+describe("CoreCrypto and ts-mls members through the hub", () => {
+  it("a ts-mls group: CoreCrypto joins from the Welcome, messages both ways, commits update/add/remove, hub Remove, external joins both ways", async () => {
+    const alice = await tsMember("alice");
+    const cc1 = await CoreCryptoClient.create({ domain: DOMAIN });
+    const sent: CoreCryptoCommit[] = [];
+    cc1.submit = dsSubmitter(f.hub, sent);
+
+    // alice creates the group without ds_protocol_version (CoreCrypto cannot list it) and adds cc1 with its own KeyPackage.
+    const groupId = await alice.createGroup(await f.hubSender(), { dsProtocolVersion: false });
+    await alice.add([decodeKeyPackageBytes(await cc1.keyPackage())]);
+    expect(kinds(await ccDeliver(cc1, groupId))).toEqual(["joined"]);
+    await expectInSync(groupId, [alice], [cc1]);
+
+    // Application messages both ways.
+    await alice.send("hello CoreCrypto");
+    expect(await ccDeliver(cc1, groupId)).toEqual([expect.objectContaining({ kind: "application", text: "hello CoreCrypto", sender: alice.clientId })]);
+    await sendFromCoreCrypto(f.hub, cc1, groupId, "hello ts-mls");
+    expect(await f.deliver(alice)).toEqual([expect.objectContaining({ kind: "application", text: "hello ts-mls" })]);
+    expect(kinds(await ccDeliver(cc1, groupId))).toEqual(["own"]);
+
+    // CoreCrypto commits: update, add of two ts-mls clients (without path), remove.
+    await cc1.update(groupId);
+    expect(kinds(await f.deliver(alice))).toEqual(["commit"]);
+    await expectInSync(groupId, [alice], [cc1]);
+
+    const bob = await tsMember("bob");
+    const carol = await tsMember("carol");
+    await cc1.add(groupId, [encodeKeyPackageBytes((await bob.generateKeyPackage()).publicPackage), encodeKeyPackageBytes((await carol.generateKeyPackage()).publicPackage)]);
+    expect(kinds(await f.deliver(alice))).toEqual(["commit"]);
+    expect(kinds(await f.deliver(bob))).toEqual(["joined"]);
+    expect(kinds(await f.deliver(carol))).toEqual(["joined"]);
+    await expectInSync(groupId, [alice, bob, carol], [cc1]);
+
+    await cc1.remove(groupId, [carol.clientId]);
+    expect(kinds(await f.deliver(alice))).toEqual(["commit"]);
+    expect(kinds(await f.deliver(bob))).toEqual(["commit"]);
+    expect(await f.deliver(carol)).toEqual([{ kind: "commit", epoch: expect.any(BigInt), removed: true }]);
+    await expectInSync(groupId, [alice, bob], [cc1]);
+    // The hub's GroupInfo is CoreCrypto's, byte for byte (the hub computed the same GroupContext).
+    expect(Buffer.from(groupInfoMessage((await f.hosted(groupId))!.state)!).equals(Buffer.from(sent.at(-1)!.groupInfo))).toBe(true);
+
+    // A ts-mls client joins by external commit from the GroupInfo of a CoreCrypto commit.
+    const dave = await tsMember("dave");
+    await dave.externalJoin(groupId);
+    for (const m of [alice, bob]) expect(kinds(await f.deliver(m))).toEqual(["commit"]);
+    expect(kinds(await ccDeliver(cc1, groupId))).toEqual(["commit"]);
+    await expectInSync(groupId, [alice, bob, dave], [cc1]);
+
+    // The hub proposes to remove bob (external sender); CoreCrypto commits the proposal by reference.
+    await proposeRemoval(f.ds.context, groupId, bob.clientId);
+    expect(kinds(await ccDeliver(cc1, groupId))).toEqual(["proposal"]);
+    for (const m of [alice, bob, dave]) expect(kinds(await f.deliver(m))).toEqual(["proposal"]);
+    await cc1.commitPending(groupId);
+    for (const m of [alice, dave]) expect(kinds(await f.deliver(m))).toEqual(["commit"]);
+    expect(await f.deliver(bob)).toEqual([expect.objectContaining({ removed: true })]);
+    await expectInSync(groupId, [alice, dave], [cc1]);
+
+    // A CoreCrypto client joins by external commit from the hub's GroupInfo (the last commit was CoreCrypto's: it has the tree).
+    const cc2 = await CoreCryptoClient.create({ domain: DOMAIN });
+    cc2.submit = dsSubmitter(f.hub, sent);
+    const info = await f.hub.externalCommitInfo(groupId);
+    await cc2.joinByExternalCommit(groupId, encodeMLSMessage(info.groupInfo));
+    for (const m of [alice, dave]) expect(kinds(await f.deliver(m))).toEqual(["commit"]);
+    expect(kinds(await ccDeliver(cc1, groupId))).toEqual(["commit"]);
+    await expectInSync(groupId, [alice, dave], [cc1, cc2]);
+  });
+});
