@@ -8,7 +8,7 @@ import { MimiMember } from "../../src/client/index.js";
 import { proposeRemoval } from "../../src/ds/admin.js";
 import { groupInfoMessage, members } from "../../src/mls/index.js";
 import { clientQueue } from "../../src/store/port.js";
-import { decodeKeyPackageBytes, encodeKeyPackageBytes, encodeMLSMessage } from "../../src/wire/index.js";
+import { decodeKeyPackageBytes, encodeKeyPackageBytes, encodeMLSMessage, readDSProtocolVersion, readExternalSenders } from "../../src/wire/index.js";
 import { startHub, type HubFixture } from "../ds/fixture.js";
 import { pullInbox } from "../helpers/inbox.js";
 import { CoreCryptoClient, dsSubmitter, sendFromCoreCrypto, userDeviceId, type CoreCryptoCommit, type Decrypted } from "./corecrypto.js";
@@ -141,5 +141,109 @@ describe("CoreCrypto and ts-mls members through the hub", () => {
     for (const m of [alice, dave]) expect(kinds(await f.deliver(m))).toEqual(["commit"]);
     expect(kinds(await ccDeliver(cc1, groupId))).toEqual(["commit"]);
     await expectInSync(groupId, [alice, dave], [cc1, cc2]);
+  });
+
+  it("a CoreCrypto-created group: unmodified KeyPackages, the hub as external sender, ts-mls members added by CoreCrypto and adding CoreCrypto", async () => {
+    const hubKey = (await f.hubSender()).signaturePublicKey;
+    const cc = await CoreCryptoClient.create({ domain: DOMAIN });
+    const sent: CoreCryptoCommit[] = [];
+    cc.submit = dsSubmitter(f.hub, sent);
+    const groupId = await f.hub.requestGroupId();
+    await cc.createConversation(groupId, hubKey);
+    await cc.firstCommit(groupId); // create_group with its GroupInfo (epoch 1)
+    const hosted = (await f.hosted(groupId))!;
+    expect(hosted.state.groupContext.epoch).toBe(1n);
+    expect(readDSProtocolVersion(hosted.state.groupContext.extensions)).toBeUndefined();
+    expect(readExternalSenders(hosted.state.groupContext.extensions)?.map((e) => Buffer.from(e.signaturePublicKey).toString("hex"))).toEqual([Buffer.from(hubKey).toString("hex")]);
+
+    const alice = await tsMember("alice2");
+    await cc.add(groupId, [encodeKeyPackageBytes((await alice.generateKeyPackage()).publicPackage)]);
+    expect(kinds(await f.deliver(alice))).toEqual(["joined"]);
+    await expectInSync(groupId, [alice], [cc]);
+
+    const cc2 = await CoreCryptoClient.create({ domain: DOMAIN });
+    cc2.submit = dsSubmitter(f.hub, sent);
+    await alice.add([decodeKeyPackageBytes(await cc2.keyPackage())]);
+    expect(kinds(await ccDeliver(cc, groupId))).toEqual(["commit"]);
+    expect(kinds(await ccDeliver(cc2, groupId))).toEqual(["joined"]);
+    await expectInSync(groupId, [alice], [cc, cc2]);
+
+    await sendFromCoreCrypto(f.hub, cc2, groupId, "from cc2");
+    expect(await f.deliver(alice)).toEqual([expect.objectContaining({ text: "from cc2" })]);
+    expect(await ccDeliver(cc, groupId)).toEqual([expect.objectContaining({ kind: "application", text: "from cc2", sender: cc2.clientId })]);
+    expect(kinds(await ccDeliver(cc2, groupId))).toEqual(["own"]);
+
+    // The hub removes cc2; the other CoreCrypto client commits it.
+    await proposeRemoval(f.ds.context, groupId, cc2.clientId);
+    expect(kinds(await ccDeliver(cc, groupId))).toEqual(["proposal"]);
+    expect(kinds(await f.deliver(alice))).toEqual(["proposal"]);
+    expect(kinds(await ccDeliver(cc2, groupId))).toEqual(["proposal"]);
+    await cc.commitPending(groupId);
+    expect(kinds(await f.deliver(alice))).toEqual(["commit"]);
+    expect(await ccDeliver(cc2, groupId)).toEqual([{ kind: "commit", active: false }]);
+    await expectInSync(groupId, [alice], [cc]);
+  });
+
+  it("ids: CoreCrypto joins next to a mimi:// or alice:1@ member but cannot decrypt their messages; <uuid>:<hex>@domain works", async () => {
+    for (const [clientId, ok] of [
+      [`mimi://${DOMAIN}/u/ids-alice/d/1`, false],
+      [`ids-bob:1@${DOMAIN}`, false], // the user part must be a UUID, the device part hex
+      [userDeviceId(DOMAIN), true],
+    ] as const) {
+      const alice = await f.member("x", { clientId });
+      const groupId = await alice.createGroup(await f.hubSender(), { dsProtocolVersion: false });
+      const cc = await CoreCryptoClient.create({ domain: DOMAIN });
+      await alice.add([decodeKeyPackageBytes(await cc.keyPackage())]);
+      expect(kinds(await ccDeliver(cc, groupId))).toEqual(["joined"]);
+      await alice.send("hi");
+      const got = await ccDeliver(cc, groupId).catch((e: unknown) => e);
+      if (ok) expect(got).toEqual([expect.objectContaining({ text: "hi", sender: clientId })]);
+      else expect(String(got)).toMatch(/not of the format `<user-id:device-id@domain>`/);
+    }
+  });
+
+  it("CoreCrypto joins by external commit after a ts-mls commit only when its GroupInfo carries the tree (groupInfoRatchetTree)", async () => {
+    for (const withTree of [false, true]) {
+      const alice = await tsMember(`alice-${withTree}`, { groupInfoRatchetTree: withTree });
+      const groupId = await alice.createGroup(await f.hubSender(), { dsProtocolVersion: false });
+      await alice.update();
+      const cc = await CoreCryptoClient.create({ domain: DOMAIN });
+      cc.submit = dsSubmitter(f.hub);
+      const info = encodeMLSMessage((await f.hub.externalCommitInfo(groupId)).groupInfo);
+      const join = cc.joinByExternalCommit(groupId, info);
+      if (!withTree) {
+        // CoreCrypto takes the tree from the GroupInfo alone (its API has no parameter for one); whose limit: CoreCrypto's.
+        await expect(join).rejects.toThrow(/CoreCrypto external_join/);
+        continue;
+      }
+      await join;
+      expect(kinds(await f.deliver(alice))).toEqual(["commit"]);
+      await expectInSync(groupId, [alice], [cc]);
+    }
+  });
+});
+
+describe("what the default (draft -05) rules refuse", () => {
+  let strict: HubFixture;
+  beforeAll(async () => {
+    strict = await startHub("strict.example");
+  });
+  afterAll(() => strict?.close());
+
+  it("CoreCrypto cannot join a group with ds_protocol_version, and its unsigned requests are refused", async () => {
+    const alice = await strict.member("alice", { clientId: userDeviceId("strict.example") });
+    const groupId = await alice.createGroup(await strict.hubSender());
+    const cc = await CoreCryptoClient.create({ domain: "strict.example" });
+    // Under -05 the group carries ds_protocol_version (0xF0A2), which CoreCrypto's leaf cannot list in its
+    // capabilities; RFC 9420 (12.1.7, 12.2) lets no such leaf in: ts-mls refuses the Add before any DS sees it.
+    await expect(alice.prepareAdd([decodeKeyPackageBytes(await cc.keyPackage())])).rejects.toThrow(/doesn't support extension in GroupContext/);
+
+    // A CoreCrypto commit sent anonymously is refused by a -05 hub (it needs a client_signature).
+    const own = await CoreCryptoClient.create({ domain: "strict.example" });
+    own.submit = dsSubmitter(strict.hub);
+    const gid = await strict.hub.requestGroupId();
+    await own.createConversation(gid, (await strict.hubSender()).signaturePublicKey);
+    await expect(own.firstCommit(gid)).rejects.toThrow(/CoreCrypto create/);
+    expect(String(own.lastRejection)).toMatch(/ds_protocol_version|client_signature/);
   });
 });
