@@ -5,13 +5,11 @@
 // the open by test/interop/corecrypto.ts (dsSubmitter: anonymous requests).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MimiMember } from "../../src/client/index.js";
-import { proposeRemoval } from "../../src/ds/admin.js";
+import { proposeAddition, proposeRemoval } from "../../src/ds/admin.js";
 import { groupInfoMessage, members } from "../../src/mls/index.js";
-import { clientQueue } from "../../src/store/port.js";
 import { decodeKeyPackageBytes, encodeKeyPackageBytes, encodeMLSMessage, readDSProtocolVersion, readExternalSenders } from "../../src/wire/index.js";
 import { startHub, type HubFixture } from "../ds/fixture.js";
-import { pullInbox } from "../helpers/inbox.js";
-import { CoreCryptoClient, dsSubmitter, sendFromCoreCrypto, userDeviceId, type CoreCryptoCommit, type Decrypted } from "./corecrypto.js";
+import { CoreCryptoClient, dsSubmitter, sendFromCoreCrypto, StoreInbox, userDeviceId, type CoreCryptoCommit } from "./corecrypto.js";
 
 const DOMAIN = "hub.example";
 let f: HubFixture;
@@ -19,45 +17,16 @@ const started = Date.now();
 
 beforeAll(async () => {
   f = await startHub(DOMAIN, { clientPolicy: "rfc9420" });
+  inboxes = new StoreInbox(f.store);
 });
 afterAll(async () => {
   await f?.close();
   console.log(`CoreCrypto in-process suite: ${Date.now() - started} ms`);
 });
 
-const cursors = new Map<string, bigint>();
-/** Everything queued for `clientId` since the last call (acknowledged). */
-async function inbox(clientId: string): Promise<Uint8Array[]> {
-  const q = clientQueue(clientId);
-  await pullInbox(f.store, clientId);
-  const entries = await f.store.read(q, cursors.get(q) ?? 0n, 1000);
-  if (entries.length > 0) {
-    const last = entries[entries.length - 1]!.seq;
-    cursors.set(q, last);
-    await f.store.ack(q, last);
-  }
-  return entries.map((e) => e.payload);
-}
-
-/** A CoreCrypto client reads its queue: Welcomes join, everything else is decrypted. */
-async function ccDeliver(c: CoreCryptoClient, groupId: Uint8Array): Promise<(Decrypted | { kind: "joined" } | { kind: "own" })[]> {
-  const out: (Decrypted | { kind: "joined" } | { kind: "own" })[] = [];
-  for (const m of await inbox(c.clientId)) {
-    if (m[2] === 0 && m[3] === 3) {
-      await c.joinFromWelcome(m);
-      out.push({ kind: "joined" });
-      continue;
-    }
-    try {
-      out.push(await c.decrypt(groupId, m));
-    } catch (err) {
-      // Anonymous send_message reaches its sender too (the hub cannot tell who sent it); CoreCrypto calls its own message a DuplicateMessage.
-      if (/DuplicateMessage/.test(String(err))) out.push({ kind: "own" });
-      else throw err;
-    }
-  }
-  return out;
-}
+let inboxes: StoreInbox;
+/** A CoreCrypto client reads its queue at the hub: Welcomes join, everything else is decrypted. */
+const ccDeliver = (c: CoreCryptoClient, groupId: Uint8Array, options: { tolerate?: boolean } = {}) => inboxes.deliver(c, groupId, options);
 
 async function tsMember(name: string, options: Parameters<HubFixture["member"]>[1] = {}): Promise<MimiMember> {
   return f.member(name, { clientId: userDeviceId(DOMAIN), ...options });
@@ -200,6 +169,24 @@ describe("CoreCrypto and ts-mls members through the hub", () => {
       if (ok) expect(got).toEqual([expect.objectContaining({ text: "hi", sender: clientId })]);
       else expect(String(got)).toMatch(/not of the format `<user-id:device-id@domain>`/);
     }
+  });
+
+  it("a hub Add proposal: CoreCrypto refuses it (OpenMLS takes only Remove from external senders), and today it blocks CoreCrypto's commits (missing_proposals)", async () => {
+    // What this records is the limit the lead's withdrawal rule lifts (issue 12: DS-initiated proposals that
+    // members cannot commit must not block a group); when it lands, the last expectation changes.
+    const alice = await tsMember("add-alice");
+    const groupId = await alice.createGroup(await f.hubSender(), { dsProtocolVersion: false });
+    const cc = await CoreCryptoClient.create({ domain: DOMAIN });
+    cc.submit = dsSubmitter(f.hub);
+    await alice.add([decodeKeyPackageBytes(await cc.keyPackage())]);
+    expect(kinds(await ccDeliver(cc, groupId))).toEqual(["joined"]);
+    const erin = await tsMember("add-erin");
+    await proposeAddition(f.ds.context, groupId, (await erin.generateKeyPackage()).publicPackage);
+    const got = await ccDeliver(cc, groupId, { tolerate: true });
+    expect(got).toEqual([expect.objectContaining({ kind: "refused" })]);
+    expect(kinds(await f.deliver(alice))).toEqual(["proposal"]); // ts-mls takes it
+    await expect(cc.update(groupId)).rejects.toThrow(/CoreCrypto update/);
+    expect(String(cc.lastRejection)).toMatch(/stored proposals by reference/);
   });
 
   it("CoreCrypto joins by external commit after a ts-mls commit only when its GroupInfo carries the tree (groupInfoRatchetTree)", async () => {

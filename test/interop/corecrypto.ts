@@ -9,8 +9,14 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-
 import type { ClientId, CoreCrypto, CoreCryptoContext, CredentialRef } from "@wireapp/core-crypto/browser";
+import type { MLSMessage } from "ts-mls";
+import type { DSClient } from "../../src/client/index.js";
+import { anonymous } from "../../src/client/index.js";
+import { decodeMLSMessage, encodeMLSMessage, type MLSGroupUpdate } from "../../src/wire/index.js";
+import type { Store } from "../../src/store/port.js";
+import { clientQueue } from "../../src/store/port.js";
+import { pullInbox } from "../helpers/inbox.js";
 
 export type CC = typeof import("@wireapp/core-crypto/browser");
 
@@ -37,7 +43,6 @@ export function loadCoreCrypto(): Promise<CC> {
 }
 
 // ---------------------------------------------------------------- one CoreCrypto client
-
 
 /** What CoreCrypto was asked to do when it hands a commit to its transport. */
 export type CommitIntent = "create" | "add" | "remove" | "update" | "commit_pending" | "external_join";
@@ -262,11 +267,6 @@ export class CoreCryptoClient {
 
 // ---------------------------------------------------------------- the bridge to the DS
 
-import type { MLSMessage } from "ts-mls";
-import type { DSClient } from "../../src/client/index.js";
-import { anonymous } from "../../src/client/index.js";
-import { decodeMLSMessage, encodeMLSMessage, type MLSGroupUpdate } from "../../src/wire/index.js";
-
 const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => Buffer.from(a).equals(Buffer.from(b));
 
 /**
@@ -339,4 +339,56 @@ export async function sendFromCoreCrypto(hub: DSClient, client: CoreCryptoClient
   const bytes = await client.encrypt(groupId, text);
   await hub.sendMessage(asReceived(bytes), anonymous);
   return bytes;
+}
+
+// ---------------------------------------------------------------- reading queues of an in-process hub
+
+/** What a CoreCrypto client made of one queued message. */
+export type Delivered = Decrypted | { readonly kind: "joined" } | { readonly kind: "own" } | { readonly kind: "refused"; readonly error: string };
+
+/**
+ * Reads client queues straight from a hub's store (as its Receive stream
+ * would, feeds pulled first), remembering and acknowledging where each ended.
+ */
+export class StoreInbox {
+  private readonly cursors = new Map<string, bigint>();
+  constructor(private readonly store: Store) {}
+
+  /** Everything queued for `clientId` since the last call. */
+  async take(clientId: string): Promise<Uint8Array[]> {
+    const q = clientQueue(clientId);
+    await pullInbox(this.store, clientId);
+    const entries = await this.store.read(q, this.cursors.get(q) ?? 0n, 1000);
+    if (entries.length > 0) {
+      const last = entries[entries.length - 1]!.seq;
+      this.cursors.set(q, last);
+      await this.store.ack(q, last);
+    }
+    return entries.map((e) => e.payload);
+  }
+
+  /**
+   * Hands `client` everything queued for it: Welcomes join, the rest is
+   * decrypted. Its own application messages come back under anonymous
+   * send_message (CoreCrypto calls them DuplicateMessage): "own". With
+   * `tolerate`, other CoreCrypto errors are returned as "refused" instead of thrown.
+   */
+  async deliver(client: CoreCryptoClient, groupId: Uint8Array, options: { tolerate?: boolean } = {}): Promise<Delivered[]> {
+    const out: Delivered[] = [];
+    for (const m of await this.take(client.clientId)) {
+      if (m[2] === 0 && m[3] === 3) {
+        await client.joinFromWelcome(m);
+        out.push({ kind: "joined" });
+        continue;
+      }
+      try {
+        out.push(await client.decrypt(groupId, m));
+      } catch (err) {
+        if (/DuplicateMessage/.test(String(err))) out.push({ kind: "own" });
+        else if (options.tolerate === true) out.push({ kind: "refused", error: String(err) });
+        else throw err;
+      }
+    }
+    return out;
+  }
 }
