@@ -210,6 +210,86 @@ describe("CoreCrypto and ts-mls members through the hub", () => {
   });
 });
 
+describe("a seeded random mix of CoreCrypto and ts-mls members", () => {
+  // Invariant after every step: every member is at the hub's epoch, agrees on the tree hash and the member list,
+  // and every application message reaches every other member. Actors and operations are drawn from a seeded PRNG.
+  function prng(seed: number): () => number {
+    let a = seed >>> 0;
+    return () => {
+      a = (a + 0x6d2b79f5) >>> 0;
+      let t = a;
+      t = Math.imul(t ^ (t >>> 15), t | 1);
+      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+  }
+  type Actor = { kind: "ts"; m: MimiMember } | { kind: "cc"; c: CoreCryptoClient };
+  const idOf = (a: Actor) => (a.kind === "ts" ? a.m.clientId : a.c.clientId);
+
+  for (const seed of [1, 2]) {
+    it(`seed ${seed}: 14 steps of update, add (either kind), remove and messages by random actors`, async () => {
+      const rnd = prng(seed);
+      const pick = <T,>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)]!;
+      const creator = await tsMember(`r${seed}-0`);
+      const groupId = await creator.createGroup(await f.hubSender(), { dsProtocolVersion: false });
+      const actors: Actor[] = [{ kind: "ts", m: creator }];
+      let n = 1;
+
+      /** Every member reads its queue; returns the application texts each got. */
+      const settle = async (): Promise<Map<string, string[]>> => {
+        const texts = new Map<string, string[]>();
+        for (const a of [...actors]) {
+          const got = a.kind === "ts" ? await f.deliver(a.m) : await ccDeliver(a.c, groupId);
+          texts.set(idOf(a), got.flatMap((r) => ("text" in r ? [r.text] : [])));
+        }
+        return texts;
+      };
+      const newActor = async (): Promise<Actor> =>
+        rnd() < 0.5 ? { kind: "ts", m: await tsMember(`r${seed}-${n++}`) } : { kind: "cc", c: await ccClient() };
+      const ccClient = async () => {
+        const c = await CoreCryptoClient.create({ domain: DOMAIN });
+        c.submit = dsSubmitter(f.hub);
+        return c;
+      };
+      const keyPackageOf = async (a: Actor): Promise<Uint8Array> => (a.kind === "ts" ? encodeKeyPackageBytes((await a.m.generateKeyPackage()).publicPackage) : a.c.keyPackage());
+
+      for (let step = 0; step < 14; step++) {
+        const actor = pick(actors);
+        const op = actors.length < 3 ? "add" : pick(["update", "add", "remove", "message", "message"] as const);
+        if (op === "update") {
+          if (actor.kind === "ts") await actor.m.update();
+          else await actor.c.update(groupId);
+        } else if (op === "add") {
+          const joiner = await newActor();
+          const kp = await keyPackageOf(joiner);
+          if (actor.kind === "ts") await actor.m.add([decodeKeyPackageBytes(kp)]);
+          else await actor.c.add(groupId, [kp]);
+          actors.push(joiner);
+        } else if (op === "remove") {
+          const target = pick(actors.filter((a) => a !== actor));
+          if (actor.kind === "ts") await actor.m.remove([idOf(target)]);
+          else await actor.c.remove(groupId, [idOf(target)]);
+          await (target.kind === "ts" ? f.deliver(target.m) : ccDeliver(target.c, groupId));
+          actors.splice(actors.indexOf(target), 1);
+        } else {
+          const text = `m${seed}.${step}`;
+          if (actor.kind === "ts") await actor.m.send(text);
+          else await sendFromCoreCrypto(f.hub, actor.c, groupId, text);
+          const texts = await settle();
+          for (const a of actors) if (a !== actor) expect(texts.get(idOf(a)), `${idOf(a)} step ${step}`).toEqual([text]);
+          continue;
+        }
+        await settle();
+        await expectInSync(
+          groupId,
+          actors.flatMap((a) => (a.kind === "ts" ? [a.m] : [])),
+          actors.flatMap((a) => (a.kind === "cc" ? [a.c] : [])),
+        );
+      }
+    });
+  }
+});
+
 describe("what the default (draft -05) rules refuse", () => {
   let strict: HubFixture;
   beforeAll(async () => {
