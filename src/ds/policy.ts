@@ -12,6 +12,8 @@
 //   the MLS framing; the engine verifies that signature, so an anonymous
 //   DSRequest carrying one is attributed to that leaf;
 // - a GroupInfo is signed by its signer's leaf (create_group);
+// - an anonymous application message proxied by a peer DS is taken only when
+//   that (mutual-TLS-authenticated) domain has a member in the group;
 // - fanout goes to the group's membership as the hub keeps it, without tokens;
 //   guest DSs under this policy deliver token-less fanout to their registered
 //   clients on the strength of the hub's mutual-TLS identity and signature.

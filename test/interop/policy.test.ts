@@ -4,13 +4,13 @@
 // foreign DS protocol version, a hub without the policy, a guest DS without it).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { MLSMessage } from "ts-mls";
-import { anonymous, DSRequestError, type MimiMember } from "../../src/client/index.js";
+import { anonymous, buildDSRequest, DSRequestError, type MimiMember } from "../../src/client/index.js";
 import { FanoutTokenKeys, parsePeers, processFanoutRequest, type GuestDeps } from "../../src/delivery/index.js";
 import { encodeClientAuthData, newClientAuthData } from "../../src/delivery/tokens.js";
 import { signedFanoutRequest } from "../../src/ds/fanout.js";
 import { HubIdentity } from "../../src/ds/hub-identity.js";
 import { clientQueue } from "../../src/store/port.js";
-import { DSErrorCode, DSFanoutErrorCode } from "../../src/wire/index.js";
+import { DSErrorCode, DSFanoutErrorCode, encodeDSRequest } from "../../src/wire/index.js";
 import { startHub, type HubFixture } from "../ds/fixture.js";
 import { makeDevCa, type DevCa } from "../helpers/devca.js";
 import { MessageSource, tempStore, b64, type TempStore } from "../delivery/helpers.js";
@@ -81,6 +81,20 @@ describe("hub under rfc9420", () => {
     expect(codeOf(await strict.hub.sendMessage(m2.message, anonymous).catch((e: unknown) => e))).toBe(DSErrorCode.authentication_failed);
     const p = await s.alice.prepareRemove([]);
     expect(codeOf(await strict.hub.updateClient(p.groupUpdate, undefined, anonymous).catch((e: unknown) => e))).toBe(DSErrorCode.authentication_failed);
+  });
+
+  it("an anonymous application message proxied by a peer DS is taken only when that domain has a member in the group", async () => {
+    const { alice, groupId } = await group(f);
+    const msg = await alice.prepareSend("via a peer");
+    alice.state = msg.newState;
+    const bytes = encodeDSRequest(await buildDSRequest({ requestType: "send_message", sendMessageRequest: { applicationMessage: msg.message } }, anonymous));
+    const stranger = await f.ds.handler.handle(bytes, { peerDomain: "elsewhere.example" });
+    expect(stranger.error?.code).toBe(DSErrorCode.permission_denied);
+    expect(stranger.error?.message).toMatch(/elsewhere\.example has no member in this group/);
+    // A peer with a member (here: the hub's own domain as seen from a proxy) is taken.
+    const member = await f.ds.handler.handle(bytes, { peerDomain: "rfc.example" });
+    expect(member.error).toBeUndefined();
+    expect((await f.hosted(groupId))!.epoch).toBe(1n);
   });
 
   it("groups without ds_protocol_version and KeyPackages without FanoutAuth are taken; tokens that are present are still kept", async () => {

@@ -24,6 +24,10 @@ export const sendMessage: Operation = async (ctx, input) => {
   // anonymously: the hub cannot tell who (the sender is encrypted), so every
   // member gets the message, the sender included (docs/interop.md).
   const anonymous = input.request.authenticationData.authType === "anonymous" && servesStandardClients(ctx.config);
+  // A peer DS (mutual TLS) proxies anonymous messages only for groups where it has clients.
+  const peer = input.context.peerDomain?.toLowerCase();
+  if (anonymous && peer !== undefined && !group.byDomain(ctx.config.domain).has(peer))
+    failWith(DSErrorCode.permission_denied, `send_message: ${peer} has no member in this group`);
   const except = anonymous ? new Set<number>() : new Set([(await authenticateMember(input.request, input.raw, group.state)).leafIndex]);
   return {
     response: ok(),
