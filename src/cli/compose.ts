@@ -31,6 +31,12 @@ export async function createService(config: ServeConfig, logger: Logger): Promis
   ]);
   const peers = config.peers !== undefined ? loadPeers(config.peers) : new PeerDirectory([]);
   const store = await openStore(config.store);
+  if (config.clientPolicy === "rfc9420") {
+    logger.warn(
+      { clientPolicy: config.clientPolicy },
+      "client policy rfc9420: groups without ds_protocol_version, KeyPackages without FanoutAuth tokens, anonymous commits and messages, and token-less fanout to our clients are accepted (docs/interop.md)",
+    );
+  }
   const transports = new PeerTransports(peers, { cert, key });
   try {
     const peerHubs: PeerHubs = {
@@ -41,7 +47,7 @@ export async function createService(config: ServeConfig, logger: Logger): Promis
       domain: config.domain,
       store,
       keyFile: join(config.dataDir, "hub-keys.json"),
-      config: { rateLimits: config.rateLimits, ...(config.snapshotInterval !== undefined ? { snapshotInterval: config.snapshotInterval } : {}) },
+      config: { rateLimits: config.rateLimits, clientPolicy: config.clientPolicy, ...(config.snapshotInterval !== undefined ? { snapshotInterval: config.snapshotInterval } : {}) },
       peers: peerHubs,
       ...(config.maxCachedGroups !== undefined ? { maxCachedGroups: config.maxCachedGroups } : {}),
     });
@@ -79,6 +85,7 @@ export async function createService(config: ServeConfig, logger: Logger): Promis
       tls: { cert, key },
       logger,
       ...(config.fanoutRateLimit !== undefined ? { rateLimit: config.fanoutRateLimit } : {}),
+      acceptTokenless: config.clientPolicy === "rfc9420",
     });
     consumer.start();
     return {

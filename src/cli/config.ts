@@ -1,6 +1,7 @@
 // `serve` configuration from flags, then environment, then defaults.
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { CLIENT_POLICIES, type ClientPolicy } from "../ds/policy.js";
 import { parseRateRule, type RateLimits, type RateRule } from "../ds/rate-limit.js";
 import { CorsConfigError, parseCorsOrigin } from "../server/cors.js";
 import { checkedMaxRequestBytes, defaultMaxRequestBytes, RequestLimitError } from "../server/limits.js";
@@ -33,6 +34,8 @@ export interface ServeConfig {
   readonly corsOrigins: readonly string[];
   /** Largest request (DS bytes) accepted; larger ones get too_large. */
   readonly maxRequestBytes: number;
+  /** "mimi" (draft -05, default) or "rfc9420" (also standard MLS clients; docs/interop.md). */
+  readonly clientPolicy: ClientPolicy;
 }
 
 export class ConfigError extends Error {
@@ -60,7 +63,10 @@ export const serveUsage = `usage: mimi-ds serve [options]
   --cors-origin O         browser origin allowed to call, e.g. https://app.example.com; repeatable,
                           '*' for any (MIMI_DS_CORS_ORIGINS, comma-separated; default none)
   --max-request-bytes N   largest request accepted, e.g. 8MiB; larger: too_large
-                          (MIMI_DS_MAX_REQUEST_BYTES, default and maximum 16MiB)`;
+                          (MIMI_DS_MAX_REQUEST_BYTES, default and maximum 16MiB)
+  --client-policy P       mimi | rfc9420: rfc9420 also serves standard MLS clients without
+                          FanoutAuth tokens or signed requests (MIMI_DS_CLIENT_POLICY, default mimi;
+                          docs/interop.md)`;
 
 const logLevels = new Set(["trace", "debug", "info", "warn", "error", "fatal", "silent"]);
 
@@ -90,6 +96,7 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
         "snapshot-interval": { type: "string" },
         "cors-origin": { type: "string", multiple: true },
         "max-request-bytes": { type: "string" },
+        "client-policy": { type: "string" },
       },
     }));
   } catch (err) {
@@ -152,6 +159,8 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
   }
   const maxRequestText = pick(values["max-request-bytes"], "MIMI_DS_MAX_REQUEST_BYTES");
   const maxRequestBytes = maxRequestText === undefined ? defaultMaxRequestBytes : parseByteSize(maxRequestText);
+  const clientPolicy = pick(values["client-policy"], "MIMI_DS_CLIENT_POLICY") ?? "mimi";
+  if (!(CLIENT_POLICIES as readonly string[]).includes(clientPolicy)) throw new ConfigError(`--client-policy wants one of ${CLIENT_POLICIES.join(", ")}, got ${JSON.stringify(clientPolicy)}`);
   return {
     domain,
     host,
@@ -170,6 +179,7 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
     ...(snapshotInterval !== undefined ? { snapshotInterval } : {}),
     corsOrigins,
     maxRequestBytes,
+    clientPolicy: clientPolicy as ClientPolicy,
   };
 }
 

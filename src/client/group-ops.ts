@@ -18,9 +18,27 @@ import {
   type Welcome,
   createCommit,
   createGroupInfoWithExternalPub,
+  createGroupInfoWithExternalPubAndRatchetTree,
   joinGroupExternal,
 } from "ts-mls";
 import type { MLSGroupUpdate, PartialGroupInfo } from "../wire/index.js";
+
+/** What the SDK's commits carry besides the commit (MimiClientOptions). */
+export interface CommitOptions {
+  /**
+   * Put the ratchet tree into the Welcome's GroupInfo (RFC 9420 ratchet_tree
+   * extension). Default true: many clients (CoreCrypto/OpenMLS among them)
+   * cannot take the tree from elsewhere; false leaves joiners to welcome_info.
+   */
+  readonly welcomeRatchetTree?: boolean;
+  /**
+   * Put the ratchet tree into every PartialGroupInfo too, so that the hub's
+   * GroupInfo carries it (default false: it costs the whole tree per commit).
+   * Clients that join by external commit only from a GroupInfo with the tree
+   * in it (CoreCrypto) need it from the last committer (docs/interop.md).
+   */
+  readonly groupInfoRatchetTree?: boolean;
+}
 
 /** A commit's DS request part, and the state to adopt once the hub accepted it. */
 export interface PreparedCommit {
@@ -34,16 +52,20 @@ export function creatorGroupInfo(state: ClientState, cs: CiphersuiteImpl): Promi
   return createGroupInfoWithExternalPub(state, [], cs);
 }
 
-/** The PartialGroupInfo of `newState`: extensions (with external_pub) and the signature of its GroupInfo. */
-export async function partialGroupInfo(newState: ClientState, cs: CiphersuiteImpl): Promise<PartialGroupInfo> {
-  const gi = await createGroupInfoWithExternalPub(newState, [], cs);
+/**
+ * The PartialGroupInfo of `newState`: extensions (with external_pub) and the
+ * signature of its GroupInfo. external_pub is written in RFC 9420's form
+ * (`opaque external_pub<V>`) by the patched ts-mls (patches/ts-mls+1.6.4.patch).
+ */
+export async function partialGroupInfo(newState: ClientState, cs: CiphersuiteImpl, o: CommitOptions = {}): Promise<PartialGroupInfo> {
+  const gi = o.groupInfoRatchetTree === true ? await createGroupInfoWithExternalPubAndRatchetTree(newState, [], cs) : await createGroupInfoWithExternalPub(newState, [], cs);
   return { groupInfoExtensions: gi.extensions, signature: gi.signature };
 }
 
 /** A PublicMessage commit of `proposals` (plus every stored proposal by reference), with its PartialGroupInfo. */
-export async function commit(state: ClientState, cs: CiphersuiteImpl, proposals: Proposal[]): Promise<PreparedCommit> {
-  const res = await createCommit({ state, cipherSuite: cs }, { wireAsPublicMessage: true, extraProposals: proposals });
-  const groupUpdate: MLSGroupUpdate = { commit: res.commit, partialGroupInfo: await partialGroupInfo(res.newState, cs) };
+export async function commit(state: ClientState, cs: CiphersuiteImpl, proposals: Proposal[], o: CommitOptions = {}): Promise<PreparedCommit> {
+  const res = await createCommit({ state, cipherSuite: cs }, { wireAsPublicMessage: true, extraProposals: proposals, ratchetTreeExtension: o.welcomeRatchetTree ?? true });
+  const groupUpdate: MLSGroupUpdate = { commit: res.commit, partialGroupInfo: await partialGroupInfo(res.newState, cs, o) };
   return { groupUpdate, newState: res.newState, ...(res.welcome !== undefined ? { welcome: res.welcome } : {}) };
 }
 
@@ -54,6 +76,7 @@ export async function externalJoinCommit(
   keyPackage: { readonly publicPackage: KeyPackage; readonly privatePackage: PrivateKeyPackage },
   resync: boolean,
   cs: CiphersuiteImpl,
+  o: CommitOptions = {},
 ): Promise<PreparedCommit> {
   const { publicMessage, newState } = await joinGroupExternal(
     groupInfo,
@@ -64,5 +87,5 @@ export async function externalJoinCommit(
     ratchetTree,
   );
   const commitMessage: MLSMessage = { version: "mls10", wireformat: "mls_public_message", publicMessage };
-  return { groupUpdate: { commit: commitMessage, partialGroupInfo: await partialGroupInfo(newState, cs) }, newState };
+  return { groupUpdate: { commit: commitMessage, partialGroupInfo: await partialGroupInfo(newState, cs, o) }, newState };
 }

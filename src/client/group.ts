@@ -32,7 +32,7 @@ import { treeHashRoot } from "ts-mls/treeHash.js";
 import type { DSRequestBody, FanoutAuthToken, MLSGroupUpdate } from "../wire/index.js";
 import type { CallOptions, DSClient } from "./ds.js";
 import { UnexpectedResponseError } from "./errors.js";
-import { commit as makeCommit } from "./group-ops.js";
+import { commit as makeCommit, type CommitOptions } from "./group-ops.js";
 import type { RequestAuth } from "./sign.js";
 
 /** What a group needs from the client it belongs to. */
@@ -45,6 +45,8 @@ export interface GroupOwner {
   token: FanoutAuthToken | undefined;
   /** The group ended for this client (deleted): drop it from the client's groups. */
   forget(group: MimiGroup): void;
+  /** What its commits carry (the Welcome's and the GroupInfo's ratchet tree). */
+  readonly commitOptions: CommitOptions;
 }
 
 /** What processIncoming did. */
@@ -231,7 +233,7 @@ export class MimiGroup {
   }
 
   private commitOf(proposals: Proposal[]) {
-    return this.exclusive(() => makeCommit(this.requireState(), this.owner.cs, proposals));
+    return this.exclusive(() => makeCommit(this.requireState(), this.owner.cs, proposals, this.owner.commitOptions));
   }
 
   /** add_clients: a commit adding `keyPackages`, with its Welcome. */

@@ -8,7 +8,7 @@ export * from "./errors.js";
 export * from "./ds.js";
 export * from "./local.js";
 export * from "./receive.js";
-export type { PreparedCommit } from "./group-ops.js";
+export type { CommitOptions, PreparedCommit } from "./group-ops.js";
 export * from "./group.js";
 export * from "./mimi-client.js";
 export * from "./member.js";

@@ -25,7 +25,7 @@ import type { DSClient } from "./ds.js";
 import type { IncomingResult, MimiGroup, PreparedCommitOperation, PreparedOperation } from "./group.js";
 import type { PreparedCommit } from "./group-ops.js";
 import type { LocalClientApi } from "./local.js";
-import { MimiClient, type OwnKeyPackage, asWelcome } from "./mimi-client.js";
+import { MimiClient, type GroupOptions, type OwnKeyPackage, asWelcome } from "./mimi-client.js";
 import type { RequestAuth } from "./sign.js";
 
 export interface MimiMemberOptions {
@@ -38,6 +38,9 @@ export interface MimiMemberOptions {
   readonly local?: Transport;
   /** An existing signature key pair; default: a fresh one. */
   readonly signatureKeyPair?: { readonly publicKey: Uint8Array; readonly signKey: Uint8Array };
+  /** The Welcome's ratchet tree (default true) and the GroupInfo's (default false): see CommitOptions. */
+  readonly welcomeRatchetTree?: boolean;
+  readonly groupInfoRatchetTree?: boolean;
 }
 
 export class MimiMember {
@@ -160,20 +163,20 @@ export class MimiMember {
 
   // ---------------------------------------------------------------- create
 
-  static groupExtensions(hubExternalSender: ExternalSender): Extension[] {
-    return MimiClient.groupExtensions(hubExternalSender);
+  static groupExtensions(hubExternalSender: ExternalSender, options: GroupOptions = {}): Extension[] {
+    return MimiClient.groupExtensions(hubExternalSender, options);
   }
 
   /** Creates the ts-mls group locally (no DS call); it becomes this member's current group. */
-  async createLocalGroup(groupId: Uint8Array, hubExternalSender: ExternalSender): Promise<ClientState> {
-    const state = await this.client.createLocalGroup(groupId, hubExternalSender);
+  async createLocalGroup(groupId: Uint8Array, hubExternalSender: ExternalSender, options: GroupOptions = {}): Promise<ClientState> {
+    const state = await this.client.createLocalGroup(groupId, hubExternalSender, options);
     this.group = this.client.adopt(state);
     return state;
   }
 
   /** request_group_id, then create_group on the hub (the hub's external sender from HubInfo unless given). */
-  async createGroup(hubExternalSender?: ExternalSender): Promise<Uint8Array> {
-    this.group = await this.client.createGroup(hubExternalSender !== undefined ? { externalSender: hubExternalSender } : {});
+  async createGroup(hubExternalSender?: ExternalSender, options: GroupOptions = {}): Promise<Uint8Array> {
+    this.group = await this.client.createGroup(hubExternalSender !== undefined ? { ...options, externalSender: hubExternalSender } : options);
     return this.group.groupId;
   }
 

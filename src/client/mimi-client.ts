@@ -46,7 +46,7 @@ import {
 } from "../wire/index.js";
 import type { CallOptions, DSClient } from "./ds.js";
 import { type GroupOwner, type IncomingResult, MimiGroup, groupIdOf } from "./group.js";
-import { creatorGroupInfo, externalJoinCommit } from "./group-ops.js";
+import { creatorGroupInfo, externalJoinCommit, type CommitOptions } from "./group-ops.js";
 import { LocalClientApi } from "./local.js";
 import { Receiver, type ReceiverOptions } from "./receive.js";
 import { assertTsMlsPatched } from "./ts-mls-check.js";
@@ -73,6 +73,20 @@ export interface MimiClientOptions {
   readonly local?: Transport;
   /** An existing signature key pair; default: a fresh one. */
   readonly signatureKeyPair?: { readonly publicKey: Uint8Array; readonly signKey: Uint8Array };
+  /** The Welcome's ratchet tree (default true) and the GroupInfo's (default false): see CommitOptions. */
+  readonly welcomeRatchetTree?: boolean;
+  readonly groupInfoRatchetTree?: boolean;
+}
+
+/** How a group is created (createGroup, createLocalGroup). */
+export interface GroupOptions {
+  /**
+   * Carry the ds_protocol_version GroupContext extension (default true, draft
+   * -05). false makes a group that standard RFC 9420 clients can join: they
+   * must list every GroupContext extension in their capabilities and cannot
+   * (the hub must run the rfc9420 client policy; docs/interop.md).
+   */
+  readonly dsProtocolVersion?: boolean;
 }
 
 /** A KeyPackage this client generated and can still be added with. */
@@ -138,6 +152,7 @@ export class MimiClient implements GroupOwner {
     public hub: DSClient | undefined,
     private readonly hubFor: ((groupId: Uint8Array) => DSClient | undefined) | undefined,
     local: Transport | undefined,
+    readonly commitOptions: CommitOptions,
   ) {
     this.local =
       local === undefined
@@ -150,7 +165,10 @@ export class MimiClient implements GroupOwner {
     const name = options.cipherSuite ?? DEFAULT_CIPHERSUITE;
     const cs = await getCiphersuiteImpl(getCiphersuiteFromName(name));
     const keys = options.signatureKeyPair ?? (await cs.signature.keygen());
-    return new MimiClient(options.clientId, name, cs, keys, options.hub, options.hubFor, options.local);
+    return new MimiClient(options.clientId, name, cs, keys, options.hub, options.hubFor, options.local, {
+      welcomeRatchetTree: options.welcomeRatchetTree ?? true,
+      groupInfoRatchetTree: options.groupInfoRatchetTree ?? false,
+    });
   }
 
   /** The MLS cipher suite number (e.g. 1). */
@@ -275,18 +293,19 @@ export class MimiClient implements GroupOwner {
 
   // ---------------------------------------------------------------- create
 
-  /** The GroupContext extensions of a new group: RFC 9420 external_senders (the hub) and ds_protocol_version. */
-  static groupExtensions(hubExternalSender: ExternalSender): Extension[] {
-    return [makeExternalSendersExtension([hubExternalSender]), makeDSProtocolVersionExtension(DS_PROTOCOL_VERSION)];
+  /** The GroupContext extensions of a new group: RFC 9420 external_senders (the hub) and, unless told not to, ds_protocol_version. */
+  static groupExtensions(hubExternalSender: ExternalSender, options: GroupOptions = {}): Extension[] {
+    const senders = makeExternalSendersExtension([hubExternalSender]);
+    return options.dsProtocolVersion === false ? [senders] : [senders, makeDSProtocolVersionExtension(DS_PROTOCOL_VERSION)];
   }
 
   /** Creates the ts-mls group locally (no DS call). */
-  async createLocalGroup(groupId: Uint8Array, hubExternalSender: ExternalSender): Promise<ClientState> {
+  async createLocalGroup(groupId: Uint8Array, hubExternalSender: ExternalSender, options: GroupOptions = {}): Promise<ClientState> {
     const kp = await this.generateKeyPackage();
     this.keyPackages.delete(hex(kp.ref)); // used for the creator's leaf, not for a Welcome
     // Needs a ts-mls that reads RFC 9420 external_senders (patches/ts-mls+1.6.4.patch,
     // upstream PR 476): plain 1.6.4 throws CodecError "Could not decode external_senders".
-    return tsCreateGroup(groupId, kp.publicPackage, kp.privatePackage, MimiClient.groupExtensions(hubExternalSender), this.cs);
+    return tsCreateGroup(groupId, kp.publicPackage, kp.privatePackage, MimiClient.groupExtensions(hubExternalSender, options), this.cs);
   }
 
   /**
@@ -294,12 +313,12 @@ export class MimiClient implements GroupOwner {
    * (with external_pub), the ratchet tree and this client's token. The hub's
    * external sender comes from its HubInfo unless given.
    */
-  async createGroup(options: { hub?: DSClient; externalSender?: ExternalSender } = {}, opts?: CallOptions): Promise<MimiGroup> {
+  async createGroup(options: GroupOptions & { hub?: DSClient; externalSender?: ExternalSender } = {}, opts?: CallOptions): Promise<MimiGroup> {
     const hub = this.requireHub(options.hub ?? this.hub, "createGroup");
     if (this.token === undefined) throw new Error(`${this.clientId}: register() first (create_group needs the token)`);
     const externalSender = options.externalSender ?? (await hub.hubInfo(this.cipherSuite, opts)).externalSender;
     const groupId = await hub.requestGroupId(undefined, opts);
-    const state = await this.createLocalGroup(groupId, externalSender);
+    const state = await this.createLocalGroup(groupId, externalSender, options);
     const group = new MimiGroup(this, hub, state);
     const gi = await creatorGroupInfo(state, this.cs);
     await hub.createGroup(
@@ -337,11 +356,20 @@ export class MimiClient implements GroupOwner {
     return this.adopt(state, hub ?? this.hubOf(state.groupContext.groupId));
   }
 
-  /** welcome_info (joiner-signed with the KeyPackage's key) for the ratchet tree, then joins. */
+  /**
+   * Joins from a Welcome: with the ratchet tree it carries (ratchet_tree
+   * extension), else with the tree of welcome_info (joiner-signed with the
+   * KeyPackage's key).
+   */
   async joinFromWelcome(welcome: Welcome | MLSMessage | Uint8Array, hub?: DSClient, opts?: CallOptions): Promise<MimiGroup> {
     const w = asWelcome(welcome);
     const { kp, groupInfo } = await this.inspectWelcome(w);
     const groupId = groupInfo.groupContext.groupId;
+    if (groupInfo.extensions.some((e) => e.extensionType === "ratchet_tree")) {
+      const state = await joinGroup(w, kp.publicPackage, kp.privatePackage, emptyPskIndex, this.cs);
+      if (!kp.lastResort) this.keyPackages.delete(hex(kp.ref));
+      return this.adopt(state, hub ?? this.hubOf(groupId));
+    }
     const h = this.requireHub(hub ?? this.hubOf(groupId), "welcome_info");
     const tree = await h.welcomeInfo(
       { groupId, epoch: groupInfo.groupContext.epoch, keyPackageRef: kp.ref },
@@ -358,7 +386,7 @@ export class MimiClient implements GroupOwner {
     if (info.groupInfo.wireformat !== "mls_group_info") throw new Error("external_commit_info without a GroupInfo");
     const kp = await this.generateKeyPackage({ tokenInLeaf: true });
     this.keyPackages.delete(hex(kp.ref));
-    const c = await externalJoinCommit(info.groupInfo.groupInfo, info.ratchetTree, kp, options.resync === true, this.cs);
+    const c = await externalJoinCommit(info.groupInfo.groupInfo, info.ratchetTree, kp, options.resync === true, this.cs, this.commitOptions);
     await hub.externalJoin(c.groupUpdate, undefined, opts);
     return this.adopt(c.newState, hub);
   }

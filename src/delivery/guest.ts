@@ -77,6 +77,13 @@ export interface GuestDeps {
   readonly rateLimit?: RateLimitRule;
   readonly now?: () => number;
   readonly logger?: Logger;
+  /**
+   * The rfc9420 client policy (docs/interop.md): a recipient with an empty
+   * FanoutAuthToken is accepted when it is a registered client of ours. The
+   * hub is then trusted on its mutual-TLS identity and signature alone for
+   * whom it sends to (standard MLS clients have no tokens).
+   */
+  readonly acceptTokenless?: boolean;
 }
 
 export interface FanoutOutcome {
@@ -188,7 +195,8 @@ export async function processFanoutRequest(deps: GuestDeps, hubDomain: string, s
       continue;
     }
     const client = await loadLocalClient(store, clientId);
-    const check = checkToken(deps.tokens, client, clientId, req.fanoutAuthTokens[i]!.token, now);
+    const token = req.fanoutAuthTokens[i]!.token;
+    const check = token.length === 0 && deps.acceptTokenless === true && client !== undefined ? "ok" : checkToken(deps.tokens, client, clientId, token, now);
     if (check === "unknown_client") unknown.push(raw);
     else if (check === "invalid_token") badToken.push(raw);
     else if (

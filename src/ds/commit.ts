@@ -27,7 +27,8 @@ import {
   type DSRequest,
   type MLSGroupUpdate,
 } from "../wire/index.js";
-import { authenticateMember } from "./auth.js";
+import { checkGroupInfoExtensions } from "./group-info.js";
+import { authenticateMessageSender, servesStandardClients } from "./policy.js";
 import type { DSContext } from "./context.js";
 import { failWith } from "./errors.js";
 import { membershipChange, type HostedGroup } from "./groups.js";
@@ -78,12 +79,19 @@ export function checkCredentialUnchanged(staged: StagedCommit, base: GroupState,
 /** Proposals the commit carries by value (as opposed to stored proposals it references). */
 export const byValue = (staged: StagedCommit) => staged.proposals.filter((p) => p.ref === undefined);
 
-/** Every KeyPackage added must carry a FanoutAuth extension (draft 4.6, 9.3); returns the tokens. */
-export function joinerTokens(added: readonly { clientId: string; keyPackage: KeyPackage }[], operation: string): Map<string, Uint8Array> {
+/**
+ * Every KeyPackage added must carry a FanoutAuth extension (draft 4.6, 9.3);
+ * returns the tokens. With `required` false (the rfc9420 client policy) a
+ * KeyPackage without one is accepted and its client gets no token.
+ */
+export function joinerTokens(added: readonly { clientId: string; keyPackage: KeyPackage }[], operation: string, required = true): Map<string, Uint8Array> {
   const tokens = new Map<string, Uint8Array>();
   for (const a of added) {
     const t = readFanoutAuthToken(a.keyPackage.extensions);
-    if (t === undefined) failWith(DSErrorCode.invalid_request, `${operation}: the KeyPackage of ${a.clientId} has no FanoutAuth extension`);
+    if (t === undefined) {
+      if (!required) continue;
+      failWith(DSErrorCode.invalid_request, `${operation}: the KeyPackage of ${a.clientId} has no FanoutAuth extension`);
+    }
     tokens.set(a.clientId, t.token);
   }
   return tokens;
@@ -104,7 +112,7 @@ export async function stageGroupUpdate(
     // Stale requests are told the current epoch before anything else.
     if (commit.publicMessage.content.epoch !== epochOf(base))
       failWith(DSErrorCode.wrong_epoch, `${operation}: the commit is for epoch ${commit.publicMessage.content.epoch}, the group is at epoch ${epochOf(base)}`, epochOf(base));
-    member = await authenticateMember(input.request, input.raw, base);
+    member = await authenticateMessageSender(ctx.config, input.request, input.raw, base, sender.leafIndex, operation);
     if (member.leafIndex !== sender.leafIndex)
       failWith(DSErrorCode.authentication_failed, `${operation}: the request is signed by leaf ${member.leafIndex} but the commit by leaf ${sender.leafIndex}`);
   } else if (sender.senderType !== "new_member_commit") {
@@ -132,10 +140,11 @@ export async function stageGroupUpdate(
 
   const partialGroupInfo = encodeWith(partialGroupInfoCodec, update.partialGroupInfo);
   const nextState = await merge(base, staged, partialGroupInfo);
+  checkGroupInfoExtensions(nextState, update.partialGroupInfo.groupInfoExtensions, operation);
 
   // FanoutAuthTokens: joiners bring theirs in their KeyPackages; removed members' go.
   const writes: WriteOp[] = [];
-  const added = joinerTokens(staged.added, operation);
+  const added = joinerTokens(staged.added, operation, !servesStandardClients(ctx.config));
   const removedWithToken = staged.removed.filter((r) => group.tokens.has(r.clientId));
   // Copied only when it changes: most commits (updates) leave every token as it is.
   const tokens = added.size > 0 || removedWithToken.length > 0 ? new Map(group.tokens) : undefined;

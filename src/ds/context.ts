@@ -6,6 +6,7 @@ import type { GroupRegistry } from "./groups.js";
 import type { HubIdentity } from "./hub-identity.js";
 import type { PeerHubs } from "./peers.js";
 import { DEFAULT_PENDING_PROPOSAL_RULES, type PendingProposalRules } from "./proposals.js";
+import type { ClientPolicy } from "./policy.js";
 import type { RateLimiter, RateLimits } from "./rate-limit.js";
 
 export interface DSConfig {
@@ -26,6 +27,12 @@ export interface DSConfig {
   readonly pendingProposals: PendingProposalRules;
   /** DSRequest rate limits (none by default). */
   readonly rateLimits: RateLimits;
+  /**
+   * Which clients the hub serves (src/ds/policy.ts, docs/interop.md): "mimi"
+   * (default: draft -05's FanoutAuth tokens, ds_protocol_version, signed
+   * requests) or "rfc9420" (also standard RFC 9420 clients without them).
+   */
+  readonly clientPolicy: ClientPolicy;
   /** Milliseconds since the Unix epoch. */
   readonly now: () => number;
 }
@@ -40,6 +47,7 @@ export const defaultDSConfig = (domain: string): DSConfig => ({
   engine: {},
   pendingProposals: DEFAULT_PENDING_PROPOSAL_RULES,
   rateLimits: {},
+  clientPolicy: "mimi",
   now: () => Date.now(),
 });
 

@@ -4,7 +4,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createDSTransport, DSClient, MimiMember, type DSTransport } from "../../src/client/index.js";
+import { createDSTransport, DSClient, MimiMember, type DSTransport, type MimiMemberOptions } from "../../src/client/index.js";
 import { groupKey } from "../../src/ds/groups.js";
 import type { DSConfig } from "../../src/ds/context.js";
 import { createDeliveryService, type DeliveryService } from "../../src/ds/service.js";
@@ -29,7 +29,7 @@ export interface HubFixture {
   readonly transport: DSTransport;
   readonly hub: DSClient;
   hubSender(): Promise<ExternalSender>;
-  member(name: string): Promise<MimiMember>;
+  member(name: string, options?: Partial<MimiMemberOptions>): Promise<MimiMember>;
   /** Process everything queued for `m` since the last call (and acknowledge it). */
   deliver(m: MimiMember): Promise<Awaited<ReturnType<MimiMember["processIncoming"]>>[]>;
   queueLength(clientId: string): Promise<number>;
@@ -63,8 +63,8 @@ export async function startHub(domain = "hub.example", config: Partial<Omit<DSCo
       const info = await hub.hub.hubInfo({ cipherSuite: 1 });
       return decodeWith(externalSenderCodec, info.externalSender, "ExternalSender");
     },
-    async member(name) {
-      const m = await MimiMember.create({ clientId: `mimi://${domain}/u/${name}/d/1`, hub });
+    async member(name, options = {}) {
+      const m = await MimiMember.create({ clientId: `mimi://${domain}/u/${name}/d/1`, hub, ...options });
       m.token = { token: randomBytes(16) };
       return m;
     },

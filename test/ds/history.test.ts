@@ -15,7 +15,8 @@ let groupId: Uint8Array;
 
 beforeAll(async () => {
   f = await startHub("hub.example", { snapshotInterval: 2 });
-  alice = await f.member("alice");
+  // Welcomes without the tree, so that bob's join takes it from welcome_info.
+  alice = await f.member("alice", { welcomeRatchetTree: false });
   bob = await f.member("bob");
   groupId = await alice.createGroup(await f.hubSender());
 });

@@ -22,7 +22,11 @@ export const addClients: Operation = async (ctx, input) => {
   });
 
   const joiners = new Map<string, Recipient>();
-  for (const a of s.staged.added) joiners.set(hex(a.keyPackageRef), { clientId: a.clientId, token: s.next.tokens.get(a.clientId)! });
+  for (const a of s.staged.added) {
+    // No token only under the rfc9420 client policy (joinerTokens): the Welcome then goes without one.
+    const token = s.next.tokens.get(a.clientId);
+    joiners.set(hex(a.keyPackageRef), token !== undefined ? { clientId: a.clientId, token } : { clientId: a.clientId });
+  }
   const welcomes: FanoutItem[] = req.welcomeMessages.map((w, i) => {
     if (w.wireformat !== "mls_welcome") failWith(DSErrorCode.invalid_request, `add_clients: welcome_messages[${i}] is a ${w.wireformat}, not a Welcome`);
     const recipients = w.welcome.secrets.map((sec) => {

@@ -2,7 +2,8 @@
 // the creator's signed GroupInfo and ratchet tree seed the hub's public state.
 import { encodeGroupState, epochOf, externalSenderIndex, members, seedFromGroupInfo, groupInfoFromMlsMessage } from "../../mls/index.js";
 import { DS_PROTOCOL_VERSION, DSErrorCode, encodeMLSMessage, readDSProtocolVersion } from "../../wire/index.js";
-import { authenticateMember } from "../auth.js";
+import { checkGroupInfoExtensions } from "../group-info.js";
+import { authenticateMessageSender, servesStandardClients } from "../policy.js";
 import { failWith } from "../errors.js";
 import { groupKey, HostedGroup } from "../groups.js";
 import { encodeGroupMetadata } from "../records.js";
@@ -20,26 +21,33 @@ export const createGroup: Operation = async (ctx, input) => {
 
   const state = await seedFromGroupInfo(groupInfoFromMlsMessage(encodeMLSMessage(req.groupInfo)), req.ratchetTree, ctx.config.engine);
   const gc = state.groupContext;
-  const version = readDSProtocolVersion(gc.extensions);
+  // Under the rfc9420 policy a group of standard clients carries no ds_protocol_version; it speaks this hub's.
+  const version = readDSProtocolVersion(gc.extensions) ?? (servesStandardClients(ctx.config) ? DS_PROTOCOL_VERSION : undefined);
   if (version === undefined) failWith(DSErrorCode.invalid_request, "the GroupContext has no ds_protocol_version extension (docs/protocol.md)");
   if (version !== DS_PROTOCOL_VERSION) failWith(DSErrorCode.unsupported_version, `the group uses MIMI DS protocol version ${version}; this hub speaks ${DS_PROTOCOL_VERSION}`);
   const hubKey = (await ctx.hub.externalSender(gc.cipherSuite)).signaturePublicKey;
   if (externalSenderIndex(state, hubKey) === undefined)
     failWith(DSErrorCode.invalid_request, "the group's external_senders extension must list this hub's signature key (draft Section 8)");
 
-  // The creator signs the request with the key of the leaf that signed the GroupInfo.
+  checkGroupInfoExtensions(state, req.groupInfo.groupInfo.extensions, "create_group");
+
+  // The creator signs the request with the key of the leaf that signed the
+  // GroupInfo (rfc9420 policy: or sends it anonymously; the GroupInfo's
+  // signature, verified when seeding, names the creator).
   const signer = req.groupInfo.groupInfo.signer;
-  const creator = await authenticateMember(input.request, input.raw, state);
+  const creator = await authenticateMessageSender(ctx.config, input.request, input.raw, state, signer, "create_group");
   if (creator.leafIndex !== signer) failWith(DSErrorCode.authentication_failed, `the request is signed by leaf ${creator.leafIndex}, the GroupInfo by leaf ${signer}`);
+  // A standard client has no FanoutAuthToken: an empty creator_token stores none.
+  const creatorToken = req.creatorToken.token.length === 0 && servesStandardClients(ctx.config) ? undefined : req.creatorToken.token;
 
   const key = groupKey(groupId);
   const metadata = { protocolVersion: version, creator: creator.clientId };
-  const tokens = new Map([[creator.clientId, req.creatorToken.token]]);
+  const tokens = new Map(creatorToken !== undefined ? [[creator.clientId, creatorToken]] : []);
   return {
     response: ok(),
     writes: [
       { kind: "createGroup", groupId: key, epoch: epochOf(state), snapshot: encodeGroupState(state), metadata: encodeGroupMetadata(metadata) },
-      { kind: "setFanoutToken", groupId: key, clientId: creator.clientId, token: req.creatorToken.token },
+      ...(creatorToken !== undefined ? [{ kind: "setFanoutToken" as const, groupId: key, clientId: creator.clientId, token: creatorToken }] : []),
       ...feedChanges(ctx.hub, key, [...members(state)].map((m) => m.clientId), []),
     ],
     fanout: [],

@@ -4,6 +4,7 @@
 // and `applicationEpochWindow` before it (members still finishing a commit).
 import { DSErrorCode, encodeMLSMessage } from "../../wire/index.js";
 import { authenticateMember } from "../auth.js";
+import { servesStandardClients } from "../policy.js";
 import { failWith } from "../errors.js";
 import { bodyOf, ok, requireGroup } from "./common.js";
 import type { Operation } from "./index.js";
@@ -19,11 +20,19 @@ export const sendMessage: Operation = async (ctx, input) => {
   const current = group.epoch;
   if (epoch > current || current - epoch > BigInt(ctx.config.applicationEpochWindow))
     failWith(DSErrorCode.wrong_epoch, `send_message: the message is for epoch ${epoch}, the group is at epoch ${current}`, current);
-  const sender = await authenticateMember(input.request, input.raw, group.state);
+  // Under the rfc9420 policy a client that cannot sign DSRequests sends
+  // anonymously: the hub cannot tell who (the sender is encrypted), so every
+  // member gets the message, the sender included (docs/interop.md).
+  const anonymous = input.request.authenticationData.authType === "anonymous" && servesStandardClients(ctx.config);
+  // A peer DS (mutual TLS) proxies anonymous messages only for groups where it has clients.
+  const peer = input.context.peerDomain?.toLowerCase();
+  if (anonymous && peer !== undefined && !group.byDomain(ctx.config.domain).has(peer))
+    failWith(DSErrorCode.permission_denied, `send_message: ${peer} has no member in this group`);
+  const except = anonymous ? new Set<number>() : new Set([(await authenticateMember(input.request, input.raw, group.state)).leafIndex]);
   return {
     response: ok(),
     // Another instance may have moved the group on; then this one reloads and judges again.
     writes: [{ kind: "checkEpoch", groupId: group.key, epoch: current }],
-    fanout: [{ message: encodeMLSMessage(m), group, exceptLeaves: new Set([sender.leafIndex]) }],
+    fanout: [{ message: encodeMLSMessage(m), group, exceptLeaves: except }],
   };
 };
