@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MimiMember } from "../../src/client/index.js";
 import { proposeAddition, proposeRemoval } from "../../src/ds/admin.js";
 import { groupInfoMessage, members } from "../../src/mls/index.js";
-import { decodeKeyPackageBytes, encodeKeyPackageBytes, encodeMLSMessage, readDSProtocolVersion, readExternalSenders } from "../../src/wire/index.js";
+import { decodeKeyPackageBytes, DSErrorCode, encodeKeyPackageBytes, encodeMLSMessage, readDSProtocolVersion, readExternalSenders } from "../../src/wire/index.js";
 import { startHub, type HubFixture } from "../ds/fixture.js";
 import { CoreCryptoClient, dsSubmitter, sendFromCoreCrypto, StoreInbox, userDeviceId, type CoreCryptoCommit } from "./corecrypto.js";
 
@@ -171,9 +171,10 @@ describe("CoreCrypto and ts-mls members through the hub", () => {
     }
   });
 
-  it("a hub Add proposal: CoreCrypto refuses it (OpenMLS takes only Remove from external senders), and today it blocks CoreCrypto's commits (missing_proposals)", async () => {
-    // What this records is the limit the lead's withdrawal rule lifts (issue 12: DS-initiated proposals that
-    // members cannot commit must not block a group); when it lands, the last expectation changes.
+  it("a hub Add proposal, which CoreCrypto would refuse (OpenMLS takes only Remove from external senders), is not made in its groups: nothing blocks its commits", async () => {
+    // DS-initiated proposals that members cannot commit must not block a group (docs/protocol.md, "Pending
+    // proposals" 4-5): the hub proposes Add only in MIMI groups (ds_protocol_version), and a pending
+    // proposal no commit took stops being required after the grace period (test/ds/epoch-log.test.ts).
     const alice = await tsMember("add-alice");
     const groupId = await alice.createGroup(await f.hubSender(), { dsProtocolVersion: false });
     const cc = await CoreCryptoClient.create({ domain: DOMAIN });
@@ -181,12 +182,11 @@ describe("CoreCrypto and ts-mls members through the hub", () => {
     await alice.add([decodeKeyPackageBytes(await cc.keyPackage())]);
     expect(kinds(await ccDeliver(cc, groupId))).toEqual(["joined"]);
     const erin = await tsMember("add-erin");
-    await proposeAddition(f.ds.context, groupId, (await erin.generateKeyPackage()).publicPackage);
-    const got = await ccDeliver(cc, groupId, { tolerate: true });
-    expect(got).toEqual([expect.objectContaining({ kind: "refused" })]);
-    expect(kinds(await f.deliver(alice))).toEqual(["proposal"]); // ts-mls takes it
-    await expect(cc.update(groupId)).rejects.toThrow(/CoreCrypto update/);
-    expect(String(cc.lastRejection)).toMatch(/stored proposals by reference/);
+    await expect(proposeAddition(f.ds.context, groupId, (await erin.generateKeyPackage()).publicPackage)).rejects.toMatchObject({ code: DSErrorCode.permission_denied });
+    // CoreCrypto commits on; ts-mls follows.
+    await cc.update(groupId);
+    expect(kinds(await f.deliver(alice))).toEqual(["commit"]);
+    await expectInSync(groupId, [alice], [cc]);
   });
 
   it("CoreCrypto joins by external commit after a ts-mls commit only when its GroupInfo carries the tree (groupInfoRatchetTree)", async () => {
