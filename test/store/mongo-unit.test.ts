@@ -34,7 +34,7 @@ import {
 } from "../../src/store/index.js";
 import { assembleBlob, blobIdsOf, chunkPayload, DEFAULT_BLOB_LIMITS, encodeBlob, isBlobRef, type BlobLimits } from "../../src/store/mongo/blobs.js";
 import { historyDoc, keyPackageDocs, keyPackageOf, membershipDoc, membershipOf } from "../../src/store/mongo/documents.js";
-import { duplicateKeyOf, translateMongoError, type TranslateContext } from "../../src/store/mongo/errors.js";
+import { duplicateKeyOf, markUpsertRace, translateMongoError, type TranslateContext } from "../../src/store/mongo/errors.js";
 import {
   finished,
   leave,
@@ -143,6 +143,17 @@ describe("MongoDB error translation", () => {
       expect(t).toBeInstanceOf(StoreError);
       expect(t).not.toBeInstanceOf(StoreUnavailableError);
       expect((t as Error).message).toContain(`${coll}/${index}`);
+    }
+  });
+
+  it("an upsert race inside a transaction is marked transient (withTransaction retries it); other duplicates are not", () => {
+    const race = dupKey("queues", "_id_", '{ _id: "client:a" }');
+    expect(race.hasErrorLabel(MongoErrorLabel.TransientTransactionError)).toBe(false);
+    expect(markUpsertRace(race)).toBe(true);
+    expect(race.hasErrorLabel(MongoErrorLabel.TransientTransactionError)).toBe(true);
+    for (const e of [dupKey("key_packages", "ref_1", "{ }"), dupKey("groups", "_id_", "{ }"), dupKey("queue_entries", "queue_1_seq_1", "{ }"), new TypeError("x")]) {
+      expect(markUpsertRace(e)).toBe(false);
+      if (e instanceof MongoError) expect(e.hasErrorLabel(MongoErrorLabel.TransientTransactionError)).toBe(false);
     }
   });
 

@@ -80,7 +80,8 @@ const TOO_LARGE_CODES = new Set([
 
 /**
  * Unique indexes whose duplicate-key error means a concurrent writer got there
- * first (an upsert race): nothing was applied, retrying is right. Keyed
+ * first (an upsert race): nothing was applied, retrying is right (inside a
+ * transaction the adapter retries it: markUpsertRace). Keyed
  * "collection/index name"; the indexes of MONGO_MIGRATIONS (schema.ts).
  */
 const RACE_INDEXES = new Set([
@@ -146,6 +147,21 @@ export function translateMongoError(err: unknown, ctx: TranslateContext): unknow
     return new StoreError(`mongodb: ${code}${err.message}`, { cause: err });
   }
   return err;
+}
+
+/**
+ * A duplicate key on an upsert-race index raised inside a transaction: two
+ * transactions inserted the same new document (a queue's first counter, a
+ * rate-limit window) and the server reported E11000 instead of a write
+ * conflict. Nothing was applied and a retry sees the winner's document, so it
+ * is marked TransientTransactionError and withTransaction retries it like a
+ * write conflict. Returns whether it marked the error.
+ */
+export function markUpsertRace(err: unknown): boolean {
+  const dup = duplicateKeyOf(err);
+  if (!dup || !RACE_INDEXES.has(`${dup.collection}/${dup.index}`)) return false;
+  (err as MongoServerError).addErrorLabel(MongoErrorLabel.TransientTransactionError);
+  return true;
 }
 
 /** What a duplicate-key (E11000) error names. */

@@ -52,7 +52,7 @@ import { DEFAULT_FEED_PULL_LIMIT, groupFeed } from "../port.js";
 import { BatchApplier, DuplicateBatch, queuesOf, type ApplyContext } from "./apply.js";
 import { assembleBlob, blobIdsOf, DEFAULT_BLOB_LIMITS, isBlobRef, type BlobLimits } from "./blobs.js";
 import { membershipOf } from "./documents.js";
-import { translateMongoError, type ErrorPhase } from "./errors.js";
+import { markUpsertRace, translateMongoError, type ErrorPhase } from "./errors.js";
 import { collectionsOf, migrateMongo, type Collections, type Doc } from "./schema.js";
 import { copyBytes, databaseOf, drainBatches, listLimit, MAX_FIND_LIMIT, mongoClientOptions } from "./values.js";
 import { stamp } from "./wakeups.js";
@@ -200,7 +200,13 @@ export class MongoStore implements Store {
       return await session.withTransaction(
         async (s) => {
           phase = "operation";
-          const r = await f(s);
+          let r: T;
+          try {
+            r = await f(s);
+          } catch (err) {
+            markUpsertRace(err); // then withTransaction retries it as it does a write conflict
+            throw err;
+          }
           phase = "commit";
           return r;
         },
