@@ -3,7 +3,7 @@
 // positional and append-only (shipped steps are never edited).
 
 import { randomBytes } from "node:crypto";
-import type { Collection, Db, Document } from "mongodb";
+import type { Collection, Db } from "mongodb";
 import { StoreError, StoreUnavailableError } from "../errors.js";
 import { duplicateKeyOf } from "./errors.js";
 
@@ -193,6 +193,3 @@ export async function migrateMongo(db: Db, options: MigrateOptions = {}): Promis
   }
   return latest;
 }
-
-/** Fields of a document, for projections. */
-export const fields = (...names: string[]): Document => Object.fromEntries(names.map((n) => [n, 1]));
