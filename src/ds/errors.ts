@@ -6,6 +6,7 @@ import {
   EpochConflictError,
   GroupExistsError,
   StoreError,
+  StoreOutcomeUnknownError,
   StoreUnavailableError,
   UnknownClientError,
   UnknownGroupError,
@@ -86,6 +87,8 @@ export function toDSFailure(err: unknown): DSFailure {
       undefined,
       { cause: err },
     );
+  if (err instanceof StoreOutcomeUnknownError)
+    return new DSFailure(DSErrorCode.unavailable, "the DS store did not confirm the write: it may or may not have been applied; check before retrying", undefined, { cause: err });
   if (err instanceof StoreUnavailableError) return new DSFailure(DSErrorCode.unavailable, "the DS store is unavailable; nothing was changed, try again", undefined, { cause: err });
   if (err instanceof StoreError) return new DSFailure(DSErrorCode.internal, "internal error in the DS store; nothing was changed", undefined, { cause: err });
   return new DSFailure(DSErrorCode.internal, "internal error", undefined, { cause: err });

@@ -69,5 +69,14 @@ export class StoreClosedError extends StoreUnavailableError {
   }
 }
 
-/** A value cannot be represented by the adapter (e.g. an epoch beyond 2^63-1). */
+/**
+ * The write may or may not have been applied: the database did not confirm the
+ * commit (connection lost while committing, write concern not satisfied, store
+ * closed mid-commit). Unlike StoreUnavailableError this does not say "nothing
+ * was applied": re-read the state before repeating a write that is not
+ * idempotent. Adapters that commit locally (SQLite) never throw it.
+ */
+export class StoreOutcomeUnknownError extends StoreError {}
+
+/** A value cannot be represented by the adapter (e.g. an epoch beyond 2^63-1, a document over MongoDB's 16 MiB). */
 export class StoreRangeError extends StoreError {}

@@ -482,7 +482,8 @@ export interface Store {
   /**
    * Apply one request's effects atomically: all ops or none. Throws
    * EpochConflictError, GroupExistsError, UnknownGroupError, UnknownClientError,
-   * DuplicateKeyPackageError, StoreUnavailableError (nothing applied in each case).
+   * DuplicateKeyPackageError, StoreUnavailableError (nothing applied in each case),
+   * or StoreOutcomeUnknownError (the commit was not confirmed: it may have been applied).
    * Resolves only once the write is durable.
    */
   apply(batch: StoreWrite): Promise<AppliedWrite>;

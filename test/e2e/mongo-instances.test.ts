@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createDSTransport, DSClient, DSRequestError, MimiMember, type DSTransport } from "../../src/client/index.js";
 import { HubIdentity } from "../../src/ds/hub-identity.js";
+import { withDatabase } from "../../src/store/mongo/values.js";
 import { DSErrorCode, decodeWith, externalSenderCodec } from "../../src/wire/index.js";
 import { makeDevCa, type DevCa } from "../helpers/devca.js";
 import { spawnServe, type ServeProcess } from "../helpers/process.js";
@@ -17,11 +18,9 @@ import { E2EClient } from "./harness.js";
 const uri = process.env.MONGODB_URI;
 const DOMAIN = "hub.example";
 
-/** The URI with a fresh database name, so runs do not see each other. */
+/** The URI with a fresh database name, so runs do not see each other (multi-host and SRV URIs too: no new URL()). */
 function freshDatabase(base: string): string {
-  const u = new URL(base);
-  u.pathname = `/mimi_e2e_${randomBytes(4).toString("hex")}`;
-  return u.toString();
+  return withDatabase(base, `mimi_e2e_${randomBytes(4).toString("hex")}`);
 }
 
 describe.skipIf(uri === undefined)("two hub instances on one MongoDB", () => {

@@ -1033,6 +1033,119 @@ export function runStoreContract(name: string, factory: StoreFactory): void {
         expect(await store.apply({ ops: [] })).toEqual({ duplicate: false, appended: [], keyPackages: [], epochs: [] });
       });
     });
+
+    // Cases that pin behaviour the MongoDB adapter got wrong (issue 15); every adapter passes them.
+    describe("lifecycle, limits and large values", () => {
+      it("calls made before close() finish before the connection goes: an acknowledged write is never reported as closed", async () => {
+        // Separate queues: this is about close(), not about contention.
+        const queues = Array.from({ length: 20 }, (_, i) => clientQueue(`closer-${i}`));
+        const pending = queues.map((queue, i) => store.apply({ ops: [{ kind: "append", queue, payload: b(i) }] }));
+        await store.close();
+        const done = await Promise.allSettled(pending);
+        for (const r of done) expect(r.status === "rejected" ? r.reason : undefined).toBeUndefined();
+        store = await harness.open();
+        // Everything acknowledged is there.
+        for (const [i, queue] of queues.entries()) expect((await store.read(queue, 0n, 10)).map((e) => [e.seq, e.payload[0]])).toEqual([[1n, i]]);
+      });
+
+      it("listGroups: a negative limit means no limit, 0 means none", async () => {
+        for (const id of ["a", "b", "c"]) await create(id);
+        expect(await store.listGroups({ limit: -1 })).toEqual(["a", "b", "c"]);
+        expect(await store.listGroups({ after: "a", limit: -5 })).toEqual(["b", "c"]);
+        expect(await store.listGroups({ limit: 0 })).toEqual([]);
+        expect(await store.listGroups({ limit: Number.MAX_SAFE_INTEGER })).toEqual(["a", "b", "c"]);
+      });
+
+      it("compaction (snapshotGroup) does not change updatedAt; apply reports what ack ops deleted", async () => {
+        await create("g", 0n);
+        const before = (await store.loadGroup("g"))!.updatedAt;
+        await sleep(5);
+        await store.apply({ ops: [{ kind: "snapshotGroup", groupId: "g", epoch: 0n, snapshot: text("compacted") }] });
+        const after = (await store.loadGroup("g"))!;
+        expect(after.updatedAt).toBe(before);
+        expect(after.snapshot.state).toEqual(text("compacted"));
+
+        for (let i = 0; i < 5; i++) await store.apply({ ops: [{ kind: "append", queue: "acks", payload: b(i) }] });
+        const r = await store.apply({ ops: [{ kind: "ack", queue: "acks", uptoSeq: 3n }, { kind: "ack", queue: "acks", uptoSeq: 4n }] });
+        expect(r.acked).toBe(4);
+        expect((await store.apply({ ops: [{ kind: "ack", queue: "acks", uptoSeq: 4n }] })).acked).toBeUndefined();
+        expect(await store.ack("acks", 5n)).toBe(1);
+      });
+
+      it("states larger than one MongoDB document (16 MiB) are stored, replaced and read back whole", async () => {
+        const MiB = 1024 * 1024;
+        const big = (n: number, fill: number) => new Uint8Array(n).map((_, i) => (i * 7 + fill) & 0xff);
+        const same = (x: Uint8Array | undefined, y: Uint8Array) => x !== undefined && Buffer.from(x).equals(Buffer.from(y));
+        const s0 = big(17 * MiB, 1);
+        await create("huge", 0n, s0);
+        await store.apply({
+          ops: [
+            { kind: "advanceGroup", groupId: "huge", expectedEpoch: 0n, logEntry: big(5 * MiB, 2) },
+            { kind: "addHistory", groupId: "huge", epoch: 1n, joiners: [ref(1)], expiresAt: Date.now() + 60_000 },
+            { kind: "addHistory", groupId: "huge", epoch: 0n, ratchetTree: big(17 * MiB, 3), groupInfo: big(6 * MiB, 4), joiners: [ref(2)], expiresAt: Date.now() + 60_000 },
+          ],
+        });
+        const s2 = big(18 * MiB, 5);
+        await advance("huge", 1n, { snapshot: s2 }); // the treeless entry of epoch 1 keeps s0 and the log
+        const g = (await store.loadGroup("huge"))!;
+        expect(g.epoch).toBe(2n);
+        expect(same(g.snapshot.state, s2)).toBe(true);
+        const at1 = (await store.loadGroupAt("huge", 1n))!;
+        expect(same(at1.snapshot.state, s0)).toBe(true);
+        expect(same(at1.log[0]?.entry, big(5 * MiB, 2))).toBe(true);
+        const h = (await store.historyForJoiner("huge", ref(2)))!;
+        expect(same(h.ratchetTree, big(17 * MiB, 3))).toBe(true);
+        expect(same(h.groupInfo, big(6 * MiB, 4))).toBe(true);
+        // Replaced and dropped again: a later snapshot once nothing needs the old ones.
+        await store.apply({ ops: [{ kind: "removeHistoryJoiner", groupId: "huge", keyPackageRef: ref(1) }] });
+        await store.apply({ ops: [{ kind: "snapshotGroup", groupId: "huge", epoch: 2n, snapshot: text("small again") }] });
+        expect((await store.loadGroup("huge"))!.snapshot.state).toEqual(text("small again"));
+        expect(await store.loadGroupAt("huge", 1n)).toBeUndefined();
+        await store.apply({ ops: [{ kind: "deleteGroup", groupId: "huge" }] });
+        expect(await store.loadGroup("huge")).toBeUndefined();
+      });
+
+      it("a seeded random run of feed appends, joins, leaves and pulls delivers what each member should get, once, in order", async () => {
+        let seed = 0x15;
+        const rand = (n: number): number => {
+          seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+          return seed % n;
+        };
+        const clients = ["ann", "ben", "cat"];
+        const feed = groupFeed("rg");
+        const inFeed = new Set<string>();
+        const expected = new Map(clients.map((c) => [c, [] as string[]]));
+        let n = 0;
+        for (let step = 0; step < 90; step++) {
+          const who = clients[rand(clients.length)]!;
+          const r = rand(10);
+          if (r < 4) {
+            const except = clients.filter(() => rand(4) === 0);
+            const payload = `e${++n}`;
+            await store.apply({ ops: [{ kind: "append", queue: feed, payload: text(payload), ...(except.length > 0 ? { except } : {}) }] });
+            for (const c of inFeed) if (!except.includes(c)) expected.get(c)!.push(payload);
+          } else if (r < 6) {
+            await store.apply({ ops: [{ kind: "joinFeed", groupId: "rg", clientId: who }] });
+            inFeed.add(who);
+          } else if (r < 8) {
+            // The commit removing a member reaches it, then it leaves.
+            const payload = `bye-${who}-${++n}`;
+            await store.apply({ ops: [{ kind: "append", queue: feed, payload: text(payload) }, { kind: "leaveFeed", groupId: "rg", clientId: who }] });
+            for (const c of inFeed) expected.get(c)!.push(payload);
+            inFeed.delete(who);
+          } else {
+            await store.apply({ ops: [{ kind: "pullFeeds", clientId: who, limit: 1 + rand(3) }] });
+          }
+          if (step % 10 === 0) expect(await store.feedMembers("rg")).toEqual([...inFeed].sort());
+        }
+        for (const c of clients) {
+          for (let i = 0; i < 200 && ((await store.apply({ ops: [{ kind: "pullFeeds", clientId: c }] })).pulled ?? 0) > 0; i++);
+          expect((await store.read(clientQueue(c), 0n, 10_000)).map((e) => str(e.payload)), c).toEqual(expected.get(c));
+        }
+        // Entries nobody still needs are gone.
+        if (inFeed.size === 0) expect((await store.queueInfo(feed)).length).toBe(0);
+      });
+    });
   });
 }
 
