@@ -1,7 +1,9 @@
 // `serve` configuration from flags, then environment, then defaults.
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import type { PolicyOverrides } from "../ds/policy.js";
 import { parseRateRule, type RateLimits, type RateRule } from "../ds/rate-limit.js";
+import { parsePolicyFlags, policyArgOptions, policyUsage } from "./policy-flags.js";
 
 export interface ServeConfig {
   readonly domain: string;
@@ -23,6 +25,8 @@ export interface ServeConfig {
   readonly fanoutTokenKey: string;
   /** Fanout accepted from each hub per window. */
   readonly fanoutRateLimit?: RateRule;
+  /** The hub's security policy overrides (src/cli/policy-flags.ts); absent fields keep the defaults. */
+  readonly policy: PolicyOverrides;
 }
 
 export class ConfigError extends Error {
@@ -44,7 +48,8 @@ export const serveUsage = `usage: mimi-ds serve [options]
   --peers FILE            peer DSs (docs/federation.md)         (MIMI_DS_PEERS, default none)
   --fanout-token-key FILE FanoutAuthToken keys, shared by all instances (MIMI_DS_FANOUT_TOKEN_KEY,
                           default <data-dir>/fanout-token-key.json)
-  --fanout-rate-limit R   DSFanoutRequests accepted per hub     (MIMI_DS_FANOUT_RATE_LIMIT, default none)`;
+  --fanout-rate-limit R   DSFanoutRequests accepted per hub     (MIMI_DS_FANOUT_RATE_LIMIT, default none)
+${policyUsage}`;
 
 const logLevels = new Set(["trace", "debug", "info", "warn", "error", "fatal", "silent"]);
 
@@ -70,6 +75,7 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
         peers: { type: "string" },
         "fanout-token-key": { type: "string" },
         "fanout-rate-limit": { type: "string" },
+        ...policyArgOptions,
       },
     }));
   } catch (err) {
@@ -113,6 +119,12 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
   const peers = pick(values.peers, "MIMI_DS_PEERS");
   const fanoutTokenKey = pick(values["fanout-token-key"], "MIMI_DS_FANOUT_TOKEN_KEY") ?? join(dataDir, "fanout-token-key.json");
   const fanoutRateLimit = rate(values["fanout-rate-limit"], "MIMI_DS_FANOUT_RATE_LIMIT");
+  let policy: PolicyOverrides;
+  try {
+    policy = parsePolicyFlags(values, env);
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
   return {
     domain,
     host,
@@ -127,6 +139,7 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
     ...(peers !== undefined ? { peers: resolve(peers) } : {}),
     fanoutTokenKey,
     ...(fanoutRateLimit !== undefined ? { fanoutRateLimit } : {}),
+    policy,
   };
 }
 

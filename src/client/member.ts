@@ -71,6 +71,7 @@ export const MIMI_CAPABILITY_EXTENSIONS: readonly number[] = [
   DSExtensionType.ds_protocol_version,
   DSExtensionType.ds_supported_versions,
   DSExtensionType.last_resort,
+  DSExtensionType.external_join_policy,
 ];
 
 export interface MimiMemberOptions {
@@ -290,7 +291,7 @@ export class MimiMember {
   }
 
   /** Creates the ts-mls group locally (no DS call); the state becomes this member's group. */
-  async createLocalGroup(groupId: Uint8Array, hubExternalSender: ExternalSender): Promise<ClientState> {
+  async createLocalGroup(groupId: Uint8Array, hubExternalSender: ExternalSender, extraExtensions: readonly Extension[] = []): Promise<ClientState> {
     const kp = await this.generateKeyPackage();
     this.keyPackages.delete(hex(kp.ref)); // used for the creator's leaf, not for a Welcome
     // Needs a ts-mls that reads RFC 9420 external_senders (patches/ts-mls+1.6.4.patch,
@@ -299,7 +300,7 @@ export class MimiMember {
       groupId,
       kp.publicPackage,
       kp.privatePackage,
-      MimiMember.groupExtensions(hubExternalSender),
+      [...MimiMember.groupExtensions(hubExternalSender), ...extraExtensions],
       this.cs,
     );
     return this.state;
@@ -308,12 +309,14 @@ export class MimiMember {
   /**
    * request_group_id, then create_group on the hub with the signed GroupInfo
    * (with external_pub), the ratchet tree and this member's token.
+   * `extraExtensions` go into the GroupContext beside the hub's (e.g. an
+   * external_join_policy that opens the group to external joins).
    */
-  async createGroup(hubExternalSender: ExternalSender): Promise<Uint8Array> {
+  async createGroup(hubExternalSender: ExternalSender, extraExtensions: readonly Extension[] = []): Promise<Uint8Array> {
     const hub = this.requireHub();
     if (this.token === undefined) throw new Error(`${this.clientId}: register() first (create_group needs the token)`);
     const groupId = await hub.requestGroupId();
-    const state = await this.createLocalGroup(groupId, hubExternalSender);
+    const state = await this.createLocalGroup(groupId, hubExternalSender, extraExtensions);
     try {
       const gi = await createGroupInfoWithExternalPub(state, [], this.cs);
       await hub.createGroup(

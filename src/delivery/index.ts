@@ -63,4 +63,5 @@ export {
   type TokenCheck,
   type BlockChange,
 } from "./clients.js";
+export { localClientDirectory } from "./local-directory.js";
 export { streamQueue, DEFAULT_PAGE_SIZE, type QueueStreamOptions } from "./queue-stream.js";

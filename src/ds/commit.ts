@@ -27,11 +27,13 @@ import {
   type DSRequest,
   type MLSGroupUpdate,
 } from "../wire/index.js";
+import { admitLeaves, incomingLeaves } from "./admission.js";
 import { authenticateMember } from "./auth.js";
 import type { DSContext } from "./context.js";
 import { failWith } from "./errors.js";
 import { membershipChange, type HostedGroup } from "./groups.js";
 import { feedChanges, type FanoutItem } from "./fanout.js";
+import { checkMessageSize } from "./limits.js";
 import { encodeEpochHistoryRecord, encodeEpochLogRecord } from "./records.js";
 
 export interface GroupUpdateInput {
@@ -111,6 +113,7 @@ export async function stageGroupUpdate(
   }
 
   const commitBytes = encodeMLSMessage(commit);
+  checkMessageSize(ctx, "handshake", commitBytes.length, `${operation}: the commit`);
   const staged = await processMessage(base, commitBytes);
   if (staged.kind !== "commit") failWith(DSErrorCode.invalid_request, `${operation}: not a commit`);
 
@@ -122,6 +125,7 @@ export async function stageGroupUpdate(
       failWith(DSErrorCode.missing_proposals, `${operation}: the commit must include all ${base.proposals.size} stored proposals by reference; ${missing.length} missing`);
   }
   check(staged, base);
+  await admitLeaves(ctx, base.groupContext.groupId, incomingLeaves(staged), operation);
 
   const partialGroupInfo = encodeWith(partialGroupInfoCodec, update.partialGroupInfo);
   const nextState = await merge(base, staged, partialGroupInfo);

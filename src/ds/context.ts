@@ -4,6 +4,8 @@ import type { EngineOptions } from "../mls/index.js";
 import type { Store } from "../store/port.js";
 import type { GroupRegistry } from "./groups.js";
 import type { HubIdentity } from "./hub-identity.js";
+import type { LocalClients } from "./local-clients.js";
+import { defaultPolicy, type DSPolicy } from "./policy.js";
 import type { PeerHubs } from "./peers.js";
 import type { RateLimiter, RateLimits } from "./rate-limit.js";
 
@@ -21,6 +23,8 @@ export interface DSConfig {
   readonly engine: EngineOptions;
   /** DSRequest rate limits (none by default). */
   readonly rateLimits: RateLimits;
+  /** Membership, external-join, size, quota and KeyPackage-fetch rules (src/ds/policy.ts, docs/security.md). */
+  readonly policy: DSPolicy;
   /** Milliseconds since the Unix epoch. */
   readonly now: () => number;
 }
@@ -33,6 +37,7 @@ export const defaultDSConfig = (domain: string): DSConfig => ({
   openExternalJoin: true,
   engine: {},
   rateLimits: {},
+  policy: defaultPolicy,
   now: () => Date.now(),
 });
 
@@ -44,4 +49,6 @@ export interface DSContext {
   /** Other DSs: where requests for their groups and clients are forwarded (Section 4.1, 9.9). */
   readonly peers?: PeerHubs;
   readonly rateLimiter: RateLimiter;
+  /** This domain's registered clients (keys, FanoutAuthTokens); without it, leaves of local clients are refused. */
+  readonly localClients?: LocalClients;
 }

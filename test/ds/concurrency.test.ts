@@ -3,6 +3,7 @@
 // store); KeyPackages are never handed out twice.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createDSTransport, DSClient, DSRequestError, type MimiMember } from "../../src/client/index.js";
+import { localClientDirectory } from "../../src/delivery/index.js";
 import { createDeliveryService } from "../../src/ds/service.js";
 import { keyPackageRef, engineCrypto } from "../../src/mls/index.js";
 import { openStore } from "../../src/store/index.js";
@@ -45,7 +46,7 @@ describe("concurrent commits", () => {
   it("exactly one is accepted when the commits arrive at two instances sharing one store", async () => {
     // A second DS process would do the same: its own connection to the same SQLite file.
     const store2: Store = await openStore(join(f.dir, "ds.sqlite"));
-    const ds2 = await createDeliveryService({ domain: f.domain, store: store2 });
+    const ds2 = await createDeliveryService({ domain: f.domain, store: store2, localClients: localClientDirectory({ store: store2, tokens: f.tokens, domain: f.domain }) });
     const server2: TestServer = await startTestServer(f.ca, f.domain, ds2.handler, { hubInfo: ds2.hubInfo });
     const t2 = createDSTransport({ baseUrl: server2.url, ca: f.ca.ca });
     try {

@@ -2,7 +2,9 @@
 // the creator's signed GroupInfo and ratchet tree seed the hub's public state.
 import { encodeGroupState, epochOf, externalSenderIndex, members, seedFromGroupInfo, groupInfoFromMlsMessage } from "../../mls/index.js";
 import { DS_PROTOCOL_VERSION, DSErrorCode, encodeMLSMessage, readDSProtocolVersion } from "../../wire/index.js";
+import { admitLeaves, seedLeaves } from "../admission.js";
 import { authenticateMember } from "../auth.js";
+import { checkMessageSize } from "../limits.js";
 import { failWith } from "../errors.js";
 import { groupKey, HostedGroup } from "../groups.js";
 import { encodeGroupMetadata } from "../records.js";
@@ -18,6 +20,7 @@ export const createGroup: Operation = async (ctx, input) => {
   if (hubDomainOfGroupId(groupId) !== ctx.config.domain)
     failWith(DSErrorCode.invalid_request, `the group id must name this hub (<id>@${ctx.config.domain}); request one with request_group_id`);
 
+  checkMessageSize(ctx, "handshake", encodeMLSMessage(req.groupInfo).length + req.ratchetTree.length, "create_group: the GroupInfo and ratchet tree");
   const state = await seedFromGroupInfo(groupInfoFromMlsMessage(encodeMLSMessage(req.groupInfo)), req.ratchetTree, ctx.config.engine);
   const gc = state.groupContext;
   const version = readDSProtocolVersion(gc.extensions);
@@ -31,6 +34,7 @@ export const createGroup: Operation = async (ctx, input) => {
   const signer = req.groupInfo.groupInfo.signer;
   const creator = await authenticateMember(input.request, input.raw, state);
   if (creator.leafIndex !== signer) failWith(DSErrorCode.authentication_failed, `the request is signed by leaf ${creator.leafIndex}, the GroupInfo by leaf ${signer}`);
+  await admitLeaves(ctx, groupId, seedLeaves(state, creator.leafIndex, req.creatorToken.token), "create_group");
 
   const key = groupKey(groupId);
   const metadata = { protocolVersion: version, creator: creator.clientId };

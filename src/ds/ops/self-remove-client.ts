@@ -5,11 +5,12 @@ import { epochOf, merge, processMessage } from "../../mls/index.js";
 import { DSErrorCode, encodeMLSMessage, isSelfRemoveProposal } from "../../wire/index.js";
 import { authenticateMember } from "../auth.js";
 import { failWith } from "../errors.js";
+import { checkMessageSize } from "../limits.js";
 import { NO_CHANGE } from "../groups.js";
 import { bodyOf, ok, requireGroup } from "./common.js";
 import type { Operation } from "./index.js";
 
-export const selfRemoveClient: Operation = async (_ctx, input) => {
+export const selfRemoveClient: Operation = async (ctx, input) => {
   const { selfRemoveClientRequest: req } = bodyOf(input, "self_remove_client");
   const group = requireGroup(input);
   const m = req.proposal;
@@ -26,6 +27,7 @@ export const selfRemoveClient: Operation = async (_ctx, input) => {
   if (!removesSelf) failWith(DSErrorCode.invalid_request, "self_remove_client: the proposal must remove the sending client");
 
   const bytes = encodeMLSMessage(m);
+  checkMessageSize(ctx, "handshake", bytes.length, "self_remove_client: the proposal");
   const staged = await processMessage(group.state, bytes);
   if (staged.kind !== "proposal") failWith(DSErrorCode.invalid_request, "self_remove_client: not a proposal");
   const state = await merge(group.state, staged);

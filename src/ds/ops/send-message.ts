@@ -5,6 +5,7 @@
 import { DSErrorCode, encodeMLSMessage } from "../../wire/index.js";
 import { authenticateMember } from "../auth.js";
 import { failWith } from "../errors.js";
+import { checkMessageSize } from "../limits.js";
 import { bodyOf, ok, requireGroup } from "./common.js";
 import type { Operation } from "./index.js";
 
@@ -19,11 +20,13 @@ export const sendMessage: Operation = async (ctx, input) => {
   const current = group.epoch;
   if (epoch > current || current - epoch > BigInt(ctx.config.applicationEpochWindow))
     failWith(DSErrorCode.wrong_epoch, `send_message: the message is for epoch ${epoch}, the group is at epoch ${current}`, current);
+  const message = encodeMLSMessage(m);
+  checkMessageSize(ctx, "application", message.length, "send_message: the application message");
   const sender = await authenticateMember(input.request, input.raw, group.state);
   return {
     response: ok(),
     // Another instance may have moved the group on; then this one reloads and judges again.
     writes: [{ kind: "checkEpoch", groupId: group.key, epoch: current }],
-    fanout: [{ message: encodeMLSMessage(m), group, exceptLeaves: new Set([sender.leafIndex]) }],
+    fanout: [{ message, group, exceptLeaves: new Set([sender.leafIndex]) }],
   };
 };
