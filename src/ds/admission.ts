@@ -29,6 +29,9 @@ export interface IncomingLeaf {
 
 const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => Buffer.from(a).equals(Buffer.from(b));
 
+/** A client identifier as error messages show it: at most 120 characters (they travel in RPC headers). */
+export const shown = (clientId: string): string => (clientId.length <= 120 ? clientId : `${clientId.slice(0, 100)}... (${clientId.length} characters)`);
+
 /** Every leaf a staged commit adds, joins with or changes. */
 export function incomingLeaves(staged: StagedCommit): IncomingLeaf[] {
   const out: IncomingLeaf[] = [];
@@ -70,10 +73,10 @@ export async function admitLeaves(ctx: DSContext, groupId: Uint8Array, leaves: r
   for (const l of leaves) {
     const size = encodeWith(credentialCodec, l.credential).length;
     if (size > policy.maxCredentialBytes)
-      failWith(DSErrorCode.too_large, `${operation}: the credential of ${l.clientId} has ${size} bytes; this hub accepts at most ${policy.maxCredentialBytes}`);
+      failWith(DSErrorCode.too_large, `${operation}: the credential of ${shown(l.clientId)} has ${size} bytes; this hub accepts at most ${policy.maxCredentialBytes}`);
     const domain = domainOf(l.clientId) ?? ctx.config.domain;
     if (domain !== ctx.config.domain && policy.foreignMembers === "refuse" && ctx.peers?.has(domain) !== true)
-      failWith(DSErrorCode.permission_denied, `${operation}: ${l.clientId} is a client of ${domain}, which is neither ${ctx.config.domain} nor a peer of it`);
+      failWith(DSErrorCode.permission_denied, `${operation}: ${shown(l.clientId)} is a client of ${domain}, which is neither ${ctx.config.domain} nor a peer of it`);
   }
   if (policy.localClients === "unchecked") return;
   await Promise.all(leaves.filter((l) => isLocal(ctx, l.clientId)).map((l) => admitLocal(ctx, groupId, l, operation)));
@@ -82,17 +85,17 @@ export async function admitLeaves(ctx: DSContext, groupId: Uint8Array, leaves: r
 async function admitLocal(ctx: DSContext, groupId: Uint8Array, l: IncomingLeaf, operation: string): Promise<void> {
   if (ctx.localClients === undefined) failWith(DSErrorCode.unavailable, `${operation}: this DS cannot check its own clients (no client directory configured)`);
   const reg = await ctx.localClients.registration(l.clientId);
-  if (reg === undefined) failWith(DSErrorCode.unknown_client, `${operation}: ${l.clientId} is not a registered client of ${ctx.config.domain}`);
+  if (reg === undefined) failWith(DSErrorCode.unknown_client, `${operation}: ${shown(l.clientId)} is not a registered client of ${ctx.config.domain}`);
   if (!sameBytes(reg.signaturePublicKey, l.signaturePublicKey))
-    failWith(DSErrorCode.permission_denied, `${operation}: the leaf of ${l.clientId} carries a signature key other than the one that client registered`);
+    failWith(DSErrorCode.permission_denied, `${operation}: the leaf of ${shown(l.clientId)} carries a signature key other than the one that client registered`);
   if (l.token === undefined) {
     if (l.addedByOther)
-      failWith(DSErrorCode.invalid_fanout_token, `${operation}: ${l.clientId} comes without a FanoutAuthToken; a client of ${ctx.config.domain} is added only with a KeyPackage carrying one`);
+      failWith(DSErrorCode.invalid_fanout_token, `${operation}: ${shown(l.clientId)} comes without a FanoutAuthToken; a client of ${ctx.config.domain} is added only with a KeyPackage carrying one`);
     return;
   }
   const check = reg.checkRecipient(l.token, groupId);
-  if (check === "invalid_token") failWith(DSErrorCode.invalid_fanout_token, `${operation}: the FanoutAuthToken of ${l.clientId} was not issued by ${ctx.config.domain} to that client, or is revoked`);
-  if (check === "blocked") failWith(DSErrorCode.blocked, `${operation}: ${l.clientId} blocks this group or this hub`);
+  if (check === "invalid_token") failWith(DSErrorCode.invalid_fanout_token, `${operation}: the FanoutAuthToken of ${shown(l.clientId)} was not issued by ${ctx.config.domain} to that client, or is revoked`);
+  if (check === "blocked") failWith(DSErrorCode.blocked, `${operation}: ${shown(l.clientId)} blocks this group or this hub`);
 }
 
 /** A token a member sets for itself (update_client): it must be one this DS accepts for it. */

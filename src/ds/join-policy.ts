@@ -13,6 +13,7 @@
 import { memberAt, type GroupState, type StagedCommit } from "../mls/index.js";
 import { DSErrorCode, readExternalJoinPolicy } from "../wire/index.js";
 import type { DSContext } from "./context.js";
+import { shown } from "./admission.js";
 import { failWith } from "./errors.js";
 
 /** The external-join rule in force for a group: its own extension, else the hub's default. */
@@ -37,6 +38,6 @@ export function checkExternalJoin(ctx: DSContext, base: GroupState, staged: Stag
   if (!resyncs)
     failWith(
       DSErrorCode.permission_denied,
-      `external_join: this group admits external commits only from a member replacing its own leaf (same client and signature key); ${joiner.clientId} replaces none. A group opens itself with an external_join_policy extension`,
+      `external_join: this group admits external commits only from a member replacing its own leaf (same client and signature key); ${shown(joiner.clientId)} replaces none. A group opens itself with an external_join_policy extension`,
     );
 }
