@@ -56,7 +56,8 @@ import type {
   Unsubscribe,
   WriteOp,
 } from "../port.js";
-import { clientQueue, DEFAULT_FEED_PULL_LIMIT, groupFeed, type FeedMembership } from "../port.js";
+import { clientQueue, DEFAULT_FEED_PULL_LIMIT, groupFeed, type FeedMembership, type QueueTrim } from "../port.js";
+import * as hardening from "./harden-ds.js";
 
 export interface MongoStoreOptions {
   readonly uri: string;
@@ -115,6 +116,10 @@ export const MONGO_MIGRATIONS: readonly { name: string; up: (db: Db) => Promise<
     up: async (db) => {
       await db.collection("retained_snapshots").createIndex({ groupId: 1, epoch: 1 }, { unique: true });
     },
+  },
+  {
+    name: "replay records, group owners",
+    up: hardening.migrateHardening,
   },
 ];
 
@@ -190,6 +195,7 @@ export class MongoStore implements Store {
     processed: Collection<Doc>;
     rates: Collection<Doc>;
   };
+  readonly #h: hardening.HardeningCollections;
   #stream: ChangeStream | undefined;
   #poller: NodeJS.Timeout | undefined;
   readonly #polled = new Map<QueueId, bigint>();
@@ -217,6 +223,7 @@ export class MongoStore implements Store {
       processed: c("processed"),
       rates: c("rate_limits"),
     };
+    this.#h = hardening.hardeningCollections(db, this.#c.groups, this.#c.queues, this.#c.entries);
   }
 
   async #tx<T>(f: (session: ClientSession) => Promise<T>): Promise<T> {
@@ -293,9 +300,10 @@ export class MongoStore implements Store {
         case "createGroup": {
           checkUint63("epoch", op.epoch);
           if (await c.groups.findOne({ _id: op.groupId }, o)) throw new GroupExistsError(op.groupId);
+          await hardening.checkOwner(this.#h, op, now, session);
           await c.groups.replaceOne(
             { _id: op.groupId },
-            { epoch: op.epoch, metadata: op.metadata ?? null, proposalOrder: 0, createdAt: now, updatedAt: now },
+            { epoch: op.epoch, metadata: op.metadata ?? null, proposalOrder: 0, createdAt: now, updatedAt: now, ...hardening.ownerFields(op) },
             { ...o, upsert: true },
           );
           await c.snapshots.replaceOne({ _id: op.groupId }, { epoch: op.epoch, state: op.snapshot }, { ...o, upsert: true });
@@ -336,6 +344,7 @@ export class MongoStore implements Store {
           if (r.deletedCount === 0) throw new UnknownGroupError(op.groupId);
           await c.snapshots.deleteOne({ _id: op.groupId }, o);
           for (const coll of [c.log, c.proposals, c.history, c.tokens, c.retained]) await coll.deleteMany({ groupId: op.groupId }, o);
+          await hardening.deleteGroupRecords(this.#h, op.groupId, session);
           break;
         }
         case "addProposal": {
@@ -506,6 +515,9 @@ export class MongoStore implements Store {
           await c.processed.updateOne({ _id: op.source }, { $set: { lastSeq: op.sequence } }, { ...o, upsert: true });
           break;
         }
+        case "recordRequest":
+          if (await hardening.recordRequest(this.#h, op, now, session)) throw new DuplicateBatch();
+          break;
         default: {
           const never: never = op;
           throw new StoreError(`unknown write op ${(never as { kind: string }).kind}`);
@@ -863,8 +875,13 @@ export class MongoStore implements Store {
       const historyEntries = (await this.#c.history.deleteMany({ expiresAt: { $lte: t } }, { session })).deletedCount;
       const keyPackages = (await this.#c.keyPackages.deleteMany({ expiresAt: { $ne: null, $lte: t } }, { session })).deletedCount;
       const rateLimits = (await this.#c.rates.deleteMany({ windowEnd: { $lte: t } }, { session })).deletedCount;
-      return { historyEntries, keyPackages, rateLimits };
+      const seenRequests = await hardening.purgeSeenRequests(this.#h, t, session);
+      return { historyEntries, keyPackages, rateLimits, seenRequests };
     });
+  }
+
+  async trimQueues(prefix: string, trim: QueueTrim): Promise<number> {
+    return this.#tx((session) => hardening.trimQueues(this.#h, prefix, trim, session));
   }
 
   async ping(): Promise<void> {
