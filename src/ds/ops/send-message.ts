@@ -6,6 +6,7 @@ import { DSErrorCode, encodeMLSMessage } from "../../wire/index.js";
 import { authenticateMember } from "../auth.js";
 import { failWith } from "../errors.js";
 import { checkMessageSize } from "../limits.js";
+import { sentMessageKey } from "../replay.js";
 import { bodyOf, ok, requireGroup } from "./common.js";
 import type { Operation } from "./index.js";
 
@@ -23,10 +24,23 @@ export const sendMessage: Operation = async (ctx, input) => {
   const message = encodeMLSMessage(m);
   checkMessageSize(ctx, "application", message.length, "send_message: the application message");
   const sender = await authenticateMember(input.request, input.raw, group.state);
+  const oldestAccepted = current - BigInt(ctx.config.applicationEpochWindow);
   return {
     response: ok(),
     // Another instance may have moved the group on; then this one reloads and judges again.
-    writes: [{ kind: "checkEpoch", groupId: group.key, epoch: current }],
+    // The same message accepted again (a replay, or a client retrying) answers ok and is
+    // not fanned out twice: the record lives while its epoch is accepted (docs/security.md).
+    writes: [
+      { kind: "checkEpoch", groupId: group.key, epoch: current },
+      {
+        kind: "recordRequest",
+        key: sentMessageKey(message),
+        groupId: group.key,
+        epoch,
+        ...(oldestAccepted > 0n ? { forgetBefore: oldestAccepted } : {}),
+        expiresAt: ctx.config.now() + ctx.config.policy.sendReplayRetentionMs,
+      },
+    ],
     fanout: [{ message, group, exceptLeaves: new Set([sender.leafIndex]) }],
   };
 };
