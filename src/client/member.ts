@@ -354,10 +354,18 @@ export class MimiMember {
     return p.welcome;
   }
 
-  /** Fetches KeyPackages for `clientIds` (key_packages) and adds them. */
+  /**
+   * Fetches KeyPackages for `clientIds` (key_packages, signed as this client
+   * registered at the DS `hub` reaches: its own) and adds them.
+   */
   async addClients(clientIds: readonly string[]): Promise<Welcome> {
-    const kps = await this.requireHub().keyPackages(clientIds, [suiteNumber(this.cipherSuiteName)]);
+    const kps = await this.requireHub().keyPackages(clientIds, [suiteNumber(this.cipherSuiteName)], this.registeredAuth());
     return this.add(kps);
+  }
+
+  /** registered_client DSAuthData: this client, with the key it registered at its own DS. */
+  registeredAuth(): RequestAuth {
+    return { kind: "registered", clientId: this.clientId, signaturePrivateKey: this.signatureKeyPair.signKey, signature: this.cs.signature };
   }
 
   /** The own KeyPackage a Welcome is for, with the group id and epoch read from its (decrypted) GroupInfo. */

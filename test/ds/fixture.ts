@@ -37,12 +37,17 @@ export interface HubFixture {
   close(): Promise<void>;
 }
 
-export async function startHub(domain = "hub.example", config: DeliveryServiceOptions["config"] = {}, extra: Partial<Pick<DeliveryServiceOptions, "peers" | "maxCachedGroups">> = {}): Promise<HubFixture> {
-  const ca = await makeDevCa([domain]);
+export async function startHub(
+  domain = "hub.example",
+  config: DeliveryServiceOptions["config"] = {},
+  extra: Partial<Pick<DeliveryServiceOptions, "peers" | "maxCachedGroups">> & { readonly caDomains?: readonly string[] } = {},
+): Promise<HubFixture> {
+  const { caDomains = [], ...options } = extra;
+  const ca = await makeDevCa([domain, ...caDomains]);
   const dir = await mkdtemp(join(tmpdir(), "mimi-ds-hub-"));
   const store = await openStore(join(dir, "ds.sqlite"));
   const tokens = FanoutTokenKeys.generate();
-  const ds = await createDeliveryService({ domain, store, config, localClients: localClientDirectory({ store, tokens, domain }), ...extra });
+  const ds = await createDeliveryService({ domain, store, config, localClients: localClientDirectory({ store, tokens, domain }), ...options });
   const clients = createClientService({ domain, store, tokens });
   const server = await startTestServer(ca, domain, ds.handler, { hubInfo: ds.hubInfo, services: [adminRoute(ds.context), clients.route] });
   const transport = createDSTransport({ baseUrl: server.url, ca: ca.ca });

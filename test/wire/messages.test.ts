@@ -38,6 +38,7 @@ import {
   encodeDSResponse,
   encodeFanoutAuthToken,
   encodeJoinerSignatureTBS,
+  encodeRegisteredClientSignatureTBS,
   encodeMLSGroupUpdate,
   encodePartialGroupInfo,
   encodeSignContent,
@@ -144,6 +145,19 @@ describe("fixed layouts", () => {
         authenticationData: { authType: "client_signature", senderIndex: 0, signature: new Uint8Array(256) },
       }),
     ).toThrow(/0\.\.255/);
+  });
+
+  test("registered_client: client_id<V>, uint64 timestamp_ms, then signature<0..255>; its TBS", () => {
+    const requestBody = { requestType: "request_group_id", requestGroupIdRequest: {} } as const;
+    const bytes = encodeDSRequest({
+      version: 1,
+      requestBody,
+      authenticationData: { authType: "registered_client", clientId: Uint8Array.of(0x61, 0x62), timestampMs: 0x0102n, signature: Uint8Array.of(0xee) },
+    });
+    expect(toHex(bytes)).toBe("0001" + "08" + "03" + "026162" + "0000000000000102" + "01ee");
+    expect(decodeDSRequest(bytes).authenticationData).toEqual({ authType: "registered_client", clientId: Uint8Array.of(0x61, 0x62), timestampMs: 0x0102n, signature: Uint8Array.of(0xee) });
+    expect(toHex(encodeRegisteredClientSignatureTBS({ protocolVersion: 1, requestBody, clientId: Uint8Array.of(0x61), timestampMs: 2n }))).toBe("0001" + "08" + "0161" + "0000000000000002");
+    expect(SignatureLabel.DSRegisteredClientRequest).toBe("DSRegisteredClientRequest");
   });
 
   test("DSError with current_epoch", () => {
