@@ -5,6 +5,7 @@ import { EngineError, WrongEpochError, type EngineErrorCode } from "../mls/index
 import {
   EpochConflictError,
   GroupExistsError,
+  QuotaExceededError,
   StoreError,
   StoreUnavailableError,
   UnknownClientError,
@@ -49,6 +50,8 @@ export function toDSFailure(err: unknown): DSFailure {
   if (err instanceof GroupExistsError) return new DSFailure(DSErrorCode.group_exists, "a group with this group id already exists");
   if (err instanceof UnknownGroupError) return new DSFailure(DSErrorCode.unknown_group, "no such group on this hub");
   if (err instanceof UnknownClientError) return new DSFailure(DSErrorCode.unknown_client, err.message);
+  if (err instanceof QuotaExceededError)
+    return new DSFailure(DSErrorCode.quota_exceeded, `${err.quota.length > 160 ? `${err.quota.slice(0, 140)}...` : err.quota}: at most ${err.limit}; delete one first`);
   if (err instanceof StoreUnavailableError) return new DSFailure(DSErrorCode.unavailable, "the DS store is unavailable; nothing was changed, try again");
   if (err instanceof StoreError) return new DSFailure(DSErrorCode.internal, `store error: ${err.message}`);
   return new DSFailure(DSErrorCode.internal, "internal error");

@@ -22,6 +22,8 @@ export const DSErrorCode = {
   blocked: 16,
   unavailable: 17,
   internal: 18,
+  /** A per-client quota of stored things is used up (e.g. groups one client created). */
+  quota_exceeded: 20,
 } as const;
 export type DSErrorCodeName = keyof typeof DSErrorCode;
 export type DSErrorCodeValue = (typeof DSErrorCode)[DSErrorCodeName];
@@ -72,6 +74,7 @@ export const DS_ERROR_STATUS: Readonly<Record<DSErrorCodeName, RpcStatusName>> =
   blocked: "PermissionDenied",
   unavailable: "Unavailable",
   internal: "Internal",
+  quota_exceeded: "ResourceExhausted",
 });
 
 export const DS_FANOUT_ERROR_STATUS: Readonly<Record<DSFanoutErrorCodeName, RpcStatusName>> = Object.freeze({

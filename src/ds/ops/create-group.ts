@@ -42,7 +42,15 @@ export const createGroup: Operation = async (ctx, input) => {
   return {
     response: ok(),
     writes: [
-      { kind: "createGroup", groupId: key, epoch: epochOf(state), snapshot: encodeGroupState(state), metadata: encodeGroupMetadata(metadata) },
+      {
+        kind: "createGroup",
+        groupId: key,
+        epoch: epochOf(state),
+        snapshot: encodeGroupState(state),
+        metadata: encodeGroupMetadata(metadata),
+        // Groups per creator (docs/security.md): counted by the store, in this transaction.
+        owner: { clientId: creator.clientId, maxGroups: ctx.config.policy.maxGroupsPerCreator },
+      },
       { kind: "setFanoutToken", groupId: key, clientId: creator.clientId, token: req.creatorToken.token },
       ...feedChanges(ctx.hub, key, [...members(state)].map((m) => m.clientId), []),
     ],
