@@ -36,7 +36,12 @@ export interface DeliveryService {
 export async function createDeliveryService(o: DeliveryServiceOptions): Promise<DeliveryService> {
   const config: DSConfig = { ...defaultDSConfig(o.domain), ...o.config, domain: o.domain, policy: resolvePolicy(o.config?.policy) };
   const hub = await HubIdentity.open(o.domain, o.keyFile);
-  const groups = new GroupRegistry(o.store, { engine: config.engine, localDomain: config.domain, ...(o.maxCachedGroups !== undefined ? { maxCached: o.maxCachedGroups } : {}) });
+  const groups = new GroupRegistry(o.store, {
+    engine: config.engine,
+    localDomain: config.domain,
+    maxCachedBytes: config.policy.groupCacheBytes,
+    ...(o.maxCachedGroups !== undefined ? { maxCached: o.maxCachedGroups } : {}),
+  });
   const rateLimiter = new RateLimiter(config.rateLimits, config.now);
   const context: DSContext = {
     config,
