@@ -5,7 +5,18 @@
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
-import { createClientService, createFanoutService, FanoutTokenKeys, GuestConsumer, loadPeers, localClientDirectory, PeerDirectory, PeerTransports } from "../delivery/index.js";
+import {
+  createClientService,
+  createFanoutService,
+  DEFAULT_OUTBOX_RETENTION,
+  FanoutTokenKeys,
+  GuestConsumer,
+  loadPeers,
+  localClientDirectory,
+  PeerDirectory,
+  PeerTransports,
+  startOutboxPurge,
+} from "../delivery/index.js";
 import { DSClient } from "../client/ds.js";
 import type { PeerHubs } from "../ds/peers.js";
 import { relaxedPolicy } from "../ds/policy.js";
@@ -81,9 +92,11 @@ export async function createService(config: ServeConfig, logger: Logger): Promis
       ...(config.fanoutRateLimit !== undefined ? { rateLimit: config.fanoutRateLimit } : {}),
     });
     consumer.start();
+    const outboxPurge = startOutboxPurge(store, { ...DEFAULT_OUTBOX_RETENTION, ...config.outboxRetention }, { logger });
     return {
       server,
       async close() {
+        outboxPurge.stop();
         await consumer.stop();
         clients.close();
         fanout.close();

@@ -3,7 +3,8 @@ import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import type { PolicyOverrides } from "../ds/policy.js";
 import { parseRateRule, type RateLimits, type RateRule } from "../ds/rate-limit.js";
-import { parsePolicyFlags, policyArgOptions, policyUsage } from "./policy-flags.js";
+import type { OutboxRetention } from "../delivery/outbox-purge.js";
+import { parseOutboxFlags, parsePolicyFlags, policyArgOptions, policyUsage } from "./policy-flags.js";
 
 export interface ServeConfig {
   readonly domain: string;
@@ -27,6 +28,8 @@ export interface ServeConfig {
   readonly fanoutRateLimit?: RateRule;
   /** The hub's security policy overrides (src/cli/policy-flags.ts); absent fields keep the defaults. */
   readonly policy: PolicyOverrides;
+  /** Outbox retention overrides (src/delivery/outbox-purge.ts). */
+  readonly outboxRetention: Partial<OutboxRetention>;
 }
 
 export class ConfigError extends Error {
@@ -120,8 +123,10 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
   const fanoutTokenKey = pick(values["fanout-token-key"], "MIMI_DS_FANOUT_TOKEN_KEY") ?? join(dataDir, "fanout-token-key.json");
   const fanoutRateLimit = rate(values["fanout-rate-limit"], "MIMI_DS_FANOUT_RATE_LIMIT");
   let policy: PolicyOverrides;
+  let outboxRetention: Partial<OutboxRetention>;
   try {
     policy = parsePolicyFlags(values, env);
+    outboxRetention = parseOutboxFlags(values, env);
   } catch (err) {
     throw new ConfigError((err as Error).message);
   }
@@ -140,6 +145,7 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
     fanoutTokenKey,
     ...(fanoutRateLimit !== undefined ? { fanoutRateLimit } : {}),
     policy,
+    outboxRetention,
   };
 }
 

@@ -4,6 +4,7 @@
 import type { ParseArgsConfig } from "node:util";
 import { parseRateRule, type RateRule } from "../ds/rate-limit.js";
 import type { PolicyOverrides } from "../ds/policy.js";
+import type { OutboxRetention } from "../delivery/outbox-purge.js";
 
 type Values = Record<string, string | boolean | undefined>;
 
@@ -21,6 +22,8 @@ export const policyArgOptions = {
   "max-groups-per-creator": { type: "string" },
   "group-cache-bytes": { type: "string" },
   "send-replay-retention": { type: "string" },
+  "outbox-max-age": { type: "string" },
+  "outbox-max-entries": { type: "string" },
 } as const satisfies NonNullable<ParseArgsConfig["options"]>;
 
 export const policyUsage = `  security policy (docs/security.md; defaults are the secure ones):
@@ -39,7 +42,10 @@ export const policyUsage = `  security policy (docs/security.md; defaults are th
   --max-groups-per-creator N      live groups one client created (MIMI_DS_MAX_GROUPS_PER_CREATOR, default 1000)
   --group-cache-bytes N           parsed-group cache budget (MIMI_DS_GROUP_CACHE_BYTES, default 512M)
   --send-replay-retention D       longest a send_message replay record lives, e.g. 7d
-                          (MIMI_DS_SEND_REPLAY_RETENTION, default 7d)`;
+                          (MIMI_DS_SEND_REPLAY_RETENTION, default 7d)
+  --outbox-max-age D              fanout for a domain that does not fetch it is dropped after this
+                          (MIMI_DS_OUTBOX_MAX_AGE, default 7d)
+  --outbox-max-entries N          and beyond this many per destination (MIMI_DS_OUTBOX_MAX_ENTRIES, default 1000000)`;
 
 export class PolicyFlagError extends Error {
   override readonly name = "PolicyFlagError";
@@ -72,21 +78,35 @@ function oneOf<T extends string>(text: string, flag: string, allowed: readonly T
   return text as T;
 }
 
+const picker = (values: Values, env: NodeJS.ProcessEnv) => (flag: keyof typeof policyArgOptions): string | undefined => {
+  const v = values[flag];
+  if (typeof v === "string" && v !== "") return v;
+  const e = env[`MIMI_DS_${flag.toUpperCase().replaceAll("-", "_")}`];
+  return e === undefined || e === "" ? undefined : e;
+};
+
+const wrap = <T>(flag: string, f: () => T): T => {
+  try {
+    return f();
+  } catch (err) {
+    throw new PolicyFlagError(`--${flag}: ${(err as Error).message}`);
+  }
+};
+
+/** Outbox retention overrides (src/delivery/outbox-purge.ts). */
+export function parseOutboxFlags(values: Values, env: NodeJS.ProcessEnv): Partial<OutboxRetention> {
+  const pick = picker(values, env);
+  const age = pick("outbox-max-age");
+  const entries = pick("outbox-max-entries");
+  return {
+    ...(age !== undefined ? { maxAgeMs: wrap("outbox-max-age", () => parseDuration(age)) } : {}),
+    ...(entries !== undefined ? { maxEntries: wrap("outbox-max-entries", () => parseCount(entries)) } : {}),
+  };
+}
+
 /** The policy overrides the flags and environment name (flags first). */
 export function parsePolicyFlags(values: Values, env: NodeJS.ProcessEnv): PolicyOverrides {
-  const pick = (flag: keyof typeof policyArgOptions): string | undefined => {
-    const v = values[flag];
-    if (typeof v === "string" && v !== "") return v;
-    const e = env[`MIMI_DS_${flag.toUpperCase().replaceAll("-", "_")}`];
-    return e === undefined || e === "" ? undefined : e;
-  };
-  const wrap = <T>(flag: string, f: () => T): T => {
-    try {
-      return f();
-    } catch (err) {
-      throw new PolicyFlagError(`--${flag}: ${(err as Error).message}`);
-    }
-  };
+  const pick = picker(values, env);
   const o: { -readonly [K in keyof PolicyOverrides]: PolicyOverrides[K] } = {};
   const kp: { -readonly [K in keyof NonNullable<PolicyOverrides["keyPackages"]>]?: NonNullable<PolicyOverrides["keyPackages"]>[K] } = {};
   const v = (flag: keyof typeof policyArgOptions) => pick(flag);
