@@ -8,6 +8,7 @@ import { protectExternalProposalPublic } from "ts-mls/messageProtectionPublic.js
 import { epochOf, externalSenderIndex, memberByClientId, merge, processMessage } from "../mls/index.js";
 import { EpochConflictError } from "../store/errors.js";
 import { DSErrorCode, encodeMLSMessage } from "../wire/index.js";
+import { admitLeaves, keyPackageLeaf } from "./admission.js";
 import type { DSContext } from "./context.js";
 import { failWith } from "./errors.js";
 import { groupKey, NO_CHANGE, type HostedGroup } from "./groups.js";
@@ -24,7 +25,9 @@ export function proposeRemoval(ctx: DSContext, groupId: Uint8Array, clientId: st
 }
 
 /** The hub proposes adding the client of `keyPackage`; returns the ProposalRef. */
-export function proposeAddition(ctx: DSContext, groupId: Uint8Array, keyPackage: KeyPackage): Promise<Uint8Array> {
+export async function proposeAddition(ctx: DSContext, groupId: Uint8Array, keyPackage: KeyPackage): Promise<Uint8Array> {
+  // A proposal the next commit must include but the hub would refuse to accept would wedge the group.
+  await admitLeaves(ctx, groupId, [keyPackageLeaf(keyPackage)], "propose_addition");
   return propose(ctx, groupId, () => ({ proposalType: "add", add: { keyPackage } }));
 }
 

@@ -10,8 +10,8 @@
 //   block the group: what its guest DS would check for a remote hub.
 // Clients of other domains are checked by their own DS, which sees their
 // FanoutAuthToken on every DSFanoutRequest (src/delivery/guest.ts).
-import type { Credential } from "ts-mls";
-import { domainOf, members, type GroupState, type StagedCommit } from "../mls/index.js";
+import type { Credential, KeyPackage } from "ts-mls";
+import { clientIdOf, domainOf, members, type GroupState, type StagedCommit } from "../mls/index.js";
 import { credentialCodec, DSErrorCode, encodeWith, readFanoutAuthToken } from "../wire/index.js";
 import type { DSContext } from "./context.js";
 import { failWith } from "./errors.js";
@@ -25,6 +25,8 @@ export interface IncomingLeaf {
   readonly token?: Uint8Array;
   /** Brought in by another member (Add): it must present a token this DS accepts. */
   readonly addedByOther: boolean;
+  /** A member changing its own leaf under the same name is already in: the domain rule is not asked again. */
+  readonly alreadyMember?: boolean;
 }
 
 const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => Buffer.from(a).equals(Buffer.from(b));
@@ -40,12 +42,15 @@ export function incomingLeaves(staged: StagedCommit): IncomingLeaf[] {
     const token = readFanoutAuthToken(a.keyPackage.extensions)?.token;
     out.push({ clientId: a.clientId, credential: leaf.credential, signaturePublicKey: leaf.signaturePublicKey, addedByOther: true, ...(token !== undefined ? { token } : {}) });
   }
-  const own = [...(staged.externalJoiner !== undefined ? [staged.externalJoiner.leafIndex] : []), ...staged.updated.map((u) => u.leafIndex)];
-  for (const leafIndex of own) {
+  const own = [
+    ...(staged.externalJoiner !== undefined ? [{ leafIndex: staged.externalJoiner.leafIndex, alreadyMember: false }] : []),
+    ...staged.updated.map((u) => ({ leafIndex: u.leafIndex, alreadyMember: u.previousClientId === u.clientId })),
+  ];
+  for (const { leafIndex, alreadyMember } of own) {
     const entry = staged.tree.leaf(leafIndex);
     if (entry === undefined) continue;
     const token = leafIndex === staged.externalJoiner?.leafIndex ? readFanoutAuthToken(entry.leaf.extensions)?.token : undefined;
-    out.push({ clientId: entry.clientId, credential: entry.leaf.credential, signaturePublicKey: entry.leaf.signaturePublicKey, addedByOther: false, ...(token !== undefined ? { token } : {}) });
+    out.push({ clientId: entry.clientId, credential: entry.leaf.credential, signaturePublicKey: entry.leaf.signaturePublicKey, addedByOther: false, alreadyMember, ...(token !== undefined ? { token } : {}) });
   }
   return out;
 }
@@ -75,7 +80,7 @@ export async function admitLeaves(ctx: DSContext, groupId: Uint8Array, leaves: r
     if (size > policy.maxCredentialBytes)
       failWith(DSErrorCode.too_large, `${operation}: the credential of ${shown(l.clientId)} has ${size} bytes; this hub accepts at most ${policy.maxCredentialBytes}`);
     const domain = domainOf(l.clientId) ?? ctx.config.domain;
-    if (domain !== ctx.config.domain && policy.foreignMembers === "refuse" && ctx.peers?.has(domain) !== true)
+    if (domain !== ctx.config.domain && l.alreadyMember !== true && policy.foreignMembers === "refuse" && ctx.peers?.has(domain) !== true)
       failWith(DSErrorCode.permission_denied, `${operation}: ${shown(l.clientId)} is a client of ${domain}, which is neither ${ctx.config.domain} nor a peer of it`);
   }
   if (policy.localClients === "unchecked") return;
@@ -100,5 +105,12 @@ async function admitLocal(ctx: DSContext, groupId: Uint8Array, l: IncomingLeaf, 
 
 /** A token a member sets for itself (update_client): it must be one this DS accepts for it. */
 export async function admitOwnToken(ctx: DSContext, groupId: Uint8Array, clientId: string, signaturePublicKey: Uint8Array, credential: Credential, token: Uint8Array, operation: string): Promise<void> {
-  await admitLeaves(ctx, groupId, [{ clientId, credential, signaturePublicKey, token, addedByOther: false }], operation);
+  await admitLeaves(ctx, groupId, [{ clientId, credential, signaturePublicKey, token, addedByOther: false, alreadyMember: true }], operation);
+}
+
+/** The leaf a KeyPackage would add (the hub's own Add proposals are held to the same rules as a member's). */
+export function keyPackageLeaf(keyPackage: KeyPackage): IncomingLeaf {
+  const leaf = keyPackage.leafNode;
+  const token = readFanoutAuthToken(keyPackage.extensions)?.token;
+  return { clientId: clientIdOf(leaf.credential), credential: leaf.credential, signaturePublicKey: leaf.signaturePublicKey, addedByOther: true, ...(token !== undefined ? { token } : {}) };
 }

@@ -10,13 +10,20 @@
 // client's registered key.
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DSRequestError, MimiMember } from "../../src/client/index.js";
-import { updateBlocks } from "../../src/delivery/index.js";
+import { createDSTransport, DSClient, DSRequestError, MimiMember } from "../../src/client/index.js";
+import { localClientDirectory, updateBlocks } from "../../src/delivery/index.js";
+import { proposeAddition } from "../../src/ds/admin.js";
+import { DSFailure } from "../../src/ds/errors.js";
+import { groupKey } from "../../src/ds/groups.js";
 import type { PeerHubs } from "../../src/ds/peers.js";
 import { domainOf, epochOf, members, treeHash } from "../../src/mls/index.js";
 import { clientQueue } from "../../src/store/port.js";
 import { DSErrorCode, makeExternalJoinPolicyExtension } from "../../src/wire/index.js";
 import { pullInbox } from "../helpers/inbox.js";
+import { join } from "node:path";
+import { createDeliveryService } from "../../src/ds/service.js";
+import { openStore } from "../../src/store/index.js";
+import { startTestServer } from "../helpers/server.js";
 import { startHub, type HubFixture } from "./fixture.js";
 
 const PEER = "peer.example";
@@ -187,6 +194,19 @@ describe("queue injection (item 6)", () => {
   });
 });
 
+describe("the hub's own Add proposals", () => {
+  it("refuses to propose adding a forged KeyPackage of a registered client (the proposal could never be committed)", async () => {
+    const impostor = await impostorOf(victim.clientId);
+    impostor.token = victim.token;
+    const forged = (await impostor.generateKeyPackage()).publicPackage;
+    const epoch = (await hubView()).epoch;
+    const err = await proposeAddition(f.ds.context, groupId, forged).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DSFailure);
+    expect((err as DSFailure).code).toBe(DSErrorCode.permission_denied);
+    expect(await f.store.listProposals(groupKey(groupId), epoch)).toEqual([]);
+  });
+});
+
 describe("members of other domains (item 10) and credential size (item 9)", () => {
   it("refuses members of a domain that is neither this one nor a peer; accepts a peer's", async () => {
     const stranger = await MimiMember.create({ clientId: "mimi://evil.example/u/x/d/1", hub: f.hub });
@@ -284,5 +304,43 @@ describe("seeded attempts among ordinary traffic", () => {
     }
     expect(accepted).toBeGreaterThan(0);
     expect(refusedCount).toBeGreaterThan(0);
+  });
+});
+
+describe("groups stored before the rules", () => {
+  it("a member of a non-peer domain that is already in may update its leaf; a new one is refused", async () => {
+    // Made while the hub allowed foreign members; then judged by a DS with the default policy on the same store.
+    const old = await startHub("old.example", { policy: { foreignMembers: "allow" } });
+    const store2 = await openStore(join(old.dir, "ds.sqlite"));
+    const ds2 = await createDeliveryService({ domain: old.domain, store: store2, localClients: localClientDirectory({ store: store2, tokens: old.tokens, domain: old.domain }) });
+    const server2 = await startTestServer(old.ca, old.domain, ds2.handler, { hubInfo: ds2.hubInfo });
+    const t2 = createDSTransport({ baseUrl: server2.url, ca: old.ca.ca });
+    try {
+      const owner = await old.member("owner");
+      const gid = await owner.createGroup(await old.hubSender());
+      const stranger = await MimiMember.create({ clientId: "mimi://far.example/u/s/d/1", hub: old.hub });
+      stranger.token = { token: randomBytes(16) };
+      const welcome = await owner.add([(await stranger.generateKeyPackage()).publicPackage]);
+      await stranger.joinFromWelcome(welcome);
+
+      const strict = new DSClient(t2);
+      (stranger as { hub: DSClient }).hub = strict;
+      (owner as { hub: DSClient }).hub = strict;
+      const before = (await ds2.context.groups.get(groupKey(gid)))!.epoch;
+      await stranger.update();
+      expect((await ds2.context.groups.get(groupKey(gid)))!.epoch).toBe(before + 1n);
+      await pullInbox(old.store, owner.clientId);
+      const [commit] = await old.store.read(clientQueue(owner.clientId), 0n, 10);
+      expect(await owner.processIncoming(commit!.payload)).toMatchObject({ kind: "commit" });
+      const another = await MimiMember.create({ clientId: "mimi://far.example/u/t/d/1", hub: strict });
+      another.token = { token: randomBytes(16) };
+      const err = (await owner.add([(await another.generateKeyPackage()).publicPackage]).catch((e: unknown) => e)) as DSRequestError;
+      expect(err.code).toBe(DSErrorCode.permission_denied);
+    } finally {
+      t2.close();
+      await server2.close();
+      await store2.close();
+      await old.close();
+    }
   });
 });
