@@ -20,8 +20,9 @@ export const createGroup: Operation = async (ctx, input) => {
   if (hubDomainOfGroupId(groupId) !== ctx.config.domain)
     failWith(DSErrorCode.invalid_request, `the group id must name this hub (<id>@${ctx.config.domain}); request one with request_group_id`);
 
-  checkMessageSize(ctx, "handshake", encodeMLSMessage(req.groupInfo).length + req.ratchetTree.length, "create_group: the GroupInfo and ratchet tree");
-  const state = await seedFromGroupInfo(groupInfoFromMlsMessage(encodeMLSMessage(req.groupInfo)), req.ratchetTree, ctx.config.engine);
+  const groupInfo = encodeMLSMessage(req.groupInfo);
+  checkMessageSize(ctx, "handshake", groupInfo.length + req.ratchetTree.length, "create_group: the GroupInfo and ratchet tree");
+  const state = await seedFromGroupInfo(groupInfoFromMlsMessage(groupInfo), req.ratchetTree, ctx.config.engine);
   const gc = state.groupContext;
   const version = readDSProtocolVersion(gc.extensions);
   if (version === undefined) failWith(DSErrorCode.invalid_request, "the GroupContext has no ds_protocol_version extension (docs/protocol.md)");
