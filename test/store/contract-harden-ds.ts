@@ -39,8 +39,19 @@ export function hardeningContract(current: () => Store, reopen: () => Promise<St
     it("an expired record no longer counts, and purgeExpired removes it", async () => {
       await send(key(3), { expiresAt: Date.now() - 1 });
       expect((await send(key(3))).duplicate).toBe(false);
-      await send(key(4), { expiresAt: Date.now() - 1 });
-      expect((await current().purgeExpired(Date.now())).seenRequests).toBe(1);
+      const store = current();
+      await store.apply({ ops: [{ kind: "recordRequest", key: key(4), expiresAt: Date.now() + 5000 }] });
+      expect((await store.purgeExpired(Date.now() + 10_000)).seenRequests).toBe(1);
+    });
+
+    it("each new record takes expired ones with it (bounded without a scheduled purge)", async () => {
+      const store = current();
+      const soon = Date.now() + 200;
+      for (let i = 0; i < 20; i++) await store.apply({ ops: [{ kind: "recordRequest", key: key(100 + i), expiresAt: soon }] });
+      while (Date.now() <= soon) await new Promise((r) => setTimeout(r, 50));
+      // Three new records take up to 8 expired ones each: none of the 20 is left.
+      for (let i = 0; i < 3; i++) await store.apply({ ops: [{ kind: "recordRequest", key: key(200 + i), expiresAt: later() }] });
+      expect((await store.purgeExpired(Date.now())).seenRequests).toBe(0);
     });
 
     it("forgets a group's records of epochs below forgetBefore, and all of them with the group", async () => {

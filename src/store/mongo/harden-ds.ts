@@ -52,6 +52,9 @@ export async function recordRequest(c: HardeningCollections, op: RecordRequestOp
   );
   if (op.groupId !== undefined && op.forgetBefore !== undefined)
     await c.seen.deleteMany({ groupId: op.groupId, epoch: { $lt: checkUint63("epoch", op.forgetBefore) } }, o);
+  // A few expired records go with each new one, so the collection stays bounded without a scheduled purge.
+  const expired = await c.seen.find({ expiresAt: { $lte: now } }, { ...o, limit: 8, projection: { _id: 1 } }).toArray();
+  if (expired.length > 0) await c.seen.deleteMany({ _id: { $in: expired.map((d) => d._id) } }, o);
   return false;
 }
 

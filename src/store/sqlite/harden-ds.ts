@@ -14,6 +14,8 @@ export function prepareHardening(db: Database.Database) {
     forgetSeenRequestsBefore: p("DELETE FROM seen_requests WHERE group_id = ? AND epoch < ?"),
     deleteSeenRequestsOfGroup: p("DELETE FROM seen_requests WHERE group_id = ?"),
     purgeSeenRequests: p("DELETE FROM seen_requests WHERE expires_at <= ?"),
+    /** Each new record takes a few expired ones with it, so the table stays bounded without a scheduled purge. */
+    purgeSomeSeenRequests: p("DELETE FROM seen_requests WHERE key IN (SELECT key FROM seen_requests WHERE expires_at <= ? LIMIT 8)"),
     countOwnedGroups: p("SELECT count(*) AS n FROM groups WHERE owner = ?"),
     setGroupOwner: p("UPDATE groups SET owner = ? WHERE group_id = ?"),
     /** Queues named prefix..prefix+U+FFFF (the name range of the prefix). */

@@ -311,6 +311,7 @@ export class SqliteWriter {
           if (seen !== undefined && num(seen.expires_at) > now) throw new DuplicateBatch();
           const epoch = op.epoch !== undefined ? checkUint63("epoch", op.epoch) : null;
           s.upsertSeenRequest.run(op.key, op.groupId ?? null, epoch, op.expiresAt);
+          s.purgeSomeSeenRequests.run(now);
           if (op.groupId !== undefined && op.forgetBefore !== undefined) s.forgetSeenRequestsBefore.run(op.groupId, checkUint63("epoch", op.forgetBefore));
           break;
         }
