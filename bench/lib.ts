@@ -91,6 +91,19 @@ export interface ServeOptions {
   readonly args?: readonly string[];
 }
 
+/**
+ * The benches measure throughput, not the security limits (docs/security.md):
+ * their members are unregistered clients with made-up tokens (benchMember),
+ * and one creator fetches thousands of KeyPackages. serve logs each relaxed
+ * setting as a warning.
+ */
+export const BENCH_POLICY_ARGS: readonly string[] = [
+  "--local-clients", "unchecked",
+  "--key-packages-per-requester", "100000000/h",
+  "--key-packages-per-peer", "100000000/h",
+  "--max-groups-per-creator", "100000000",
+];
+
 /** `node dist/src/cli/main.js serve` on a free loopback port; its stdout log is drained (and discarded). */
 export async function startServe(o: ServeOptions): Promise<ServeProcess> {
   requireBuild();
@@ -115,6 +128,7 @@ export async function startServe(o: ServeOptions): Promise<ServeProcess> {
       join(o.certsDir, "ca.pem"),
       "--log-level",
       o.logLevel ?? "info",
+      ...BENCH_POLICY_ARGS,
       ...(o.args ?? []),
     ],
     { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] },
@@ -190,7 +204,7 @@ export async function hubSender(hub: DSClient): Promise<ExternalSender> {
   return decodeWith(externalSenderCodec, info.externalSender, "ExternalSender");
 }
 
-/** A member of `domain` with a random FanoutAuthToken (the hub does not check tokens of its own domain). */
+/** A member of `domain` with a random FanoutAuthToken (accepted only with --local-clients unchecked, BENCH_POLICY_ARGS). */
 export async function benchMember(domain: string, name: string, hub: DSClient): Promise<MimiMember> {
   const m = await MimiMember.create({ clientId: `mimi://${domain}/u/${name}/d/1`, hub });
   m.token = { token: randomBytes(16) };

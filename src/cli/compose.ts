@@ -5,9 +5,21 @@
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
-import { createClientService, createFanoutService, FanoutTokenKeys, GuestConsumer, loadPeers, PeerDirectory, PeerTransports } from "../delivery/index.js";
+import {
+  createClientService,
+  createFanoutService,
+  DEFAULT_OUTBOX_RETENTION,
+  FanoutTokenKeys,
+  GuestConsumer,
+  loadPeers,
+  localClientDirectory,
+  PeerDirectory,
+  PeerTransports,
+  startOutboxPurge,
+} from "../delivery/index.js";
 import { DSClient } from "../client/ds.js";
 import type { PeerHubs } from "../ds/peers.js";
+import { relaxedPolicy } from "../ds/policy.js";
 import { createDeliveryService } from "../ds/service.js";
 import { adminRoute } from "../server/admin.js";
 import type { DomainTrust } from "../server/context.js";
@@ -43,15 +55,22 @@ export async function createService(config: ServeConfig, logger: Logger): Promis
       has: (domain) => peers.get(domain) !== undefined,
       submit: (domain, bytes) => new DSClient(transports.get(domain)!).submit(bytes),
     };
+    const tokens = FanoutTokenKeys.open(config.fanoutTokenKey);
     const ds = await createDeliveryService({
       domain: config.domain,
       store,
       keyFile: join(config.dataDir, "hub-keys.json"),
-      config: { rateLimits: config.rateLimits, clientPolicy: config.clientPolicy, ...(config.snapshotInterval !== undefined ? { snapshotInterval: config.snapshotInterval } : {}) },
+      config: {
+        rateLimits: config.rateLimits,
+        clientPolicy: config.clientPolicy,
+        policy: config.policy,
+        ...(config.snapshotInterval !== undefined ? { snapshotInterval: config.snapshotInterval } : {}),
+      },
       peers: peerHubs,
+      localClients: localClientDirectory({ store, tokens, domain: config.domain }),
       ...(config.maxCachedGroups !== undefined ? { maxCachedGroups: config.maxCachedGroups } : {}),
     });
-    const tokens = FanoutTokenKeys.open(config.fanoutTokenKey);
+    for (const relaxed of relaxedPolicy(ds.context.config.policy)) logger.warn({ policy: relaxed }, "development policy: a security limit is relaxed");
     const clients = createClientService({ domain: config.domain, store, tokens, logger });
     const fanout = createFanoutService({ store, logger });
     // Client certificates of peers are verified against their CAs as well as ours,
@@ -88,9 +107,11 @@ export async function createService(config: ServeConfig, logger: Logger): Promis
       acceptTokenless: config.clientPolicy === "rfc9420",
     });
     consumer.start();
+    const outboxPurge = startOutboxPurge(store, { ...DEFAULT_OUTBOX_RETENTION, ...config.outboxRetention }, { logger });
     return {
       server,
       async close() {
+        outboxPurge.stop();
         await consumer.stop();
         clients.close();
         fanout.close();

@@ -1,10 +1,13 @@
 // `serve` configuration from flags, then environment, then defaults.
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { CLIENT_POLICIES, type ClientPolicy } from "../ds/policy.js";
+import { CLIENT_POLICIES, type ClientPolicy } from "../ds/client-policy.js";
 import { parseRateRule, type RateLimits, type RateRule } from "../ds/rate-limit.js";
 import { CorsConfigError, parseCorsOrigin } from "../server/cors.js";
 import { checkedMaxRequestBytes, defaultMaxRequestBytes, RequestLimitError } from "../server/limits.js";
+import type { PolicyOverrides } from "../ds/policy.js";
+import type { OutboxRetention } from "../delivery/outbox-purge.js";
+import { parseOutboxFlags, parsePolicyFlags, policyArgOptions, policyUsage } from "./policy-flags.js";
 
 export interface ServeConfig {
   readonly domain: string;
@@ -36,6 +39,10 @@ export interface ServeConfig {
   readonly maxRequestBytes: number;
   /** "mimi" (draft -05, default) or "rfc9420" (also standard MLS clients; docs/interop.md). */
   readonly clientPolicy: ClientPolicy;
+  /** The hub's security policy overrides (src/cli/policy-flags.ts); absent fields keep the defaults. */
+  readonly policy: PolicyOverrides;
+  /** Outbox retention overrides (src/delivery/outbox-purge.ts). */
+  readonly outboxRetention: Partial<OutboxRetention>;
 }
 
 export class ConfigError extends Error {
@@ -66,7 +73,8 @@ export const serveUsage = `usage: mimi-ds serve [options]
                           (MIMI_DS_MAX_REQUEST_BYTES, default and maximum 16MiB)
   --client-policy P       mimi | rfc9420: rfc9420 also serves standard MLS clients without
                           FanoutAuth tokens or signed requests (MIMI_DS_CLIENT_POLICY, default mimi;
-                          docs/interop.md)`;
+                          docs/interop.md)
+${policyUsage}`;
 
 const logLevels = new Set(["trace", "debug", "info", "warn", "error", "fatal", "silent"]);
 
@@ -97,6 +105,7 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
         "cors-origin": { type: "string", multiple: true },
         "max-request-bytes": { type: "string" },
         "client-policy": { type: "string" },
+        ...policyArgOptions,
       },
     }));
   } catch (err) {
@@ -161,6 +170,14 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
   const maxRequestBytes = maxRequestText === undefined ? defaultMaxRequestBytes : parseByteSize(maxRequestText);
   const clientPolicy = pick(values["client-policy"], "MIMI_DS_CLIENT_POLICY") ?? "mimi";
   if (!(CLIENT_POLICIES as readonly string[]).includes(clientPolicy)) throw new ConfigError(`--client-policy wants one of ${CLIENT_POLICIES.join(", ")}, got ${JSON.stringify(clientPolicy)}`);
+  let policy: PolicyOverrides;
+  let outboxRetention: Partial<OutboxRetention>;
+  try {
+    policy = parsePolicyFlags(values, env);
+    outboxRetention = parseOutboxFlags(values, env);
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
   return {
     domain,
     host,
@@ -180,6 +197,8 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
     corsOrigins,
     maxRequestBytes,
     clientPolicy: clientPolicy as ClientPolicy,
+    policy,
+    outboxRetention,
   };
 }
 

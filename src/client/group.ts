@@ -47,6 +47,8 @@ export interface GroupOwner {
   forget(group: MimiGroup): void;
   /** What its commits carry (the Welcome's and the GroupInfo's ratchet tree). */
   readonly commitOptions: CommitOptions;
+  /** How it signs requests as itself at its own DS (key_packages). */
+  registeredAuth(): RequestAuth;
 }
 
 /** What processIncoming did. */
@@ -375,7 +377,8 @@ export class MimiGroup {
   /** Fetches KeyPackages for `clientIds` from the hub (key_packages) and adds them. */
   async addClients(clientIds: readonly string[], opts?: CallOptions): Promise<Welcome> {
     if (this.hub === undefined) throw new Error(`${this.owner.clientId}: no hub DSClient for this group`);
-    const kps = await this.hub.keyPackages(clientIds, [ciphersuites[this.owner.cipherSuiteName]]);
+    // Fetched as this client, registered at the DS `hub` reaches (its own): anonymous fetches are refused (docs/security.md).
+    const kps = await this.hub.keyPackages(clientIds, [ciphersuites[this.owner.cipherSuiteName]], this.owner.registeredAuth());
     return this.add(kps, opts);
   }
 

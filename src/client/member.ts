@@ -43,6 +43,9 @@ export interface MimiMemberOptions {
   readonly groupInfoRatchetTree?: boolean;
 }
 
+/** GroupOptions, or (as before) the extra GroupContext extensions alone. */
+const groupOptions = (o: GroupOptions | readonly Extension[]): GroupOptions => (Array.isArray(o) ? { extensions: o as readonly Extension[] } : (o as GroupOptions));
+
 export class MimiMember {
   /** The current group (the last one created or joined). */
   group: MimiGroup | undefined;
@@ -163,20 +166,21 @@ export class MimiMember {
 
   // ---------------------------------------------------------------- create
 
-  static groupExtensions(hubExternalSender: ExternalSender, options: GroupOptions = {}): Extension[] {
-    return MimiClient.groupExtensions(hubExternalSender, options);
+  static groupExtensions(hubExternalSender: ExternalSender, options: GroupOptions | readonly Extension[] = {}): Extension[] {
+    return MimiClient.groupExtensions(hubExternalSender, groupOptions(options));
   }
 
   /** Creates the ts-mls group locally (no DS call); it becomes this member's current group. */
-  async createLocalGroup(groupId: Uint8Array, hubExternalSender: ExternalSender, options: GroupOptions = {}): Promise<ClientState> {
-    const state = await this.client.createLocalGroup(groupId, hubExternalSender, options);
+  async createLocalGroup(groupId: Uint8Array, hubExternalSender: ExternalSender, options: GroupOptions | readonly Extension[] = {}): Promise<ClientState> {
+    const state = await this.client.createLocalGroup(groupId, hubExternalSender, groupOptions(options));
     this.group = this.client.adopt(state);
     return state;
   }
 
   /** request_group_id, then create_group on the hub (the hub's external sender from HubInfo unless given). */
-  async createGroup(hubExternalSender?: ExternalSender, options: GroupOptions = {}): Promise<Uint8Array> {
-    this.group = await this.client.createGroup(hubExternalSender !== undefined ? { ...options, externalSender: hubExternalSender } : options);
+  async createGroup(hubExternalSender?: ExternalSender, options: GroupOptions | readonly Extension[] = {}): Promise<Uint8Array> {
+    const o = groupOptions(options);
+    this.group = await this.client.createGroup(hubExternalSender !== undefined ? { ...o, externalSender: hubExternalSender } : o);
     return this.group.groupId;
   }
 
@@ -194,6 +198,11 @@ export class MimiMember {
   /** Fetches KeyPackages for `clientIds` (key_packages) and adds them. */
   addClients(clientIds: readonly string[]): Promise<Welcome> {
     return this.requireGroup().addClients(clientIds);
+  }
+
+  /** registered_client DSAuthData: this client, with the key it registered at its own DS. */
+  registeredAuth(): RequestAuth {
+    return this.client.registeredAuth();
   }
 
   inspectWelcome(welcome: Welcome): Promise<{ kp: OwnKeyPackage; groupInfo: GroupInfo }> {

@@ -49,6 +49,7 @@ import { type GroupOwner, type IncomingResult, MimiGroup, groupIdOf } from "./gr
 import { creatorGroupInfo, externalJoinCommit, type CommitOptions } from "./group-ops.js";
 import { LocalClientApi } from "./local.js";
 import { Receiver, type ReceiverOptions } from "./receive.js";
+import type { RequestAuth } from "./sign.js";
 import { assertTsMlsPatched } from "./ts-mls-check.js";
 
 export const DEFAULT_CIPHERSUITE: CiphersuiteName = "MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519";
@@ -59,6 +60,7 @@ export const MIMI_CAPABILITY_EXTENSIONS: readonly number[] = [
   DSExtensionType.ds_protocol_version,
   DSExtensionType.ds_supported_versions,
   DSExtensionType.last_resort,
+  DSExtensionType.external_join_policy,
 ];
 
 export interface MimiClientOptions {
@@ -87,6 +89,8 @@ export interface GroupOptions {
    * (the hub must run the rfc9420 client policy; docs/interop.md).
    */
   readonly dsProtocolVersion?: boolean;
+  /** More GroupContext extensions beside the hub's (e.g. an external_join_policy that opens the group to external joins). */
+  readonly extensions?: readonly Extension[];
 }
 
 /** A KeyPackage this client generated and can still be added with. */
@@ -169,6 +173,11 @@ export class MimiClient implements GroupOwner {
       welcomeRatchetTree: options.welcomeRatchetTree ?? true,
       groupInfoRatchetTree: options.groupInfoRatchetTree ?? false,
     });
+  }
+
+  /** registered_client DSAuthData: this client, with the key it registered at its own DS (key_packages). */
+  registeredAuth(): RequestAuth {
+    return { kind: "registered", clientId: this.clientId, signaturePrivateKey: this.signatureKeyPair.signKey, signature: this.cs.signature };
   }
 
   /** The MLS cipher suite number (e.g. 1). */
@@ -296,7 +305,8 @@ export class MimiClient implements GroupOwner {
   /** The GroupContext extensions of a new group: RFC 9420 external_senders (the hub) and, unless told not to, ds_protocol_version. */
   static groupExtensions(hubExternalSender: ExternalSender, options: GroupOptions = {}): Extension[] {
     const senders = makeExternalSendersExtension([hubExternalSender]);
-    return options.dsProtocolVersion === false ? [senders] : [senders, makeDSProtocolVersionExtension(DS_PROTOCOL_VERSION)];
+    const own = options.dsProtocolVersion === false ? [senders] : [senders, makeDSProtocolVersionExtension(DS_PROTOCOL_VERSION)];
+    return [...own, ...(options.extensions ?? [])];
   }
 
   /** Creates the ts-mls group locally (no DS call). */

@@ -14,6 +14,7 @@ import {
   encodeClientAuthTBS,
   encodeClientSignatureTBS,
   encodeJoinerSignatureTBS,
+  encodeRegisteredClientSignatureTBS,
 } from "../wire/index.js";
 
 /** A signature private key and the scheme it belongs to (`CiphersuiteImpl.signature`). */
@@ -26,14 +27,29 @@ export interface SigningKey {
  * How a DSRequest is authenticated:
  * - `anonymous`: nothing (request_group_id, key_packages, external_commit_info, external_join);
  * - `member`: client_signature by the member at leaf `senderIndex` ("DSRequest" label);
- * - `joiner`: joiner_signature by the KeyPackage named `keyPackageRef` ("DSJoinerRequest" label).
+ * - `joiner`: joiner_signature by the KeyPackage named `keyPackageRef` ("DSJoinerRequest" label);
+ * - `registered`: registered_client by a client of the DS the request goes to, with the key it
+ *   registered and the current time ("DSRegisteredClientRequest" label; key_packages).
  */
 export type RequestAuth =
   | { readonly kind: "anonymous" }
   | ({ readonly kind: "member"; readonly senderIndex: number } & SigningKey)
-  | ({ readonly kind: "joiner"; readonly keyPackageRef: Uint8Array } & SigningKey);
+  | ({ readonly kind: "joiner"; readonly keyPackageRef: Uint8Array } & SigningKey)
+  | ({ readonly kind: "registered"; readonly clientId: string; readonly now?: () => number } & SigningKey);
 
 export const anonymous: RequestAuth = Object.freeze({ kind: "anonymous" });
+
+// A registered_client signature is accepted once: two identical requests signed in the
+// same millisecond would be the same bytes (Ed25519 is deterministic), so each client's
+// timestamps are made strictly increasing within this process.
+const lastTimestamp = new Map<string, bigint>();
+function freshTimestamp(clientId: string, now: number): bigint {
+  const prev = lastTimestamp.get(clientId);
+  let t = BigInt(Math.floor(now));
+  if (prev !== undefined && t <= prev) t = prev + 1n;
+  lastTimestamp.set(clientId, t);
+  return t;
+}
 
 /** The DSAuthData for `body` under `auth`. */
 export async function authenticate(
@@ -57,6 +73,13 @@ export async function authenticate(
       });
       const signature = await signWithLabel(auth.signaturePrivateKey, SignatureLabel.DSJoinerRequest, tbs, auth.signature);
       return { authType: "joiner_signature", keyPackageRef: auth.keyPackageRef, signature };
+    }
+    case "registered": {
+      const clientId = new TextEncoder().encode(auth.clientId);
+      const timestampMs = freshTimestamp(auth.clientId, (auth.now ?? Date.now)());
+      const tbs = encodeRegisteredClientSignatureTBS({ protocolVersion: version, requestBody: body, clientId, timestampMs });
+      const signature = await signWithLabel(auth.signaturePrivateKey, SignatureLabel.DSRegisteredClientRequest, tbs, auth.signature);
+      return { authType: "registered_client", clientId, timestampMs, signature };
     }
   }
 }
@@ -99,6 +122,15 @@ export async function verifyDSRequestSignature(
         keyPackageRef: a.keyPackageRef,
       });
       return verifyWithLabel(signaturePublicKey, SignatureLabel.DSJoinerRequest, tbs, a.signature, signature);
+    }
+    case "registered_client": {
+      const tbs = encodeRegisteredClientSignatureTBS({
+        protocolVersion: request.version,
+        requestBody: request.requestBody,
+        clientId: a.clientId,
+        timestampMs: a.timestampMs,
+      });
+      return verifyWithLabel(signaturePublicKey, SignatureLabel.DSRegisteredClientRequest, tbs, a.signature, signature);
     }
   }
 }

@@ -63,4 +63,6 @@ export {
   type TokenCheck,
   type BlockChange,
 } from "./clients.js";
+export { localClientDirectory } from "./local-directory.js";
+export { startOutboxPurge, DEFAULT_OUTBOX_RETENTION, type OutboxRetention, type OutboxPurge } from "./outbox-purge.js";
 export { streamQueue, DEFAULT_PAGE_SIZE, type QueueStreamOptions } from "./queue-stream.js";

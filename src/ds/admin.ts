@@ -9,6 +9,7 @@ import { createHash } from "node:crypto";
 import { clientIdOf, encodeGroupState, epochOf, externalSenderIndex, groupContextBytes, memberByClientId, merge, processMessage, ratchetTreeBytes } from "../mls/index.js";
 import { EpochConflictError } from "../store/errors.js";
 import { DSErrorCode, encodeMLSMessage } from "../wire/index.js";
+import { admitLeaves, keyPackageLeaf } from "./admission.js";
 import type { DSContext } from "./context.js";
 import { failWith } from "./errors.js";
 import { groupKey, NO_CHANGE, type HostedGroup } from "./groups.js";
@@ -26,7 +27,9 @@ export function proposeRemoval(ctx: DSContext, groupId: Uint8Array, clientId: st
 }
 
 /** The hub proposes adding the client of `keyPackage`; returns the ProposalRef. Only in groups whose members take hub Adds. */
-export function proposeAddition(ctx: DSContext, groupId: Uint8Array, keyPackage: KeyPackage): Promise<Uint8Array> {
+export async function proposeAddition(ctx: DSContext, groupId: Uint8Array, keyPackage: KeyPackage): Promise<Uint8Array> {
+  // A proposal the next commit must include but the hub would refuse to accept would wedge the group.
+  await admitLeaves(ctx, groupId, [keyPackageLeaf(keyPackage)], "propose_addition");
   return propose(ctx, groupId, (group) => {
     if (!acceptsHubAdds(group))
       failWith(DSErrorCode.permission_denied, "this group's members do not take Add proposals from the hub (it has no ds_protocol_version extension); a member adds the client with add_clients");

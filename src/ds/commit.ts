@@ -28,12 +28,14 @@ import {
   type MLSGroupUpdate,
 } from "../wire/index.js";
 import { checkGroupInfoExtensions } from "./group-info.js";
-import { authenticateMessageSender, servesStandardClients } from "./policy.js";
+import { authenticateMessageSender, servesStandardClients } from "./client-policy.js";
+import { admitLeaves, incomingLeaves } from "./admission.js";
 import type { DSContext } from "./context.js";
 import { failWith } from "./errors.js";
 import { membershipChange, type HostedGroup } from "./groups.js";
 import { feedChanges, type FanoutItem } from "./fanout.js";
 import { missingRequiredProposals } from "./proposals.js";
+import { checkMessageSize } from "./limits.js";
 import { encodeEpochHistoryRecord, encodeEpochLogRecord } from "./records.js";
 
 export interface GroupUpdateInput {
@@ -120,6 +122,7 @@ export async function stageGroupUpdate(
   }
 
   const commitBytes = encodeMLSMessage(commit);
+  checkMessageSize(ctx, "handshake", commitBytes.length, `${operation}: the commit`);
   const staged = await processMessage(base, commitBytes);
   if (staged.kind !== "commit") failWith(DSErrorCode.invalid_request, `${operation}: not a commit`);
 
@@ -137,6 +140,7 @@ export async function stageGroupUpdate(
   if (operation !== "add_clients" && staged.added.length > 0)
     failWith(DSErrorCode.invalid_request, `${operation}: the commit adds ${staged.added.length} member(s) (by reference); send it as add_clients with their Welcome`);
   check(staged, base);
+  await admitLeaves(ctx, base.groupContext.groupId, incomingLeaves(staged), operation);
 
   const partialGroupInfo = encodeWith(partialGroupInfoCodec, update.partialGroupInfo);
   const nextState = await merge(base, staged, partialGroupInfo);

@@ -4,9 +4,11 @@ import type { EngineOptions } from "../mls/index.js";
 import type { Store } from "../store/port.js";
 import type { GroupRegistry } from "./groups.js";
 import type { HubIdentity } from "./hub-identity.js";
+import type { LocalClients } from "./local-clients.js";
+import { defaultPolicy, type DSPolicy } from "./policy.js";
 import type { PeerHubs } from "./peers.js";
 import { DEFAULT_PENDING_PROPOSAL_RULES, type PendingProposalRules } from "./proposals.js";
-import type { ClientPolicy } from "./policy.js";
+import type { ClientPolicy } from "./client-policy.js";
 import type { RateLimiter, RateLimits } from "./rate-limit.js";
 
 export interface DSConfig {
@@ -28,11 +30,13 @@ export interface DSConfig {
   /** DSRequest rate limits (none by default). */
   readonly rateLimits: RateLimits;
   /**
-   * Which clients the hub serves (src/ds/policy.ts, docs/interop.md): "mimi"
+   * Which clients the hub serves (src/ds/client-policy.ts, docs/interop.md): "mimi"
    * (default: draft -05's FanoutAuth tokens, ds_protocol_version, signed
    * requests) or "rfc9420" (also standard RFC 9420 clients without them).
    */
   readonly clientPolicy: ClientPolicy;
+  /** Membership, external-join, size, quota and KeyPackage-fetch rules (src/ds/policy.ts, docs/security.md). */
+  readonly policy: DSPolicy;
   /** Milliseconds since the Unix epoch. */
   readonly now: () => number;
 }
@@ -48,6 +52,7 @@ export const defaultDSConfig = (domain: string): DSConfig => ({
   pendingProposals: DEFAULT_PENDING_PROPOSAL_RULES,
   rateLimits: {},
   clientPolicy: "mimi",
+  policy: defaultPolicy,
   now: () => Date.now(),
 });
 
@@ -59,4 +64,6 @@ export interface DSContext {
   /** Other DSs: where requests for their groups and clients are forwarded (Section 4.1, 9.9). */
   readonly peers?: PeerHubs;
   readonly rateLimiter: RateLimiter;
+  /** This domain's registered clients (keys, FanoutAuthTokens); without it, leaves of local clients are refused. */
+  readonly localClients?: LocalClients;
 }

@@ -5,6 +5,7 @@ import { EngineError, WrongEpochError, type EngineErrorCode } from "../mls/index
 import {
   EpochConflictError,
   GroupExistsError,
+  QuotaExceededError,
   StoreError,
   StoreOutcomeUnknownError,
   StoreUnavailableError,
@@ -80,6 +81,8 @@ export function toDSFailure(err: unknown): DSFailure {
     return new DSFailure(DSErrorCode.group_exists, err.deleted ? "a group with this group id was deleted; group ids are not reused (request a new one)" : "a group with this group id already exists");
   if (err instanceof UnknownGroupError) return new DSFailure(DSErrorCode.unknown_group, "no such group on this hub");
   if (err instanceof UnknownClientError) return new DSFailure(DSErrorCode.unknown_client, err.message);
+  if (err instanceof QuotaExceededError)
+    return new DSFailure(DSErrorCode.quota_exceeded, `${err.quota.length > 160 ? `${err.quota.slice(0, 140)}...` : err.quota}: at most ${err.limit}; delete one first`);
   if (err instanceof GroupStateLostError)
     return new DSFailure(
       DSErrorCode.group_state_lost,

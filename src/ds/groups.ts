@@ -4,6 +4,7 @@
 // compare-and-set on the epoch keeps one linear order.
 import {
   decodeGroupState,
+  encodeGroupState,
   epochOf,
   members,
   replay,
@@ -17,6 +18,7 @@ import { EpochConflictError, UnknownGroupError } from "../store/errors.js";
 import type { LoadedGroup, Store, WriteOp } from "../store/port.js";
 import { GroupStateLostError } from "./errors.js";
 import { proposedAtOf } from "./proposals.js";
+import { GroupCache, type EncodedSize } from "./group-cache.js";
 import { decodeEpochLogRecord, decodeGroupMetadata, type GroupMetadata } from "./records.js";
 
 /** The store key of an MLS group_id. */
@@ -140,22 +142,30 @@ export interface GroupRegistryOptions {
   readonly engine?: EngineOptions;
   /** How many parsed groups stay in memory (least recently used leave first). */
   readonly maxCached?: number;
+  /** Memory budget of the parsed groups, estimated from their encoded state (src/ds/group-cache.ts). */
+  readonly maxCachedBytes?: number;
   /** The hub's domain: its clients in a loaded group are checked for a feed membership. */
   readonly localDomain?: string;
 }
 
 export class GroupRegistry {
-  private readonly cache = new Map<string, HostedGroup>();
+  private readonly cache: GroupCache;
   private readonly locks = new Map<string, Promise<unknown>>();
   /** Groups whose stored state cannot be rebuilt, by key (with the epoch the store held then). */
   private readonly lost = new Map<string, GroupStateLostError>();
-  private readonly maxCached: number;
+  /** Encoded bytes of groups just loaded (snapshot + log + proposals), for their cache weight. */
+  private readonly loadedBytes = new WeakMap<HostedGroup, number>();
 
   constructor(
     private readonly store: Store,
     private readonly options: GroupRegistryOptions = {},
   ) {
-    this.maxCached = options.maxCached ?? 1000;
+    this.cache = new GroupCache(options.maxCachedBytes ?? 512 * 1024 * 1024, options.maxCached ?? 1000);
+  }
+
+  /** Cached groups and their estimated bytes (metrics, tests). */
+  get cacheUse(): { readonly groups: number; readonly bytes: number } {
+    return { groups: this.cache.size, bytes: this.cache.weight };
   }
 
   /** Run `fn` with this group's lock held: requests for one group run one after another. */
@@ -177,11 +187,7 @@ export class GroupRegistry {
   /** The group, from the cache or the store; undefined when it is not hosted here. */
   async get(key: string): Promise<HostedGroup | undefined> {
     const hit = this.cache.get(key);
-    if (hit !== undefined) {
-      this.cache.delete(key);
-      this.cache.set(key, hit);
-      return hit;
-    }
+    if (hit !== undefined) return hit;
     const loaded = await this.load(key);
     if (loaded !== undefined) this.put(loaded);
     return loaded;
@@ -193,7 +199,7 @@ export class GroupRegistry {
    * another instance accepted.
    */
   async getFresh(key: string): Promise<HostedGroup | undefined> {
-    const hit = this.cache.get(key);
+    const hit = this.cache.peek(key);
     if (hit !== undefined && (await this.store.groupEpoch(key)) !== hit.epoch) this.cache.delete(key);
     return this.get(key);
   }
@@ -205,7 +211,7 @@ export class GroupRegistry {
 
   /** The cached group, without loading it or changing the cache order. */
   peek(key: string): HostedGroup | undefined {
-    return this.cache.get(key);
+    return this.cache.peek(key);
   }
 
   /** The group rebuilt from the store (snapshot, log, pending proposals), bypassing and not touching the cache. */
@@ -215,13 +221,10 @@ export class GroupRegistry {
     return this.rebuild(stored, (await this.store.listProposals(key, stored.epoch)).map((p) => p.proposal));
   }
 
-  put(group: HostedGroup): void {
-    this.cache.delete(group.key);
-    this.cache.set(group.key, group);
-    while (this.cache.size > this.maxCached) {
-      const oldest = this.cache.keys().next().value as string;
-      this.cache.delete(oldest);
-    }
+  /** Cache `group`; `size` says how its encoded state changed with the request (merge.ts), if known. */
+  put(group: HostedGroup, size?: EncodedSize): void {
+    const loaded = this.loadedBytes.get(group);
+    this.cache.put(group, loaded !== undefined ? { bytes: loaded } : size, () => encodeGroupState(group.state).length);
   }
 
   /** Forget a cached group (another instance changed it, or it was deleted). */
@@ -249,6 +252,7 @@ export class GroupRegistry {
     }
     const tokens = await this.store.fanoutTokens(key);
     const group = new HostedGroup(key, state, decodeGroupMetadata(stored.metadata), tokens, stored.log.length, undefined, proposedAtOf(pending));
+    this.loadedBytes.set(group, stored.snapshot.state.length + stored.log.reduce((n, e) => n + e.entry.length, 0) + [...state.proposals.values()].reduce((n, p) => n + p.message.length, 0));
     if (this.options.localDomain !== undefined) await this.adoptFeedMembers(group, this.options.localDomain);
     return group;
   }

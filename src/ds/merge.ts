@@ -5,6 +5,7 @@ import type { WriteOp } from "../store/port.js";
 import type { DSResponse } from "../wire/index.js";
 import type { DSContext } from "./context.js";
 import { planFanout, type FanoutItem } from "./fanout.js";
+import { encodedSizeChange } from "./group-cache.js";
 import type { HostedGroup } from "./groups.js";
 
 export interface StagedRequest {
@@ -31,7 +32,7 @@ export async function mergeStaged(ctx: DSContext, staged: StagedRequest): Promis
   if (ops.length > 0) await ctx.store.apply({ ops });
   const g = staged.group;
   if (g !== undefined) {
-    if ("next" in g) ctx.groups.put(g.next);
+    if ("next" in g) ctx.groups.put(g.next, encodedSizeChange(staged.writes));
     else ctx.groups.evict(g.evict);
   }
   return staged.response;

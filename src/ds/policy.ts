@@ -1,48 +1,108 @@
-// The hub's client policy (docs/interop.md): which clients it serves.
-//
-// "mimi" (the default) is draft -05: KeyPackages carry a FanoutAuth token,
-// groups carry ds_protocol_version, every request is signed by its sender
-// (client_signature).
-//
-// "rfc9420" also serves standard RFC 9420 clients that implement no part of
-// -05 (e.g. CoreCrypto/OpenMLS): they cannot add KeyPackage or GroupContext
-// extensions and cannot sign DSRequests, because their libraries keep the
-// signature key to themselves. What the hub relies on instead:
-// - a commit or proposal (PublicMessage) is signed by its sender's leaf in
-//   the MLS framing; the engine verifies that signature, so an anonymous
-//   DSRequest carrying one is attributed to that leaf;
-// - a GroupInfo is signed by its signer's leaf (create_group);
-// - an anonymous application message proxied by a peer DS is taken only when
-//   that (mutual-TLS-authenticated) domain has a member in the group;
-// - fanout goes to the group's membership as the hub keeps it, without tokens;
-//   guest DSs under this policy deliver token-less fanout to their registered
-//   clients on the strength of the hub's mutual-TLS identity and signature.
-// What is lost is listed in docs/interop.md ("What the rfc9420 policy gives up").
-import type { GroupState, Member } from "../mls/index.js";
-import { memberAt } from "../mls/index.js";
-import { DSErrorCode, type DSRequest } from "../wire/index.js";
-import { authenticateMember } from "./auth.js";
-import type { DSConfig } from "./context.js";
-import { failWith } from "./errors.js";
-
-export type ClientPolicy = "mimi" | "rfc9420";
-
-export const CLIENT_POLICIES: readonly ClientPolicy[] = ["mimi", "rfc9420"];
-
-/** Whether the hub also serves standard RFC 9420 clients (no MIMI extensions, unsigned DSRequests). */
-export const servesStandardClients = (config: Pick<DSConfig, "clientPolicy">): boolean => config.clientPolicy === "rfc9420";
+// The hub's security policy (docs/security.md): who may be a member of a
+// hosted group, who may join one by external commit, how large what a member
+// brings in may be, and the limits on KeyPackage fetches, group creation,
+// replayed messages and cache memory. Every limit is on by default; a
+// development setting that relaxes one is named in `relaxedPolicy` so the
+// process can log it.
+import type { RateRule } from "./rate-limit.js";
 
 /**
- * The member that sent a request carrying a PublicMessage of leaf `leafIndex`:
- * its client_signature is checked as always; under "rfc9420" an anonymous
- * request is taken to come from that leaf, whose signature on the message
- * itself the engine verifies before anything is accepted.
+ * Who may join a group by external commit when the group itself says nothing
+ * (no external_join_policy extension in its GroupContext):
+ * - "resync": only a member replacing its own leaf (the commit removes a leaf
+ *   with the joiner's signature key and client identifier);
+ * - "open": anyone (what RFC 9420 allows a holder of the GroupInfo).
  */
-export async function authenticateMessageSender(config: DSConfig, req: DSRequest, raw: Uint8Array, state: GroupState, leafIndex: number, operation: string): Promise<Member> {
-  if (req.authenticationData.authType === "anonymous" && servesStandardClients(config)) {
-    const member = memberAt(state, leafIndex);
-    if (member === undefined) failWith(DSErrorCode.permission_denied, `${operation}: leaf ${leafIndex} is not a member of the group`);
-    return member;
+export type ExternalJoinDefault = "resync" | "open";
+
+export interface KeyPackagePolicy {
+  /** key_packages without a registered_client signature or a peer's mutual TLS (anyone who can reach the port). */
+  readonly allowAnonymous: boolean;
+  /** KeyPackages one local client may fetch per window (each requested client counts one). */
+  readonly perRequester: RateRule;
+  /** KeyPackages one peer DS may fetch per window, for all its clients together. */
+  readonly perPeer: RateRule;
+  /** KeyPackages of one local client handed out per window, to everyone together. */
+  readonly perTarget: RateRule;
+  /** How far a registered_client timestamp may be from the DS's clock (also how long its replay record lives). */
+  readonly maxClockSkewMs: number;
+}
+
+export interface DSPolicy {
+  /**
+   * A leaf naming a client of this domain must carry the signature key that
+   * client registered, and a client brought in by someone else must present a
+   * FanoutAuthToken this DS issued to it. "unchecked" is a development mode:
+   * any identifier of this domain, any key, any token.
+   */
+  readonly localClients: "registered" | "unchecked";
+  /** Members whose domain is neither this one nor a configured peer: refused, or allowed (fanout to them is signed but nobody may fetch it). */
+  readonly foreignMembers: "refuse" | "allow";
+  readonly externalJoins: ExternalJoinDefault;
+  /** Largest credential (TLS-encoded Credential) a leaf may carry. */
+  readonly maxCredentialBytes: number;
+  /** Largest application message (send_message). */
+  readonly maxApplicationMessageBytes: number;
+  /** Largest handshake message: a commit, proposal, Welcome or create_group's GroupInfo, and its ratchet tree. */
+  readonly maxHandshakeMessageBytes: number;
+  /** Groups one client may have created and not deleted on this hub. */
+  readonly maxGroupsPerCreator: number;
+  /** Memory budget of the parsed-group cache, estimated from the groups' encoded state. */
+  readonly groupCacheBytes: number;
+  readonly keyPackages: KeyPackagePolicy;
+  /**
+   * How long the record of an accepted send_message lives at most (a replay
+   * within it answers ok without a second fanout). Records also go once the
+   * message's epoch has left the accepted window.
+   */
+  readonly sendReplayRetentionMs: number;
+}
+
+export const defaultPolicy: DSPolicy = Object.freeze({
+  localClients: "registered",
+  foreignMembers: "refuse",
+  externalJoins: "resync",
+  maxCredentialBytes: 16 * 1024,
+  maxApplicationMessageBytes: 1024 * 1024,
+  maxHandshakeMessageBytes: 8 * 1024 * 1024,
+  maxGroupsPerCreator: 1000,
+  groupCacheBytes: 512 * 1024 * 1024,
+  keyPackages: Object.freeze({
+    allowAnonymous: false,
+    perRequester: { limit: 120, windowMs: 3_600_000 },
+    perPeer: { limit: 6000, windowMs: 3_600_000 },
+    perTarget: { limit: 30, windowMs: 3_600_000 },
+    maxClockSkewMs: 5 * 60_000,
+  }),
+  sendReplayRetentionMs: 7 * 24 * 3_600_000,
+});
+
+/** A policy from defaults and overrides (keyPackages merged field by field). */
+export function resolvePolicy(overrides: PolicyOverrides = {}): DSPolicy {
+  const { keyPackages, ...rest } = overrides;
+  const p: DSPolicy = { ...defaultPolicy, ...rest, keyPackages: { ...defaultPolicy.keyPackages, ...keyPackages } };
+  for (const [name, v] of Object.entries({
+    maxCredentialBytes: p.maxCredentialBytes,
+    maxApplicationMessageBytes: p.maxApplicationMessageBytes,
+    maxHandshakeMessageBytes: p.maxHandshakeMessageBytes,
+    maxGroupsPerCreator: p.maxGroupsPerCreator,
+    groupCacheBytes: p.groupCacheBytes,
+    sendReplayRetentionMs: p.sendReplayRetentionMs,
+    "keyPackages.maxClockSkewMs": p.keyPackages.maxClockSkewMs,
+  })) {
+    if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`policy ${name} must be a non-negative integer, not ${v}`);
   }
-  return authenticateMember(req, raw, state);
+  return p;
+}
+
+export type PolicyOverrides = Partial<Omit<DSPolicy, "keyPackages">> & { readonly keyPackages?: Partial<KeyPackagePolicy> };
+
+/** The settings of `p` weaker than the defaults, as sentences for a startup warning (empty: none). */
+export function relaxedPolicy(p: DSPolicy): string[] {
+  const out: string[] = [];
+  if (p.localClients === "unchecked") out.push("local clients are not checked against their registration (any key, any FanoutAuthToken)");
+  if (p.foreignMembers === "allow") out.push("members of domains that are not peers are accepted");
+  if (p.externalJoins === "open") out.push("every group accepts external joins from anyone");
+  if (p.keyPackages.allowAnonymous) out.push("anonymous key_packages requests are served");
+  return out;
 }

@@ -8,7 +8,9 @@ import { DSFailure } from "./errors.js";
 import { GroupRegistry } from "./groups.js";
 import type { DSRequestHandler, HubInfoSource } from "./handler.js";
 import { HubIdentity, suiteName } from "./hub-identity.js";
+import type { LocalClients } from "./local-clients.js";
 import type { PeerHubs } from "./peers.js";
+import { resolvePolicy, type PolicyOverrides } from "./policy.js";
 import { RateLimiter } from "./rate-limit.js";
 
 export interface DeliveryServiceOptions {
@@ -16,11 +18,13 @@ export interface DeliveryServiceOptions {
   readonly store: Store;
   /** The hub's key file (created on first start); omitted keeps keys in memory. */
   readonly keyFile?: string;
-  readonly config?: Partial<Omit<DSConfig, "domain">>;
+  readonly config?: Partial<Omit<DSConfig, "domain" | "policy">> & { readonly policy?: PolicyOverrides };
   /** Other DSs, for proxying and cross-domain KeyPackages. */
   readonly peers?: PeerHubs;
   /** Parsed groups kept in memory. */
   readonly maxCachedGroups?: number;
+  /** This domain's registered clients (src/delivery/local-directory.ts); needed to admit local clients into groups. */
+  readonly localClients?: LocalClients;
 }
 
 export interface DeliveryService {
@@ -30,11 +34,24 @@ export interface DeliveryService {
 }
 
 export async function createDeliveryService(o: DeliveryServiceOptions): Promise<DeliveryService> {
-  const config: DSConfig = { ...defaultDSConfig(o.domain), ...o.config, domain: o.domain };
+  const config: DSConfig = { ...defaultDSConfig(o.domain), ...o.config, domain: o.domain, policy: resolvePolicy(o.config?.policy) };
   const hub = await HubIdentity.open(o.domain, o.keyFile);
-  const groups = new GroupRegistry(o.store, { engine: config.engine, localDomain: config.domain, ...(o.maxCachedGroups !== undefined ? { maxCached: o.maxCachedGroups } : {}) });
+  const groups = new GroupRegistry(o.store, {
+    engine: config.engine,
+    localDomain: config.domain,
+    maxCachedBytes: config.policy.groupCacheBytes,
+    ...(o.maxCachedGroups !== undefined ? { maxCached: o.maxCachedGroups } : {}),
+  });
   const rateLimiter = new RateLimiter(config.rateLimits, config.now);
-  const context: DSContext = { config, store: o.store, groups, hub, rateLimiter, ...(o.peers !== undefined ? { peers: o.peers } : {}) };
+  const context: DSContext = {
+    config,
+    store: o.store,
+    groups,
+    hub,
+    rateLimiter,
+    ...(o.peers !== undefined ? { peers: o.peers } : {}),
+    ...(o.localClients !== undefined ? { localClients: o.localClients } : {}),
+  };
   const hubInfo: HubInfoSource = {
     async hubInfo(cipherSuite) {
       const suite = suiteName(cipherSuite);

@@ -80,3 +80,13 @@ export class StoreOutcomeUnknownError extends StoreError {}
 
 /** A value cannot be represented by the adapter (e.g. an epoch beyond 2^63-1, a document over MongoDB's 16 MiB). */
 export class StoreRangeError extends StoreError {}
+
+/** A quota of the batch is used up (e.g. CreateGroupOp.owner's maxGroups); nothing was applied. */
+export class QuotaExceededError extends StoreError {
+  constructor(
+    readonly quota: string,
+    readonly limit: number,
+  ) {
+    super(`${quota}: the limit of ${limit} is reached`);
+  }
+}

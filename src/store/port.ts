@@ -178,6 +178,12 @@ export interface CreateGroupOp {
   readonly epoch: bigint;
   readonly snapshot: Uint8Array;
   readonly metadata?: Uint8Array;
+  /**
+   * Who the group counts against (its creator) and how many live groups that
+   * owner may have: with `maxGroups` groups of `clientId` already stored the
+   * batch fails with QuotaExceededError. A deleted group stops counting.
+   */
+  readonly owner?: { readonly clientId: string; readonly maxGroups: number };
 }
 
 /**
@@ -421,6 +427,25 @@ export interface MarkProcessedOp {
   readonly sequence: bigint;
 }
 
+/**
+ * Accept-once record of a request (replay protection, docs/security.md): when
+ * an unexpired record of `key` exists, the WHOLE batch is skipped and
+ * AppliedWrite.duplicate is true (as with markProcessed). Otherwise `key` is
+ * recorded until `expiresAt`. With `groupId` the record belongs to the group
+ * (deleted with it) at `epoch`, and the group's records of epochs below
+ * `forgetBefore` are deleted (they can no longer be replayed: the DS refuses
+ * their epoch).
+ */
+export interface RecordRequestOp {
+  readonly kind: "recordRequest";
+  /** A digest of what must not be accepted twice (32 bytes). */
+  readonly key: Uint8Array;
+  readonly expiresAt: number;
+  readonly groupId?: string;
+  readonly epoch?: bigint;
+  readonly forgetBefore?: bigint;
+}
+
 export type WriteOp =
   | CreateGroupOp
   | AdvanceGroupOp
@@ -445,7 +470,8 @@ export type WriteOp =
   | PullFeedsOp
   | AckOp
   | DeleteQueueOp
-  | MarkProcessedOp;
+  | MarkProcessedOp
+  | RecordRequestOp;
 
 /** One request's effects, applied in order, atomically. */
 export interface StoreWrite {
@@ -473,6 +499,16 @@ export interface PurgeResult {
   readonly rateLimits: number;
   /** Tombstones of deleted groups whose time ran out. */
   readonly tombstones: number;
+  /** Expired accept-once records (recordRequest). */
+  readonly seenRequests: number;
+}
+
+/** What trimQueues drops from each queue it looks at. */
+export interface QueueTrim {
+  /** Entries enqueued before this time (ms). */
+  readonly enqueuedBefore?: number;
+  /** All but the newest `keepLast` entries. */
+  readonly keepLast?: number;
 }
 
 // ---------------------------------------------------------------------------
@@ -561,8 +597,14 @@ export interface Store {
   rateLimit(key: string, rule: RateLimitRule, now?: number): Promise<RateLimitResult>;
 
   // Maintenance
-  /** Delete expired history entries, expired KeyPackages, stale rate-limit windows and expired group tombstones. */
+  /** Delete expired history entries, expired KeyPackages, stale rate-limit windows, expired group tombstones and expired accept-once records. */
   purgeExpired(now?: number): Promise<PurgeResult>;
+  /**
+   * Drop entries of every queue whose name starts with `prefix` (e.g. the
+   * outboxes, "outbox:") as `trim` says, as if acknowledged (sequence
+   * numbering continues); returns how many were dropped.
+   */
+  trimQueues(prefix: string, trim: QueueTrim): Promise<number>;
   /** Cheap round trip for health checks; throws StoreUnavailableError. */
   ping(): Promise<void>;
   /** Release the database; pending waits reject with StoreClosedError. Idempotent. */

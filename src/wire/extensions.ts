@@ -38,6 +38,8 @@ export const DSExtensionType = {
    * component form when reading.
    */
   last_resort: 0xf0a4,
+  /** GroupContext extension; extension_data = ExternalJoinPolicy (uint8): who may join by external commit. */
+  external_join_policy: 0xf0a5,
 } as const;
 
 /** app_data_dictionary extension type (draft-ietf-mls-extensions, "suggested" 0x0006). */
@@ -114,6 +116,31 @@ export function makeDSSupportedVersionsExtension(versions: readonly DSProtocolVe
 
 export function readDSSupportedVersions(extensions: readonly Extension[]): readonly DSProtocolVersion[] | undefined {
   return readExtension(extensions, DSExtensionType.ds_supported_versions, dsSupportedVersionsCodec, "ds_supported_versions");
+}
+
+// ---------------------------------------------------------------- external_join_policy
+
+/**
+ * `enum { resync_only(0), open(1), (255) } ExternalJoinPolicy;` (uint8): a
+ * group's own choice of who its hub lets in by external commit
+ * (docs/security.md). Values this version does not know read as resync_only,
+ * the narrower choice.
+ */
+export type ExternalJoinPolicy = "resync_only" | "open";
+const EXTERNAL_JOIN_POLICY_VALUES: Readonly<Record<ExternalJoinPolicy, number>> = { resync_only: 0, open: 1 };
+
+export function makeExternalJoinPolicyExtension(policy: ExternalJoinPolicy): Extension {
+  return { extensionType: DSExtensionType.external_join_policy, extensionData: Uint8Array.of(EXTERNAL_JOIN_POLICY_VALUES[policy]) };
+}
+
+/** The policy a GroupContext's extensions name, or undefined when it names none. */
+export function readExternalJoinPolicy(extensions: readonly Extension[]): ExternalJoinPolicy | undefined {
+  const ext = findExtension(extensions, DSExtensionType.external_join_policy);
+  if (ext === undefined) return undefined;
+  if (ext.extensionData.length !== 1) {
+    throw new WireDecodeError("malformed", "external_join_policy", 0, "external_join_policy extension_data must be one byte");
+  }
+  return ext.extensionData[0] === EXTERNAL_JOIN_POLICY_VALUES.open ? "open" : "resync_only";
 }
 
 // ---------------------------------------------------------------- last resort

@@ -43,6 +43,8 @@ export const SignatureLabel = {
   DSRequest: "DSRequest",
   /** DSAuthData.joiner_signature over JoinerSignatureTBS. */
   DSJoinerRequest: "DSJoinerRequest",
+  /** DSAuthData.registered_client over RegisteredClientSignatureTBS. */
+  DSRegisteredClientRequest: "DSRegisteredClientRequest",
   /** DSFanoutRequest.signature over DSFanoutRequestTBS. */
   DSFanoutRequest: "DSFanoutRequest",
   /** proto ClientAuth.signature over ClientAuthTBS. */
@@ -241,8 +243,8 @@ export const dsRequestBodyCodec: Codec<DSRequestBody> = variant<DSRequestBody, "
 
 // ---------------------------------------------------------------- DSAuthData, DSRequest
 
-/** `enum { anonymous(0), client_signature(1), joiner_signature(2) } DSAuthType` (uint8). */
-export const DSAuthType = { anonymous: 0, client_signature: 1, joiner_signature: 2 } as const;
+/** `enum { anonymous(0), client_signature(1), joiner_signature(2), registered_client(3) } DSAuthType` (uint8). */
+export const DSAuthType = { anonymous: 0, client_signature: 1, joiner_signature: 2, registered_client: 3 } as const;
 export type DSAuthTypeName = keyof typeof DSAuthType;
 
 export type DSAuthData =
@@ -257,6 +259,14 @@ export type DSAuthData =
       readonly authType: "joiner_signature";
       readonly keyPackageRef: Uint8Array;
       readonly signature: Uint8Array;
+    }
+  | {
+      /** A client registered at the DS that receives the request, signing with its registered key (key_packages). */
+      readonly authType: "registered_client";
+      readonly clientId: ClientID;
+      /** Milliseconds since the Unix epoch; the DS accepts it within its clock skew, once. */
+      readonly timestampMs: bigint;
+      readonly signature: Uint8Array;
     };
 
 export const dsAuthTypeCodec: Codec<DSAuthTypeName> = enumCodec("DSAuthType", 8, DSAuthType);
@@ -269,6 +279,11 @@ export const dsAuthDataCodec: Codec<DSAuthData> = variant<DSAuthData, "authType"
   ]),
   joiner_signature: struct([
     ["key_package_ref", "keyPackageRef", opaqueV],
+    ["signature", "signature", opaque8],
+  ]),
+  registered_client: struct([
+    ["client_id", "clientId", clientIdCodec],
+    ["timestamp_ms", "timestampMs", uint64],
     ["signature", "signature", opaque8],
   ]),
 });
@@ -307,6 +322,20 @@ export const joinerSignatureTBSCodec = struct<JoinerSignatureTBS>([
   ["protocol_version", "protocolVersion", dsProtocolVersionCodec],
   ["request_body", "requestBody", dsRequestBodyCodec],
   ["key_package_ref", "keyPackageRef", opaqueV],
+]);
+
+/** Signed with label "DSRegisteredClientRequest" with the signature key `client_id` registered at the DS. */
+export interface RegisteredClientSignatureTBS {
+  readonly protocolVersion: DSProtocolVersion;
+  readonly requestBody: DSRequestBody;
+  readonly clientId: ClientID;
+  readonly timestampMs: bigint;
+}
+export const registeredClientSignatureTBSCodec = struct<RegisteredClientSignatureTBS>([
+  ["protocol_version", "protocolVersion", dsProtocolVersionCodec],
+  ["request_body", "requestBody", dsRequestBodyCodec],
+  ["client_id", "clientId", clientIdCodec],
+  ["timestamp_ms", "timestampMs", uint64],
 ]);
 
 // ---------------------------------------------------------------- DSResponse
@@ -501,6 +530,7 @@ export const encodeClientSignatureTBS = (v: ClientSignatureTBS): Uint8Array => e
 export const decodeClientSignatureTBS = (b: Uint8Array, limits?: Limits): ClientSignatureTBS =>
   decodeWith(clientSignatureTBSCodec, b, "ClientSignatureTBS", limits);
 
+export const encodeRegisteredClientSignatureTBS = (v: RegisteredClientSignatureTBS): Uint8Array => encodeWith(registeredClientSignatureTBSCodec, v);
 export const encodeJoinerSignatureTBS = (v: JoinerSignatureTBS): Uint8Array => encodeWith(joinerSignatureTBSCodec, v);
 export const decodeJoinerSignatureTBS = (b: Uint8Array, limits?: Limits): JoinerSignatureTBS =>
   decodeWith(joinerSignatureTBSCodec, b, "JoinerSignatureTBS", limits);

@@ -133,7 +133,7 @@ const cases: { name: string; expected: DSErrorCodeName; bytes: () => Promise<Uin
       encodeDSRequest(
         await buildDSRequest(
           { requestType: "key_packages", keyPackagesRequest: { clientIdentifiers: [new TextEncoder().encode("mimi://elsewhere.example/u/x/d/1")], cipherSuites: [] } },
-          { kind: "anonymous" },
+          alice.registeredAuth(),
         ),
       ),
   },

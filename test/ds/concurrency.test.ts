@@ -3,6 +3,7 @@
 // store); KeyPackages are never handed out twice.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createDSTransport, DSClient, DSRequestError, type MimiMember } from "../../src/client/index.js";
+import { localClientDirectory } from "../../src/delivery/index.js";
 import { createDeliveryService } from "../../src/ds/service.js";
 import { keyPackageRef, engineCrypto } from "../../src/mls/index.js";
 import { openStore } from "../../src/store/index.js";
@@ -14,7 +15,8 @@ import { join } from "node:path";
 
 let f: HubFixture;
 beforeAll(async () => {
-  f = await startHub();
+  // 50 fetches of one client's packages below: above the default per-target rate.
+  f = await startHub("hub.example", { policy: { keyPackages: { perTarget: { limit: 1000, windowMs: 3_600_000 } } } });
 });
 afterAll(() => f?.close());
 
@@ -45,7 +47,7 @@ describe("concurrent commits", () => {
   it("exactly one is accepted when the commits arrive at two instances sharing one store", async () => {
     // A second DS process would do the same: its own connection to the same SQLite file.
     const store2: Store = await openStore(join(f.dir, "ds.sqlite"));
-    const ds2 = await createDeliveryService({ domain: f.domain, store: store2 });
+    const ds2 = await createDeliveryService({ domain: f.domain, store: store2, localClients: localClientDirectory({ store: store2, tokens: f.tokens, domain: f.domain }) });
     const server2: TestServer = await startTestServer(f.ca, f.domain, ds2.handler, { hubInfo: ds2.hubInfo });
     const t2 = createDSTransport({ baseUrl: server2.url, ca: f.ca.ca });
     try {
@@ -72,6 +74,7 @@ describe("concurrent commits", () => {
 describe("KeyPackage consumption", () => {
   it("hands out no KeyPackage twice under 50 concurrent fetches (the last-resort one repeats)", async () => {
     const owner = await f.member("kp-owner");
+    const requesters = await Promise.all(Array.from({ length: 5 }, (_, i) => f.member(`kp-requester-${i}`)));
     const c = await engineCrypto("MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519");
     const upload = async (lastResort: boolean) => {
       const kp = (await owner.generateKeyPackage({ lastResort })).publicPackage;
@@ -81,11 +84,10 @@ describe("KeyPackage consumption", () => {
     const lastResort = await upload(true);
     await f.store.apply({
       ops: [
-        { kind: "putClient", clientId: owner.clientId, signaturePublicKey: owner.signatureKeyPair.publicKey },
         { kind: "publishKeyPackages", clientId: owner.clientId, keyPackages: packages, lastResort },
       ],
     });
-    const fetched = await Promise.all(Array.from({ length: 50 }, () => f.hub.keyPackages([owner.clientId], [1])));
+    const fetched = await Promise.all(Array.from({ length: 50 }, (_, i) => f.hub.keyPackages([owner.clientId], [1], requesters[i % 5]!.registeredAuth())));
     const refs = fetched.map((kps) => Buffer.from(keyPackageRef(c, kps[0]!)).toString("hex"));
     const lr = Buffer.from(lastResort.ref).toString("hex");
     const ordinary = refs.filter((r) => r !== lr);

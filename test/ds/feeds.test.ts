@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { MimiMember } from "../../src/client/index.js";
 import { groupFeed } from "../../src/store/port.js";
 import { groupKey, HostedGroup } from "../../src/ds/groups.js";
+import { makeExternalJoinPolicyExtension } from "../../src/wire/index.js";
 import { startHub, type HubFixture } from "./fixture.js";
 
 let f: HubFixture;
@@ -22,7 +23,8 @@ beforeAll(async () => {
   alice = await f.member("alice");
   bob = await f.member("bob");
   carol = await f.member("carol");
-  groupId = await alice.createGroup(await f.hubSender());
+  // Open to external joins (dave joins that way below).
+  groupId = await alice.createGroup(await f.hubSender(), [makeExternalJoinPolicyExtension("open")]);
 });
 afterAll(() => f?.close());
 

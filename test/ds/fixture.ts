@@ -1,13 +1,12 @@
 // A hub in this process for DS tests: SQLite store in a temp dir, the real
 // dispatcher and server over TLS, and helpers to make members and drain queues.
-import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createDSTransport, DSClient, MimiMember, type DSTransport, type MimiMemberOptions } from "../../src/client/index.js";
 import { groupKey } from "../../src/ds/groups.js";
-import type { DSConfig } from "../../src/ds/context.js";
-import { createDeliveryService, type DeliveryService } from "../../src/ds/service.js";
+import { createClientService, FanoutTokenKeys, localClientDirectory } from "../../src/delivery/index.js";
+import { createDeliveryService, type DeliveryService, type DeliveryServiceOptions } from "../../src/ds/service.js";
 import { adminRoute } from "../../src/server/admin.js";
 import { openStore } from "../../src/store/index.js";
 import { clientQueue, type Store } from "../../src/store/port.js";
@@ -28,8 +27,11 @@ export interface HubFixture {
   readonly server: TestServer;
   readonly transport: DSTransport;
   readonly hub: DSClient;
+  /** The domain's FanoutAuthToken keys (the ClientService issues with them, the hub checks local tokens with them). */
+  readonly tokens: FanoutTokenKeys;
   hubSender(): Promise<ExternalSender>;
-  member(name: string, options?: Partial<MimiMemberOptions>): Promise<MimiMember>;
+  /** A registered client of this domain (ClientService.Register: its key and FanoutAuthToken); `register: false` leaves it unregistered. */
+  member(name: string, options?: Partial<MimiMemberOptions> & { register?: boolean }): Promise<MimiMember>;
   /** Process everything queued for `m` since the last call (and acknowledge it). */
   deliver(m: MimiMember): Promise<Awaited<ReturnType<MimiMember["processIncoming"]>>[]>;
   queueLength(clientId: string): Promise<number>;
@@ -39,13 +41,20 @@ export interface HubFixture {
   close(): Promise<void>;
 }
 
-export async function startHub(domain = "hub.example", config: Partial<Omit<DSConfig, "domain">> = {}): Promise<HubFixture> {
-  const ca = await makeDevCa([domain]);
+export async function startHub(
+  domain = "hub.example",
+  config: DeliveryServiceOptions["config"] = {},
+  extra: Partial<Pick<DeliveryServiceOptions, "peers" | "maxCachedGroups">> & { readonly caDomains?: readonly string[] } = {},
+): Promise<HubFixture> {
+  const { caDomains = [], ...options } = extra;
+  const ca = await makeDevCa([domain, ...caDomains]);
   const dir = await mkdtemp(join(tmpdir(), "mimi-ds-hub-"));
   const store = await openStore(join(dir, "ds.sqlite"));
   const keyFile = join(dir, "hub-keys.json");
-  const ds = await createDeliveryService({ domain, store, keyFile, config });
-  const server = await startTestServer(ca, domain, ds.handler, { hubInfo: ds.hubInfo, services: [adminRoute(ds.context)] });
+  const tokens = FanoutTokenKeys.generate();
+  const ds = await createDeliveryService({ domain, store, keyFile, config, localClients: localClientDirectory({ store, tokens, domain }), ...options });
+  const clients = createClientService({ domain, store, tokens });
+  const server = await startTestServer(ca, domain, ds.handler, { hubInfo: ds.hubInfo, services: [adminRoute(ds.context), clients.route] });
   const transport = createDSTransport({ baseUrl: server.url, ca: ca.ca });
   const hub = new DSClient(transport);
   const cursors = new Map<string, bigint>();
@@ -59,13 +68,15 @@ export async function startHub(domain = "hub.example", config: Partial<Omit<DSCo
     server,
     transport,
     hub,
+    tokens,
     async hubSender() {
       const info = await hub.hub.hubInfo({ cipherSuite: 1 });
       return decodeWith(externalSenderCodec, info.externalSender, "ExternalSender");
     },
     async member(name, options = {}) {
-      const m = await MimiMember.create({ clientId: `mimi://${domain}/u/${name}/d/1`, hub, ...options });
-      m.token = { token: randomBytes(16) };
+      const { register, ...memberOptions } = options;
+      const m = await MimiMember.create({ clientId: `mimi://${domain}/u/${name}/d/1`, hub, local: transport, ...memberOptions });
+      if (register !== false) await m.register();
       return m;
     },
     async deliver(m) {
@@ -96,6 +107,7 @@ export async function startHub(domain = "hub.example", config: Partial<Omit<DSCo
       return { groupId, members: members as { [K in keyof N]: MimiMember } };
     },
     async close() {
+      clients.close();
       transport.close();
       await server.close();
       await store.close();

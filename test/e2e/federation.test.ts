@@ -3,6 +3,7 @@
 // KeyPackages fetched through the clients' own DSs, every request of b's and
 // c's clients proxied by their DS to the hub, fanout streamed to b and c.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { makeExternalJoinPolicyExtension } from "../../src/wire/index.js";
 import { Federation, type E2EClient } from "./harness.js";
 
 const A = "a.example";
@@ -31,7 +32,8 @@ describe("three domains, one group", () => {
     const bob = await fed.client("bob", B);
     const carol = await fed.client("carol", C);
 
-    const groupId = await alice.member.createGroup(await fed.hubSender(A));
+    // The group opts into open external joins (dave joins that way below; docs/security.md).
+    const groupId = await alice.member.createGroup(await fed.hubSender(A), [makeExternalJoinPolicyExtension("open")]);
     // KeyPackages of b's and c's clients come through a (which asks b and c).
     await alice.member.addClients([bob.id, carol.id]);
     expect(kinds(await bob.process(1))).toEqual(["joined"]);

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createClient } from "@connectrpc/connect";
 import { AdminService } from "../../gen/mimi/ds/v1/admin_pb.js";
 import { createDSTransport, DSRequestError, MimiMember } from "../../src/client/index.js";
-import { DSErrorCode } from "../../src/wire/index.js";
+import { DSErrorCode, makeExternalJoinPolicyExtension } from "../../src/wire/index.js";
 import { Federation, type E2EClient } from "./harness.js";
 
 const HUB = "hub.example";
@@ -32,7 +32,8 @@ describe("every operation against a real hub process", () => {
     const carol = await fed.client("carol", HUB);
 
     // alice creates; bob's and carol's KeyPackages come from the DS; they join from their Welcomes.
-    const groupId = await alice.member.createGroup(await fed.hubSender(HUB));
+    // The group opts into open external joins (dave joins that way below; docs/security.md).
+    const groupId = await alice.member.createGroup(await fed.hubSender(HUB), [makeExternalJoinPolicyExtension("open")]);
     await alice.member.addClients([bob.id, carol.id]);
     expect(kinds(await bob.process(1))).toEqual(["joined"]);
     expect(kinds(await carol.process(1))).toEqual(["joined"]);

@@ -2,7 +2,6 @@
 // in the middle of traffic and started again on the same data directory.
 // Every acknowledged message is in the recipient's queue, in order, and the
 // group state rebuilt from the store accepts the next commit.
-import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -34,11 +33,11 @@ afterAll(async () => {
   await rm(dataDir, { recursive: true, force: true });
 });
 
-async function start(): Promise<{ server: ServeProcess; hub: DSClient }> {
+async function start(): Promise<{ server: ServeProcess; hub: DSClient; transport: DSTransport }> {
   const server = await spawnServe({ domain: DOMAIN, dataDir, certsDir: ca.dir });
   const transport = createDSTransport({ baseUrl: server.url, ca: ca.ca });
   opened.push({ server, transport });
-  return { server, hub: new DSClient(transport) };
+  return { server, hub: new DSClient(transport), transport };
 }
 
 describe("crash and restart", () => {
@@ -46,10 +45,10 @@ describe("crash and restart", () => {
     const first = await start();
     const info = await first.hub.hub.hubInfo({ cipherSuite: 1 });
     const hubSender: ExternalSender = decodeWith(externalSenderCodec, info.externalSender, "ExternalSender");
-    const alice = await MimiMember.create({ clientId: `mimi://${DOMAIN}/u/alice/d/1`, hub: first.hub });
-    const bob = await MimiMember.create({ clientId: `mimi://${DOMAIN}/u/bob/d/1`, hub: first.hub });
-    alice.token = { token: randomBytes(16) };
-    bob.token = { token: randomBytes(16) };
+    const alice = await MimiMember.create({ clientId: `mimi://${DOMAIN}/u/alice/d/1`, hub: first.hub, local: first.transport });
+    const bob = await MimiMember.create({ clientId: `mimi://${DOMAIN}/u/bob/d/1`, hub: first.hub, local: first.transport });
+    await alice.register();
+    await bob.register();
     const groupId = await alice.createGroup(hubSender);
     await alice.add([(await bob.generateKeyPackage()).publicPackage]);
 

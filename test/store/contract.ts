@@ -17,6 +17,7 @@ import {
   type Store,
   type WriteOp,
 } from "../../src/store/index.js";
+import { hardeningContract } from "./contract-harden-ds.js";
 
 export interface StoreHarness {
   /** Open the store at this harness's location (callable again after close). */
@@ -55,6 +56,14 @@ export function runStoreContract(name: string, factory: StoreFactory): void {
       store.apply({ ops: [{ kind: "createGroup", groupId, epoch, snapshot, metadata: text("meta") }] });
     const advance = (groupId: string, expectedEpoch: bigint, extra: Partial<{ snapshot: Uint8Array; metadata: Uint8Array }> = {}) =>
       store.apply({ ops: [{ kind: "advanceGroup", groupId, expectedEpoch, logEntry: text(`commit-${expectedEpoch + 1n}`), ...extra }] });
+
+    hardeningContract(
+      () => store,
+      async () => {
+        await store.close();
+        return (store = await harness.open());
+      },
+    );
 
     describe("groups", () => {
       it("creates and loads a group; a second create fails with GroupExistsError", async () => {

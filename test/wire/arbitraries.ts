@@ -122,6 +122,7 @@ export function arbs(f: MlsFixtures): Arbs {
     fc.constant({ authType: "anonymous" as const }),
     fc.record({ authType: fc.constant("client_signature" as const), senderIndex: u32, signature: sig255 }),
     fc.record({ authType: fc.constant("joiner_signature" as const), keyPackageRef: bytes(64), signature: sig255 }),
+    fc.record({ authType: fc.constant("registered_client" as const), clientId: bytes(64), timestampMs: u64, signature: sig255 }),
   );
   const request = fc.record({ version: u16, requestBody, authenticationData: authData });
 

@@ -12,11 +12,14 @@ import {
   isLastResort,
   makeDSProtocolVersionExtension,
   makeDSSupportedVersionsExtension,
+  makeExternalJoinPolicyExtension,
   makeFanoutAuthExtension,
   readDSProtocolVersion,
+  readExternalJoinPolicy,
   readDSSupportedVersions,
   readFanoutAuthToken,
   utf8V,
+  WireDecodeError,
 } from "../../src/wire/index.js";
 import { mlsFixtures } from "./fixtures.js";
 
@@ -24,8 +27,17 @@ const toHex = (b: Uint8Array): string => Buffer.from(b).toString("hex");
 
 describe("DS extensions", () => {
   test("codepoints are in the private-use range", () => {
-    expect(DSExtensionType).toEqual({ fanout_auth: 0xf0a1, ds_protocol_version: 0xf0a2, ds_supported_versions: 0xf0a3, last_resort: 0xf0a4 });
+    expect(DSExtensionType).toEqual({ fanout_auth: 0xf0a1, ds_protocol_version: 0xf0a2, ds_supported_versions: 0xf0a3, last_resort: 0xf0a4, external_join_policy: 0xf0a5 });
     for (const v of Object.values(DSExtensionType)) expect(v >= 0xf000 && v <= 0xffff).toBe(true);
+  });
+
+  test("external_join_policy: one byte, fixed values; unknown values read as the narrower resync_only", () => {
+    expect(makeExternalJoinPolicyExtension("open")).toEqual({ extensionType: 0xf0a5, extensionData: Uint8Array.of(1) });
+    expect(makeExternalJoinPolicyExtension("resync_only")).toEqual({ extensionType: 0xf0a5, extensionData: Uint8Array.of(0) });
+    expect(readExternalJoinPolicy([makeExternalJoinPolicyExtension("open")])).toBe("open");
+    expect(readExternalJoinPolicy([])).toBeUndefined();
+    expect(readExternalJoinPolicy([{ extensionType: 0xf0a5, extensionData: Uint8Array.of(7) }])).toBe("resync_only");
+    expect(() => readExternalJoinPolicy([{ extensionType: 0xf0a5, extensionData: Uint8Array.of(1, 1) }])).toThrow(WireDecodeError);
   });
 
   test("fanout_auth and last_resort survive a real KeyPackage round trip", async () => {

@@ -135,8 +135,8 @@ describe("unknown enum values", () => {
   test("DSRequestType 13", () => {
     expectError(() => decodeDSRequest(Uint8Array.of(0, 1, 13, 0)), "unknown_enum", "DSRequest.request_body.request_type", 2);
   });
-  test("DSAuthType 3", () => {
-    expectError(() => decodeDSRequest(Uint8Array.of(0, 1, 8, 3)), "unknown_enum", "DSRequest.authentication_data.auth_type", 3);
+  test("DSAuthType 4", () => {
+    expectError(() => decodeDSRequest(Uint8Array.of(0, 1, 8, 4)), "unknown_enum", "DSRequest.authentication_data.auth_type", 3);
   });
   test("DSResponseType 6 and DSFanoutResponseType 2", () => {
     expectError(() => decodeDSResponse(Uint8Array.of(0, 1, 6)), "unknown_enum", "DSResponse.response_body.response_type", 2);

@@ -5,6 +5,7 @@ import {
   DSErrorCode,
   DSFanoutErrorCode,
   DSRequestType,
+  DSAuthType,
   DSResponseType,
   DS_PROTOCOL_VERSION,
   SignatureLabel,
@@ -38,6 +39,7 @@ import {
   encodeDSResponse,
   encodeFanoutAuthToken,
   encodeJoinerSignatureTBS,
+  encodeRegisteredClientSignatureTBS,
   encodeMLSGroupUpdate,
   encodePartialGroupInfo,
   encodeSignContent,
@@ -116,7 +118,8 @@ describe("fixed layouts", () => {
       welcome_info: 10, external_commit_info: 11, reinitialize_group: 12,
     });
     expect(DSResponseType).toEqual({ ok: 0, error: 1, welcome_info: 2, external_commit_info: 3, key_packages: 4, group_id: 5 });
-    expect(Object.values(DSErrorCode)).toEqual([...Array(18).keys()].map((i) => i + 1));
+    expect(Object.values(DSErrorCode)).toEqual([...[...Array(18).keys()].map((i) => i + 1), 20]);
+    expect(DSAuthType).toEqual({ anonymous: 0, client_signature: 1, joiner_signature: 2, registered_client: 3 });
     expect(Object.values(DSFanoutErrorCode)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
   });
 
@@ -144,6 +147,19 @@ describe("fixed layouts", () => {
         authenticationData: { authType: "client_signature", senderIndex: 0, signature: new Uint8Array(256) },
       }),
     ).toThrow(/0\.\.255/);
+  });
+
+  test("registered_client: client_id<V>, uint64 timestamp_ms, then signature<0..255>; its TBS", () => {
+    const requestBody = { requestType: "request_group_id", requestGroupIdRequest: {} } as const;
+    const bytes = encodeDSRequest({
+      version: 1,
+      requestBody,
+      authenticationData: { authType: "registered_client", clientId: Uint8Array.of(0x61, 0x62), timestampMs: 0x0102n, signature: Uint8Array.of(0xee) },
+    });
+    expect(toHex(bytes)).toBe("0001" + "08" + "03" + "026162" + "0000000000000102" + "01ee");
+    expect(decodeDSRequest(bytes).authenticationData).toEqual({ authType: "registered_client", clientId: Uint8Array.of(0x61, 0x62), timestampMs: 0x0102n, signature: Uint8Array.of(0xee) });
+    expect(toHex(encodeRegisteredClientSignatureTBS({ protocolVersion: 1, requestBody, clientId: Uint8Array.of(0x61), timestampMs: 2n }))).toBe("0001" + "08" + "0161" + "0000000000000002");
+    expect(SignatureLabel.DSRegisteredClientRequest).toBe("DSRegisteredClientRequest");
   });
 
   test("DSError with current_epoch", () => {

@@ -4,6 +4,7 @@
 import { DSErrorCode, encodeMLSMessage } from "../../wire/index.js";
 import { byValue, checkCredentialUnchanged, stageGroupUpdate } from "../commit.js";
 import { failWith } from "../errors.js";
+import { checkMessageSize } from "../limits.js";
 import type { FanoutItem, Recipient } from "../fanout.js";
 import { bodyOf, ok, requireGroup } from "./common.js";
 import type { Operation } from "./index.js";
@@ -34,7 +35,9 @@ export const addClients: Operation = async (ctx, input) => {
       if (r === undefined) failWith(DSErrorCode.invalid_request, `add_clients: welcome_messages[${i}] is for a KeyPackage this commit does not add`);
       return r;
     });
-    return { message: encodeMLSMessage(w), recipients };
+    const message = encodeMLSMessage(w);
+    checkMessageSize(ctx, "handshake", message.length, `add_clients: welcome_messages[${i}]`);
+    return { message, recipients };
   });
   // Every joiner gets its Welcome (RFC 9420 12.4.3.1): one without would be a member that never joins.
   const covered = new Set(req.welcomeMessages.flatMap((w) => (w.wireformat === "mls_welcome" ? w.welcome.secrets.map((sec) => hex(sec.newMember)) : [])));

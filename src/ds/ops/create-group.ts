@@ -3,7 +3,9 @@
 import { encodeGroupState, epochOf, externalSenderIndex, members, seedFromGroupInfo, groupInfoFromMlsMessage } from "../../mls/index.js";
 import { DS_PROTOCOL_VERSION, DSErrorCode, encodeMLSMessage, readDSProtocolVersion } from "../../wire/index.js";
 import { checkGroupInfoExtensions } from "../group-info.js";
-import { authenticateMessageSender, servesStandardClients } from "../policy.js";
+import { authenticateMessageSender, servesStandardClients } from "../client-policy.js";
+import { admitLeaves, seedLeaves } from "../admission.js";
+import { checkMessageSize } from "../limits.js";
 import { failWith } from "../errors.js";
 import { groupKey, HostedGroup } from "../groups.js";
 import { encodeGroupMetadata } from "../records.js";
@@ -19,7 +21,9 @@ export const createGroup: Operation = async (ctx, input) => {
   if (hubDomainOfGroupId(groupId) !== ctx.config.domain)
     failWith(DSErrorCode.invalid_request, `the group id must name this hub (<id>@${ctx.config.domain}); request one with request_group_id`);
 
-  const state = await seedFromGroupInfo(groupInfoFromMlsMessage(encodeMLSMessage(req.groupInfo)), req.ratchetTree, ctx.config.engine);
+  const groupInfo = encodeMLSMessage(req.groupInfo);
+  checkMessageSize(ctx, "handshake", groupInfo.length + req.ratchetTree.length, "create_group: the GroupInfo and ratchet tree");
+  const state = await seedFromGroupInfo(groupInfoFromMlsMessage(groupInfo), req.ratchetTree, ctx.config.engine);
   const gc = state.groupContext;
   // Under the rfc9420 policy a group of standard clients carries no ds_protocol_version; it speaks this hub's.
   const version = readDSProtocolVersion(gc.extensions) ?? (servesStandardClients(ctx.config) ? DS_PROTOCOL_VERSION : undefined);
@@ -39,6 +43,7 @@ export const createGroup: Operation = async (ctx, input) => {
   if (creator.leafIndex !== signer) failWith(DSErrorCode.authentication_failed, `the request is signed by leaf ${creator.leafIndex}, the GroupInfo by leaf ${signer}`);
   // A standard client has no FanoutAuthToken: an empty creator_token stores none.
   const creatorToken = req.creatorToken.token.length === 0 && servesStandardClients(ctx.config) ? undefined : req.creatorToken.token;
+  await admitLeaves(ctx, groupId, seedLeaves(state, creator.leafIndex, creatorToken), "create_group");
 
   const key = groupKey(groupId);
   const metadata = { protocolVersion: version, creator: creator.clientId };
@@ -46,7 +51,15 @@ export const createGroup: Operation = async (ctx, input) => {
   return {
     response: ok(),
     writes: [
-      { kind: "createGroup", groupId: key, epoch: epochOf(state), snapshot: encodeGroupState(state), metadata: encodeGroupMetadata(metadata) },
+      {
+        kind: "createGroup",
+        groupId: key,
+        epoch: epochOf(state),
+        snapshot: encodeGroupState(state),
+        metadata: encodeGroupMetadata(metadata),
+        // Groups per creator (docs/security.md): counted by the store, in this transaction.
+        owner: { clientId: creator.clientId, maxGroups: ctx.config.policy.maxGroupsPerCreator },
+      },
       ...(creatorToken !== undefined ? [{ kind: "setFanoutToken" as const, groupId: key, clientId: creator.clientId, token: creatorToken }] : []),
       ...feedChanges(ctx.hub, key, [...members(state)].map((m) => m.clientId), []),
     ],

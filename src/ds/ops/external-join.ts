@@ -4,13 +4,16 @@
 // LeafNode, as it has no KeyPackage here (docs/protocol.md).
 import { readFanoutAuthToken } from "../../wire/index.js";
 import { stageGroupUpdate } from "../commit.js";
+import { checkExternalJoin } from "../join-policy.js";
 import { bodyOf, ok, requireGroup } from "./common.js";
 import type { Operation } from "./index.js";
 
 export const externalJoin: Operation = async (ctx, input) => {
   const { externalJoinRequest: req } = bodyOf(input, "external_join");
   const group = requireGroup(input);
-  const s = await stageGroupUpdate(ctx, { ...input, group, update: req.groupUpdate, operation: "external_join", sender: "new_member_commit" }, () => {});
+  const s = await stageGroupUpdate(ctx, { ...input, group, update: req.groupUpdate, operation: "external_join", sender: "new_member_commit" }, (staged, base) =>
+    checkExternalJoin(ctx, base, staged),
+  );
   let next = s.next;
   const writes = [...s.writes];
   const leaf = s.staged.tree.leaf(s.staged.committer);

@@ -5,6 +5,7 @@ import { epochOf, merge, processMessage } from "../../mls/index.js";
 import { DSErrorCode, encodeMLSMessage, isSelfRemoveProposal } from "../../wire/index.js";
 import { authenticateMember } from "../auth.js";
 import { failWith } from "../errors.js";
+import { checkMessageSize } from "../limits.js";
 import { NO_CHANGE } from "../groups.js";
 import { answerOnly } from "../merge.js";
 import { admitProposal, isStoredAlready, withProposedAt } from "../proposals.js";
@@ -28,6 +29,7 @@ export const selfRemoveClient: Operation = async (ctx, input) => {
   if (!removesSelf) failWith(DSErrorCode.invalid_request, "self_remove_client: the proposal must remove the sending client");
 
   const bytes = encodeMLSMessage(m);
+  checkMessageSize(ctx, "handshake", bytes.length, "self_remove_client: the proposal");
   // Sent again (a retry): it is stored already. Another removal of this leaf: refused (docs/protocol.md).
   if (isStoredAlready(group, bytes)) return answerOnly(ok());
   admitProposal(ctx, group, { removes: sender.leafIndex }, "self_remove_client");

@@ -3,6 +3,7 @@
 // FanoutAuthToken.
 import { memberAt } from "../../mls/index.js";
 import { DSErrorCode } from "../../wire/index.js";
+import { admitOwnToken } from "../admission.js";
 import { byValue, stageGroupUpdate } from "../commit.js";
 import { failWith } from "../errors.js";
 import { bodyOf, ok, requireGroup } from "./common.js";
@@ -23,6 +24,8 @@ export const updateClient: Operation = async (ctx, input) => {
   let next = s.next;
   const writes = [...s.writes];
   if (req.token !== undefined && s.sender !== undefined) {
+    const leaf = s.staged.tree.leaf(s.staged.committer)!.leaf;
+    await admitOwnToken(ctx, group.state.groupContext.groupId, s.sender.clientId, leaf.signaturePublicKey, leaf.credential, req.token.token, "update_client");
     const tokens = new Map(next.tokens);
     tokens.set(s.sender.clientId, req.token.token);
     next = next.with({ tokens });

@@ -7,6 +7,7 @@
 // must really write: `$inc: {v: 1}` on the group, a fresh stamp on a queue
 // counter. A `$set` of an unchanged value is a no-op that conflicts with nothing.
 
+import * as hardening from "./harden-ds.js";
 import type { ClientSession, Document } from "mongodb";
 import { checkUint63 } from "../common.js";
 import {
@@ -166,6 +167,9 @@ export class BatchApplier {
         return this.#deleteQueue(op);
       case "markProcessed":
         return this.#markProcessed(op);
+      case "recordRequest":
+        if (await hardening.recordRequest(hardening.hardeningCollections(this.#x.c), op, this.#x.now, this.#x.session)) throw new DuplicateBatch();
+        return;
       default: {
         const never: never = op;
         throw new StoreError(`unknown write op ${(never as { kind: string }).kind}`);
@@ -182,8 +186,9 @@ export class BatchApplier {
     if (await c.groups.findOne({ _id: op.groupId }, { ...this.#o, projection: { _id: 1 } })) throw new GroupExistsError(op.groupId);
     const tomb = await c.tombstones.findOne({ _id: op.groupId }, { ...this.#o, projection: { expiresAt: 1 } });
     if (tomb && Number(tomb.expiresAt) > now) throw new GroupExistsError(op.groupId, true);
+    await hardening.checkOwner(hardening.hardeningCollections(c), op, now, this.#x.session);
     await c.groups.insertOne(
-      { _id: op.groupId, epoch: op.epoch, metadata: op.metadata ?? null, proposalOrder: 0, v: 0, createdAt: now, updatedAt: now } as Doc,
+      { _id: op.groupId, epoch: op.epoch, metadata: op.metadata ?? null, proposalOrder: 0, v: 0, createdAt: now, updatedAt: now, ...hardening.ownerFields(op) } as Doc,
       this.#o,
     );
     await this.#writeSnapshot(op.groupId, op.epoch, op.snapshot);
@@ -228,6 +233,7 @@ export class BatchApplier {
     for (const coll of [c.log, c.proposals, c.history, c.tokens, c.retained, c.chunks]) {
       await coll.deleteMany(coll === c.chunks ? { g: op.groupId } : { groupId: op.groupId }, this.#o);
     }
+    await hardening.deleteGroupRecords(hardening.hardeningCollections(c), op.groupId, this.#x.session);
     if (op.tombstoneUntil !== undefined)
       await c.tombstones.replaceOne({ _id: op.groupId }, { deletedAt: this.#x.now, expiresAt: op.tombstoneUntil }, { ...this.#o, upsert: true });
   }

@@ -2,6 +2,7 @@
 // version lives in meta {_id: "schema", version}; MONGO_MIGRATIONS is
 // positional and append-only (shipped steps are never edited).
 
+import { migrateHardening } from "./harden-ds.js";
 import { randomBytes } from "node:crypto";
 import type { Collection, Db } from "mongodb";
 import { StoreError, StoreUnavailableError } from "../errors.js";
@@ -25,6 +26,8 @@ export const COLLECTIONS = {
   rates: "rate_limits",
   chunks: "blob_chunks",
   tombstones: "group_tombstones",
+  seen: "seen_requests",
+  owners: "group_owners",
   meta: "meta",
 } as const;
 
@@ -136,6 +139,10 @@ export const MONGO_MIGRATIONS: readonly { name: string; up: (db: Db) => Promise<
       }
       await db.collection("group_tombstones").createIndex({ expiresAt: 1 });
     },
+  },
+  {
+    name: "replay records, group owners",
+    up: migrateHardening,
   },
 ];
 

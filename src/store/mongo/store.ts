@@ -23,6 +23,7 @@
 //
 // The write ops are in apply.ts (one method per op), the schema in schema.ts.
 
+import * as hardening from "./harden-ds.js";
 import { randomBytes } from "node:crypto";
 import { MongoClient, type ClientSession, type Db } from "mongodb";
 import { AppendNotifier, checkUint63, rateWindow } from "../common.js";
@@ -48,7 +49,7 @@ import type {
   Unsubscribe,
   WriteOp,
 } from "../port.js";
-import { DEFAULT_FEED_PULL_LIMIT, groupFeed } from "../port.js";
+import { DEFAULT_FEED_PULL_LIMIT, groupFeed, type QueueTrim } from "../port.js";
 import { BatchApplier, DuplicateBatch, queuesOf, type ApplyContext } from "./apply.js";
 import { assembleBlob, blobIdsOf, DEFAULT_BLOB_LIMITS, isBlobRef, type BlobLimits } from "./blobs.js";
 import { membershipOf } from "./documents.js";
@@ -560,8 +561,13 @@ export class MongoStore implements Store {
       const keyPackages = await drainBatches(n, step(c.keyPackages, { expiresAt: { $ne: null, $lte: t } }));
       const rateLimits = await drainBatches(n, step(c.rates, { windowEnd: { $lte: t } }));
       const tombstones = await drainBatches(n, step(c.tombstones, { expiresAt: { $lte: t } }));
-      return { historyEntries, keyPackages, rateLimits, tombstones };
+      const seenRequests = await drainBatches(n, step(c.seen, { expiresAt: { $lte: t } }));
+      return { historyEntries, keyPackages, rateLimits, tombstones, seenRequests };
     });
+  }
+
+  async trimQueues(prefix: string, trim: QueueTrim): Promise<number> {
+    return this.#track(() => this.#writeTx((session) => hardening.trimQueues(hardening.hardeningCollections(this.#c), prefix, trim, session)));
   }
 
   async ping(): Promise<void> {

@@ -188,6 +188,26 @@ export const MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    // docs/security.md (issue 13): accept-once records of requests (a
+    // send_message replay is not fanned out twice), each group's owner for the
+    // groups-per-creator quota, and an index to find old outbox entries.
+    name: "replay records, group owners",
+    up(db) {
+      db.exec(`
+        CREATE TABLE seen_requests (
+          key        BLOB PRIMARY KEY,
+          group_id   TEXT,
+          epoch      INTEGER,
+          expires_at INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX seen_requests_by_group ON seen_requests (group_id, epoch) WHERE group_id IS NOT NULL;
+        CREATE INDEX seen_requests_by_expiry ON seen_requests (expires_at);
+        ALTER TABLE groups ADD COLUMN owner TEXT;
+        CREATE INDEX groups_by_owner ON groups (owner) WHERE owner IS NOT NULL;
+      `);
+    },
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -7,6 +7,7 @@ import Database from "better-sqlite3";
 import { plainBytes } from "../common.js";
 import { StoreClosedError, StoreError, StoreUnavailableError } from "../errors.js";
 import type { EpochLogEntry, StoredKeyPackage } from "../port.js";
+import { prepareHardening } from "./harden-ds.js";
 
 export interface ConnectionOptions {
   readonly path: string;
@@ -207,6 +208,7 @@ export function prepare(db: Database.Database) {
       "INSERT INTO rate_limits (key, window_start, window_end, count) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET window_start = excluded.window_start, window_end = excluded.window_end, count = excluded.count",
     ),
     purgeRates: p("DELETE FROM rate_limits WHERE window_end <= ?"),
+    ...prepareHardening(db),
   };
 }
 

@@ -41,6 +41,7 @@ import type {
   HistoryEntry,
   LoadedGroup,
   PurgeResult,
+  QueueTrim,
   QueueEntry,
   QueueId,
   QueueInfo,
@@ -84,6 +85,7 @@ interface Writer {
   applyGroup(batches: readonly (readonly WriteOp[])[], now: number): Promise<ApplyOutcome[]>;
   rateLimit(key: string, rule: RateLimitRule, now: number): Promise<RateLimitResult>;
   purgeExpired(now: number): Promise<PurgeResult>;
+  trimQueues(prefix: string, trim: QueueTrim): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -99,6 +101,7 @@ function inlineWriter(w: SqliteWriter): Writer {
     applyGroup: (batches, now) => run(() => w.applyGroup(batches, now)),
     rateLimit: (key, rule, now) => run(() => w.rateLimit(key, rule, now)),
     purgeExpired: (now) => run(() => w.purgeExpired(now)),
+    trimQueues: (prefix, trim) => run(() => w.trimQueues(prefix, trim)),
     close: async () => undefined,
   };
 }
@@ -460,6 +463,10 @@ export class SqliteStore implements Store {
   async purgeExpired(now?: number): Promise<PurgeResult> {
     const t = now ?? this.#now();
     return this.#write(() => this.#writer.purgeExpired(t));
+  }
+
+  async trimQueues(prefix: string, trim: QueueTrim): Promise<number> {
+    return this.#write(() => this.#writer.trimQueues(prefix, trim));
   }
 
   async ping(): Promise<void> {

@@ -7,13 +7,14 @@ import {
   DuplicateKeyPackageError,
   EpochConflictError,
   GroupExistsError,
+  QuotaExceededError,
   StoreError,
   StoreRangeError,
   StoreUnavailableError,
   UnknownClientError,
   UnknownGroupError,
 } from "../errors.js";
-import type { PurgeResult, QueueId, RateLimitResult, RateLimitRule, WriteOp } from "../port.js";
+import type { PurgeResult, QueueId, QueueTrim, RateLimitResult, RateLimitRule, WriteOp } from "../port.js";
 import { openConnection, translate, type ConnectionOptions } from "./statements.js";
 import { DuplicateBatch, GroupAborted, SqliteWriter, type ApplyOutcome } from "./writer.js";
 
@@ -22,7 +23,8 @@ const ROLE = "mimi-ds-sqlite-writer";
 type Call =
   | { readonly kind: "group"; readonly batches: readonly (readonly WriteOp[])[]; readonly now: number }
   | { readonly kind: "rateLimit"; readonly key: string; readonly rule: RateLimitRule; readonly now: number }
-  | { readonly kind: "purge"; readonly now: number };
+  | { readonly kind: "purge"; readonly now: number }
+  | { readonly kind: "trimQueues"; readonly prefix: string; readonly trim: QueueTrim };
 
 type WireError =
   | { readonly type: "epochConflict"; readonly groupId: string; readonly expected: bigint; readonly current: bigint }
@@ -31,6 +33,7 @@ type WireError =
   | { readonly type: "unknownClient"; readonly clientId: string }
   | { readonly type: "duplicateKeyPackage"; readonly ref: Uint8Array }
   | { readonly type: "duplicateBatch" }
+  | { readonly type: "quota"; readonly quota: string; readonly limit: number }
   | { readonly type: "unavailable" | "range" | "store" | "other"; readonly message: string };
 
 type WireOutcome = { readonly ok: { result: unknown; appended: Map<QueueId, bigint> } } | { readonly err: WireError };
@@ -43,6 +46,7 @@ function toWire(e: unknown): WireError {
   if (err instanceof UnknownClientError) return { type: "unknownClient", clientId: err.clientId };
   if (err instanceof DuplicateKeyPackageError) return { type: "duplicateKeyPackage", ref: err.keyPackageRef };
   if (err instanceof DuplicateBatch) return { type: "duplicateBatch" };
+  if (err instanceof QuotaExceededError) return { type: "quota", quota: err.quota, limit: err.limit };
   const message = err instanceof Error ? err.message : String(err);
   if (err instanceof StoreUnavailableError) return { type: "unavailable", message };
   if (err instanceof StoreRangeError) return { type: "range", message };
@@ -64,6 +68,8 @@ function fromWire(w: WireError): Error {
       return new DuplicateKeyPackageError(w.ref);
     case "duplicateBatch":
       return new DuplicateBatch();
+    case "quota":
+      return new QuotaExceededError(w.quota, w.limit);
     case "unavailable":
       return new StoreUnavailableError(w.message);
     case "range":
@@ -151,6 +157,10 @@ export class WriterThread {
     return this.#call({ kind: "purge", now });
   }
 
+  trimQueues(prefix: string, trim: QueueTrim): Promise<number> {
+    return this.#call({ kind: "trimQueues", prefix, trim });
+  }
+
   /** Ends the thread (its connection closes with it) once the calls already posted are answered. */
   async close(): Promise<void> {
     while (this.#calls.size > 0) await new Promise<void>((r) => (this.#onIdle = r));
@@ -183,6 +193,9 @@ function serve(options: ConnectionOptions): void {
           break;
         case "purge":
           port.postMessage({ id, value: writer.purgeExpired(call.now) });
+          break;
+        case "trimQueues":
+          port.postMessage({ id, value: writer.trimQueues(call.prefix, call.trim) });
           break;
       }
     } catch (err) {

@@ -9,6 +9,7 @@ import {
   DuplicateKeyPackageError,
   EpochConflictError,
   GroupExistsError,
+  QuotaExceededError,
   StoreError,
   UnknownClientError,
   UnknownGroupError,
@@ -21,6 +22,7 @@ import {
   type AppliedWrite,
   type PurgeResult,
   type QueueId,
+  type QueueTrim,
   type RateLimitResult,
   type RateLimitRule,
   type StoredKeyPackage,
@@ -97,7 +99,28 @@ export class SqliteWriter {
         const keyPackages = this.#s.purgeKeyPackages.run(now).changes;
         const rateLimits = this.#s.purgeRates.run(now).changes;
         const tombstones = this.#s.purgeTombstones.run(now).changes;
-        return { historyEntries, keyPackages, rateLimits, tombstones };
+        const seenRequests = this.#s.purgeSeenRequests.run(now).changes;
+        return { historyEntries, keyPackages, rateLimits, tombstones, seenRequests };
+      })
+      .immediate();
+  }
+
+  trimQueues(prefix: string, trim: QueueTrim): number {
+    const s = this.#s;
+    return this.#db
+      .transaction(() => {
+        let dropped = 0;
+        for (const q of s.queuesWithPrefix.all(prefix, `${prefix}\uffff`) as Row[]) {
+          const queue = String(q.queue);
+          let upto = 0n;
+          if (trim.keepLast !== undefined) upto = big(q.last_seq) - BigInt(Math.max(0, Math.floor(trim.keepLast)));
+          if (trim.enqueuedBefore !== undefined) {
+            const old = (s.lastEntryBefore.get(queue, trim.enqueuedBefore) as Row).seq;
+            if (old != null && big(old) > upto) upto = big(old);
+          }
+          if (upto > 0n) dropped += s.ackQueue.run(queue, upto).changes;
+        }
+        return dropped;
       })
       .immediate();
   }
@@ -131,7 +154,10 @@ export class SqliteWriter {
           if (s.groupEpoch.get(op.groupId)) throw new GroupExistsError(op.groupId);
           const tomb = s.getTombstone.get(op.groupId) as Row | undefined;
           if (tomb && num(tomb.expires_at) > now) throw new GroupExistsError(op.groupId, true);
+          if (op.owner !== undefined && num((s.countOwnedGroups.get(op.owner.clientId) as Row).n) >= op.owner.maxGroups)
+            throw new QuotaExceededError(`groups created by ${op.owner.clientId}`, op.owner.maxGroups);
           s.insertGroup.run(op.groupId, op.epoch, op.metadata ?? null, now, now);
+          if (op.owner !== undefined) s.setGroupOwner.run(op.owner.clientId, op.groupId);
           s.upsertSnapshot.run(op.groupId, op.epoch, op.snapshot);
           break;
         }
@@ -162,6 +188,7 @@ export class SqliteWriter {
           requireEpoch(op.groupId, op.expectedEpoch);
           for (const del of s.deleteGroupAll) del.run(op.groupId);
           if (op.tombstoneUntil !== undefined) s.upsertTombstone.run(op.groupId, now, op.tombstoneUntil);
+          s.deleteSeenRequestsOfGroup.run(op.groupId);
           break;
         }
         case "addProposal": {
@@ -281,6 +308,15 @@ export class SqliteWriter {
           const row = s.getProcessed.get(op.source) as Row | undefined;
           if (row && op.sequence <= big(row.last_seq)) throw new DuplicateBatch();
           s.upsertProcessed.run(op.source, op.sequence);
+          break;
+        }
+        case "recordRequest": {
+          const seen = s.getSeenRequest.get(op.key) as Row | undefined;
+          if (seen !== undefined && num(seen.expires_at) > now) throw new DuplicateBatch();
+          const epoch = op.epoch !== undefined ? checkUint63("epoch", op.epoch) : null;
+          s.upsertSeenRequest.run(op.key, op.groupId ?? null, epoch, op.expiresAt);
+          s.purgeSomeSeenRequests.run(now);
+          if (op.groupId !== undefined && op.forgetBefore !== undefined) s.forgetSeenRequestsBefore.run(op.groupId, checkUint63("epoch", op.forgetBefore));
           break;
         }
         default: {
