@@ -126,18 +126,22 @@ describe("MimiClient and MimiGroup against serve", () => {
     expect(published.lastResort?.lastResort).toBe(true);
     const refs = new Set(published.keyPackages.map((k) => hexOf(k.ref)));
     const fetcher = new DSClient(transport());
+    // Fetched as a registered client of the same DS (anonymous fetches are refused, docs/security.md).
+    const asker = await running("kp-asker");
+    const auth = () => asker.client.registeredAuth();
     for (let i = 0; i < 3; i++) {
-      const [kp] = await fetcher.keyPackages([bob.client.clientId]);
+      const [kp] = await fetcher.keyPackages([bob.client.clientId], [], auth());
       const ref = hexOf(await makeKeyPackageRef(kp!, bob.client.cs.hash));
       expect(refs.delete(ref), `fetch ${i}: an unpublished or repeated KeyPackage`).toBe(true);
     }
     // Only the last-resort one is left, and it repeats.
     const lastRef = hexOf(published.lastResort!.ref);
     for (let i = 0; i < 2; i++) {
-      const [kp] = await fetcher.keyPackages([bob.client.clientId]);
+      const [kp] = await fetcher.keyPackages([bob.client.clientId], [], auth());
       expect(hexOf(await makeKeyPackageRef(kp!, bob.client.cs.hash))).toBe(lastRef);
     }
     await bob.stop();
+    await asker.stop();
   });
 
   it("one client in several groups: a seeded random driver keeps every group consistent and every message delivered once, in order", async () => {

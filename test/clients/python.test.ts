@@ -163,8 +163,9 @@ async function checkResult(r: PythonResult): Promise<void> {
   };
   expectDsError(r.errors.garbage, "INVALID_ARGUMENT", DSErrorCode.decode_error);
   expectDsError(r.errors.unknown_group, "NOT_FOUND", DSErrorCode.unknown_group);
-  // Nobody published KeyPackages for alice: a DS error, not a decode error, so the bytes parsed.
+  // An anonymous key_packages request: a DS error, not a decode error, so the bytes parsed; anonymous
+  // fetches are refused by default (docs/security.md: a registered_client signature or a peer's mutual TLS).
   expect(r.errors.key_packages.detail.type).toBe("error");
-  expect([DSErrorCode.no_key_packages, DSErrorCode.unknown_client]).toContain(r.errors.key_packages.detail.code);
-  expect(r.errors.key_packages.rpc_code).toBe("NOT_FOUND");
+  expect(r.errors.key_packages.detail.code).toBe(DSErrorCode.authentication_failed);
+  expect(r.errors.key_packages.rpc_code).toBe("UNAUTHENTICATED");
 }

@@ -4,7 +4,6 @@
 // in memory, after a cache eviction, on a second instance sharing the store,
 // and at an older epoch for welcome_info. And no member can wedge the group
 // with proposals no commit can reference; a deleted group stays deleted.
-import { randomBytes } from "node:crypto";
 import { createProposal } from "ts-mls";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { DSRequestError, MimiMember } from "../../src/client/index.js";
@@ -149,8 +148,7 @@ describe("pending proposals never block the group", () => {
 
 describe("deleted groups stay deleted", () => {
   it("a replayed create_group for a deleted group id is refused", async () => {
-    const eve = await MimiMember.create({ clientId: `mimi://${f.domain}/u/eve/d/1`, hub: f.hub });
-    eve.token = { token: randomBytes(16) };
+    const eve = await f.member("eve");
     // Capture eve's create_group request bytes on their way to the hub.
     const rpc = f.hub.hub as { submit: (req: { dsRequest: Uint8Array }, opts?: unknown) => Promise<{ dsResponse: Uint8Array }> };
     const submit = rpc.submit.bind(rpc);

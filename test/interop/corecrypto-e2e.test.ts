@@ -14,6 +14,7 @@
 // the directory (which takes only packages signed by the registered key);
 // its KeyPackages are handed to the adder directly, as its own provider's
 // directory would.
+import type { RequestAuth } from "../../src/client/index.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { getCiphersuiteFromName, getCiphersuiteImpl } from "ts-mls";
 import { DSClient, LocalClientApi, MimiMember } from "../../src/client/index.js";
@@ -29,7 +30,8 @@ const inboxes: CoreCryptoInbox[] = [];
 const started = Date.now();
 
 beforeAll(async () => {
-  fed = await Federation.start([A, B], ["--client-policy", "rfc9420"]);
+  // As in corecrypto.test.ts: CoreCrypto's leaves cannot be bound to registrations (docs/interop.md).
+  fed = await Federation.start([A, B], ["--client-policy", "rfc9420", "--local-clients", "unchecked", "--external-joins", "open"]);
 });
 afterAll(async () => {
   for (const c of clients) await c.stop();
@@ -47,6 +49,8 @@ class CoreCryptoInbox {
   constructor(
     readonly client: CoreCryptoClient,
     private readonly local: LocalClientApi,
+    /** The bridge: the key the device registered with its own DS (CoreCrypto cannot sign for it). */
+    readonly registeredAuth: () => RequestAuth,
   ) {}
 
   static async open(client: CoreCryptoClient, domain: string): Promise<CoreCryptoInbox> {
@@ -54,7 +58,7 @@ class CoreCryptoInbox {
     const bridgeKey = await cs.signature.keygen();
     const local = new LocalClientApi(fed.transport(domain), { clientId: client.clientId, signaturePrivateKey: bridgeKey.signKey, signature: cs.signature });
     await local.register(bridgeKey.publicKey, 1);
-    const inbox = new CoreCryptoInbox(client, local);
+    const inbox = new CoreCryptoInbox(client, local, () => ({ kind: "registered", clientId: client.clientId, signaturePrivateKey: bridgeKey.signKey, signature: cs.signature }));
     inbox.pumping = (async () => {
       while (!inbox.abort.signal.aborted) {
         try {
@@ -142,7 +146,8 @@ describe("CoreCrypto and ts-mls clients of two DS processes (rfc9420 policy)", (
     expect((await fed.hubView(A, groupId)).epoch).toBe(1n);
 
     // KeyPackages of ts-mls clients from the directory (through b, which asks a for alice's).
-    const kps = await ownDs.keyPackages([alice.id, bob.id], [1]);
+    // Asked as the CoreCrypto device, signed with its bridge key (anonymous fetches are refused).
+    const kps = await ownDs.keyPackages([alice.id, bob.id], [1], ccInbox.registeredAuth());
     await cc.add(groupId, kps.map((k) => encodeKeyPackageBytes(k)));
     expect(kinds(await alice.process(1))).toEqual(["joined"]);
     expect(kinds(await bob.process(1))).toEqual(["joined"]);

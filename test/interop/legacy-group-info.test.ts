@@ -10,7 +10,7 @@ import type { MimiMember, PreparedCommit } from "../../src/client/index.js";
 import { DSRequestError } from "../../src/client/index.js";
 import { groupKey } from "../../src/ds/groups.js";
 import { encodeEpochLogRecord } from "../../src/ds/records.js";
-import { encodeMLSMessage, encodePartialGroupInfo, type PartialGroupInfo } from "../../src/wire/index.js";
+import { encodeMLSMessage, encodePartialGroupInfo, type PartialGroupInfo, makeExternalJoinPolicyExtension } from "../../src/wire/index.js";
 import { startHub, type HubFixture } from "../ds/fixture.js";
 
 let f: HubFixture;
@@ -38,7 +38,7 @@ describe("GroupInfos with ts-mls 1.6.4's external_pub", () => {
   it("are refused when sent, replay when stored, are served as stored, and the patched SDK joins from them", async () => {
     const alice = await f.member("alice");
     const bob = await f.member("bob");
-    const groupId = await alice.createGroup(await f.hubSender());
+    const groupId = await alice.createGroup(await f.hubSender(), [makeExternalJoinPolicyExtension("open")]);
     await alice.add([(await bob.generateKeyPackage()).publicPackage]);
     await f.deliver(bob);
     expect((await externalPubOf(groupId)).length).toBe(33);

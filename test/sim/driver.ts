@@ -5,7 +5,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { keyPackageMessage } from "../../src/client/index.js";
 import { groupKey } from "../../src/ds/groups.js";
-import { decodeDSResponse } from "../../src/wire/index.js";
+import { decodeDSResponse, makeExternalJoinPolicyExtension } from "../../src/wire/index.js";
 import { check, codeName, DSErrorCode, groupName, randomBytes, SimFailure, SimGroup, SimWorld, type SimClient, type SimDomain } from "./world.js";
 
 export interface SimConfig {
@@ -92,16 +92,18 @@ function operations(w: SimWorld): Op[] {
 
   if (free.length > 0 && w.liveGroups().length < 4) {
     const c = rng.pick(free);
+    const open = rng.chance(0.6);
     add("create", groups.length === 0 ? 50 : 5, async () => {
       const sender = await w.hubSender(c.domain);
-      const r = await w.request(`${c.name} create_group`, () => c.member.createGroup(sender));
+      const r = await w.request(`${c.name} create_group`, () => c.member.createGroup(sender, open ? [makeExternalJoinPolicyExtension("open")] : []));
       if (!r.ok) return "refused";
       const g = new SimGroup(r.value, groupKey(r.value), c.domain);
+      g.openJoins = open;
       g.createRequest = w.lastCreateRequest;
       g.members.add(c.name);
       c.group = g.key;
       w.groups.push(g);
-      return `${c.name} creates ${g.name} on ${c.domain.name}`;
+      return `${c.name} creates ${g.name} on ${c.domain.name}${open ? " (open to external joins)" : ""}`;
     });
   }
 
@@ -202,8 +204,10 @@ function operations(w: SimWorld): Op[] {
     const addable = joinable.filter((c) => c.domain.up);
     if (g.hub.up && addable.length > 0) {
       const c = rng.pick(addable);
-      add("hub_add", 3, async () => {
-        const kps = await w.request(`key_packages of ${c.name} at ${g.hub.name}`, () => g.hub.ds.keyPackages([c.id], [1]));
+      // KeyPackages are fetched by a registered client of the hub's domain (anonymous fetches are refused).
+      const requester = w.clients.find((x) => x.domain === g.hub);
+      if (requester !== undefined) add("hub_add", 3, async () => {
+        const kps = await w.request(`key_packages of ${c.name} at ${g.hub.name}`, () => g.hub.ds.keyPackages([c.id], [1], requester.member.registeredAuth()));
         if (!kps.ok) return "no KeyPackage";
         try {
           await g.hub.admin.proposeAddition({ groupId: g.id, keyPackage: keyPackageMessage(kps.value[0]!) });
@@ -220,7 +224,10 @@ function operations(w: SimWorld): Op[] {
     if (joinable.length > 0 && g.members.size > 0) {
       const c = rng.pick(joinable);
       add("external_join", 4, async () => {
-        await w.request(`${c.name} external_join`, () => c.member.externalJoin(g.id));
+        // Groups not open to external joins take only resyncs: a stranger is refused and nothing changes.
+        const r = await w.request(`${c.name} external_join`, () => c.member.externalJoin(g.id), g.openJoins ? [] : [DSErrorCode.permission_denied]);
+        if (!r.ok) return `${c.name} tries to join ${g.name} (resync only) by external commit: refused`;
+        check(g.openJoins, `${c.name} joined ${g.name}, which is not open to external joins`);
         committed(w, g, { external: c });
         return `${c.name} joins ${g.name} by external commit`;
       });

@@ -307,6 +307,8 @@ export class SimGroup {
   readonly pending: PendingProposal[] = [];
   closed = false;
   deleted = false;
+  /** Created with external_join_policy open (else only resyncs join by external commit). */
+  openJoins = false;
   /** The create_group request as sent (an attacker replays it after the delete). */
   createRequest: Uint8Array | undefined;
   /** SHA-256 of the hub's GroupContext at the epochs it was seen, to compare with the hub's rebuilt history. */
