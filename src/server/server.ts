@@ -6,13 +6,13 @@ import type { Http2ServerRequest, Http2ServerResponse, Http2Session } from "node
 import type { TLSSocket } from "node:tls";
 import type { DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ConnectRouter, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
-import { createContextValues } from "@connectrpc/connect";
+import { createContextKey, createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { pino, type Logger } from "pino";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { HubService } from "../../gen/mimi/ds/v1/hub_pb.js";
 import type { DSRequestHandler, HubInfoSource } from "../ds/handler.js";
-import { buildRequestContext, requestContextKey, type DomainTrust } from "./context.js";
+import { buildRequestContext, callTransportKey, requestContextKey, type DomainTrust } from "./context.js";
 import { HealthRegistry, registerHealth } from "./health.js";
 import { registerHub } from "./hub.js";
 import { loggingInterceptor } from "./logging.js";
@@ -60,6 +60,62 @@ export interface ServerOptions {
   readonly domainTrust?: DomainTrust;
   /** Runs last in close(), after every connection is gone (closes the store). */
   readonly onClose?: () => void | Promise<void>;
+  /** HTTP/2 and HTTP/1.1 limits and timeouts; each defaults to DEFAULT_CONNECTION_LIMITS. */
+  readonly limits?: Partial<ConnectionLimits>;
+}
+
+/** What one connection may hold, and for how long (docs/security.md, "Connections"). */
+export interface ConnectionLimits {
+  /** SETTINGS_MAX_CONCURRENT_STREAMS of every HTTP/2 session. */
+  readonly maxConcurrentStreams: number;
+  /** Open server-streaming calls (Receive, Subscribe) per HTTP/2 session; more are refused with ResourceExhausted. */
+  readonly maxStreamingCallsPerSession: number;
+  /** An HTTP/2 session or HTTP/1.1 connection without an open call is closed after this long. */
+  readonly idleTimeoutMs: number;
+  /** HTTP/1.1: the request headers must be complete within this long. */
+  readonly headersTimeoutMs: number;
+  /**
+   * The request body of a call that sends one message (unary, server-streaming)
+   * must be complete within this long; else its stream is reset (HTTP/1.1: 408 and close).
+   */
+  readonly requestBodyTimeoutMs: number;
+  /** Node's maxSessionMemory (MB) per HTTP/2 session: beyond it new streams are refused. */
+  readonly maxSessionMemoryMb: number;
+}
+
+export const DEFAULT_CONNECTION_LIMITS: ConnectionLimits = Object.freeze({
+  maxConcurrentStreams: 100,
+  maxStreamingCallsPerSession: 16,
+  idleTimeoutMs: 120_000,
+  headersTimeoutMs: 10_000,
+  requestBodyTimeoutMs: 30_000,
+  maxSessionMemoryMb: 10,
+});
+
+/**
+ * TLS 1.3, and TLS 1.2 with forward-secret AEAD suites only: no CBC or SHA-1
+ * MAC suites (which HTTP/2 forbids anyway, RFC 9113 9.2.2), no static RSA.
+ */
+export const TLS_CIPHERS = [
+  "TLS_AES_128_GCM_SHA256",
+  "TLS_AES_256_GCM_SHA384",
+  "TLS_CHACHA20_POLY1305_SHA256",
+  "ECDHE-ECDSA-AES128-GCM-SHA256",
+  "ECDHE-RSA-AES128-GCM-SHA256",
+  "ECDHE-ECDSA-AES256-GCM-SHA384",
+  "ECDHE-RSA-AES256-GCM-SHA384",
+  "ECDHE-ECDSA-CHACHA20-POLY1305",
+  "ECDHE-RSA-CHACHA20-POLY1305",
+].join(":");
+
+/** What the server holds right now (tests, metrics). */
+export interface ConnectionStats {
+  readonly sessions: number;
+  readonly http1Connections: number;
+  readonly activeCalls: number;
+  readonly streamingCalls: number;
+  /** Calls refused or reset by a limit since start, by limit. */
+  readonly refused: { readonly streamingCallsPerSession: number; readonly requestBodyTimeout: number; readonly idleClosed: number };
 }
 
 export interface RunningServer {
@@ -68,6 +124,7 @@ export interface RunningServer {
   /** Names of every served service (as in reflection's list_services). */
   readonly services: readonly string[];
   readonly health: HealthRegistry;
+  stats(): ConnectionStats;
   /** Graceful shutdown; idempotent. */
   close(): Promise<void>;
 }
@@ -78,6 +135,12 @@ const defaultDrainTimeoutMs = 10_000;
 /** After aborting the remaining calls, how long they get to end before connections are destroyed. */
 const abortGraceMs = 1_000;
 
+/** A call the server decided about before its handler ran (limits). */
+interface CallAdmission {
+  readonly refused?: string;
+}
+const callAdmissionKey = createContextKey<CallAdmission>({}, { description: "mimi-ds call admission" });
+
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   const logger = options.logger ?? pino({ level: "info" });
   const extra = options.services ?? [];
@@ -85,6 +148,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const reflection = new ReflectionIndex(served);
   const health = new HealthRegistry(reflection.serviceNames);
   const shutdown = new AbortController();
+  const limits: ConnectionLimits = { ...DEFAULT_CONNECTION_LIMITS, ...options.limits };
+  // "/pkg.Service/Method" -> its kind, for the limits that depend on it.
+  const methodKinds = new Map<string, string>();
+  for (const svc of served) for (const m of svc.methods) methodKinds.set(`/${svc.typeName}/${m.name}`, m.methodKind);
+  const admissions = new WeakMap<object, CallAdmission>();
 
   const routes = (router: ConnectRouter): void => {
     registerHub(router, {
@@ -109,9 +177,19 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     interceptors: [
       loggingInterceptor(logger),
       streamsEndUnavailable(shutdown.signal),
+      refuseOverLimit(),
       unaryTimeout(options.unaryTimeoutMs ?? defaultUnaryTimeoutMs),
     ],
-    contextValues: (req) => createContextValues().set(requestContextKey, buildRequestContext(req, options.domainTrust)),
+    contextValues: (req) =>
+      createContextValues()
+        .set(requestContextKey, buildRequestContext(req, options.domainTrust))
+        .set(callAdmissionKey, admissions.get(req) ?? {})
+        .set(callTransportKey, {
+          reset: () => {
+            if ("stream" in req && req.stream !== undefined) req.stream.close(http2.constants.NGHTTP2_CANCEL);
+            else req.socket.destroy();
+          },
+        }),
   });
 
   const server = http2.createSecureServer({
@@ -125,6 +203,17 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     rejectUnauthorized: false,
     handshakeTimeout: 10_000,
     minVersion: "TLSv1.2",
+    ciphers: TLS_CIPHERS,
+    honorCipherOrder: true,
+    settings: { maxConcurrentStreams: limits.maxConcurrentStreams },
+    maxSessionMemory: limits.maxSessionMemoryMb,
+  });
+  // HTTP/1.1 (allowHTTP1): Node's own header and request timeouts, checked every second.
+  // (Set on the server object, not typed by @types/node for http2, read when it starts listening.)
+  Object.assign(server, {
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.requestBodyTimeoutMs,
+    connectionsCheckingInterval: Math.min(1_000, limits.headersTimeoutMs),
   });
 
   // In-flight calls, sessions and sockets, for draining and for the final close.
@@ -133,14 +222,51 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const sessions = new Set<Http2Session>();
   const sockets = new Set<TLSSocket>();
   let draining = false;
+  let streamingCalls = 0;
+  const refused = { streamingCallsPerSession: 0, requestBodyTimeout: 0, idleClosed: 0 };
+  const streamingBySession = new WeakMap<Http2Session, number>();
+  // HTTP/1.1 connections: open calls and the idle timer of each.
+  const h1Calls = new WeakMap<object, number>();
 
   server.on("request", (req: Http2ServerRequest, res: Http2ServerResponse) => {
     active++;
     let done = false;
+    const kind = methodKinds.get(req.url.split("?", 1)[0] ?? "");
+    const streaming = kind === "server_streaming" || kind === "bidi_streaming";
+    const session = req.httpVersionMajor === 2 ? req.stream.session : undefined;
+    if (streaming && session !== undefined && session !== null) {
+      const n = (streamingBySession.get(session) ?? 0) + 1;
+      streamingBySession.set(session, n);
+      streamingCalls++;
+      if (n > limits.maxStreamingCallsPerSession) {
+        refused.streamingCallsPerSession++;
+        admissions.set(req, { refused: `at most ${limits.maxStreamingCallsPerSession} streaming calls per connection` });
+      }
+    }
+    // A request that sends one message must finish sending it in time (slow-body probes).
+    const bodyTimer =
+      req.httpVersionMajor === 2 && kind !== "client_streaming" && kind !== "bidi_streaming"
+        ? setTimeout(() => {
+            if (req.complete) return;
+            refused.requestBodyTimeout++;
+            logger.debug({ path: req.url }, "request body not complete in time: stream reset");
+            req.stream.close(http2.constants.NGHTTP2_CANCEL);
+          }, limits.requestBodyTimeoutMs)
+        : undefined;
+    bodyTimer?.unref();
+    req.once("end", () => clearTimeout(bodyTimer));
+    const socket = req.httpVersionMajor === 1 ? req.socket : undefined;
+    if (socket !== undefined) h1Busy(socket, +1);
     const finished = (): void => {
       if (done) return;
       done = true;
       active--;
+      clearTimeout(bodyTimer);
+      if (streaming && session !== undefined && session !== null) {
+        streamingCalls--;
+        streamingBySession.set(session, (streamingBySession.get(session) ?? 1) - 1);
+      }
+      if (socket !== undefined) h1Busy(socket, -1);
       if (active === 0) for (const resolve of idle.splice(0)) resolve();
     };
     res.once("close", finished);
@@ -153,13 +279,60 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     if (draining && req.httpVersionMajor === 1) res.setHeader("connection", "close");
     handler(req, res);
   });
+  /** Closes a connection that has held no call for idleTimeoutMs (armed whenever it has none). */
+  const idleCloser = (close: () => void): { busy(): void; idle(): void; stop(): void } => {
+    let timer: NodeJS.Timeout | undefined;
+    const arm = (): void => {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        refused.idleClosed++;
+        close();
+      }, limits.idleTimeoutMs);
+      timer.unref();
+    };
+    arm();
+    return { busy: () => clearTimeout(timer), idle: arm, stop: () => clearTimeout(timer) };
+  };
+  const h1Idle = new WeakMap<object, ReturnType<typeof idleCloser>>();
+  function h1Busy(socket: object, delta: number): void {
+    const n = (h1Calls.get(socket) ?? 0) + delta;
+    h1Calls.set(socket, n);
+    if (n > 0) h1Idle.get(socket)?.busy();
+    else h1Idle.get(socket)?.idle();
+  }
+
   server.on("session", (session: Http2Session) => {
     sessions.add(session);
-    session.once("close", () => sessions.delete(session));
+    let open = 0;
+    const idleness = idleCloser(() => {
+      logger.debug("idle HTTP/2 session closed");
+      session.close();
+      // A peer that does not answer the GOAWAY keeps nothing open for long.
+      setTimeout(() => session.destroy(), abortGraceMs).unref();
+    });
+    session.on("stream", (stream) => {
+      open++;
+      idleness.busy();
+      stream.once("close", () => {
+        if (--open === 0) idleness.idle();
+      });
+    });
+    session.once("close", () => {
+      idleness.stop();
+      sessions.delete(session);
+    });
     if (draining) session.close();
   });
   server.on("secureConnection", (socket: TLSSocket) => {
     sockets.add(socket);
+    if (socket.alpnProtocol !== "h2") {
+      const idleness = idleCloser(() => {
+        logger.debug("idle HTTP/1.1 connection closed");
+        socket.destroy();
+      });
+      h1Idle.set(socket, idleness);
+      socket.once("close", () => idleness.stop());
+    }
     socket.once("close", () => sockets.delete(socket));
   });
   server.on("sessionError", (err: Error) => logger.debug({ err: err.message }, "http2 session error"));
@@ -226,7 +399,24 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     return closing;
   };
 
-  return { host, port, services: reflection.serviceNames, health, close };
+  const stats = (): ConnectionStats => ({
+    sessions: sessions.size,
+    http1Connections: [...sockets].filter((s) => s.alpnProtocol !== "h2").length,
+    activeCalls: active,
+    streamingCalls,
+    refused: { ...refused },
+  });
+
+  return { host, port, services: reflection.serviceNames, health, stats, close };
+}
+
+/** Calls the server refused before their handler (a limit): ResourceExhausted, with the reason. */
+function refuseOverLimit(): Interceptor {
+  return (next) => async (req) => {
+    const why = req.contextValues.get(callAdmissionKey).refused;
+    if (why !== undefined) throw new ConnectError(why, Code.ResourceExhausted);
+    return next(req);
+  };
 }
 
 /**

@@ -27,8 +27,10 @@ import {
 } from "mongodb";
 import { AppendNotifier, checkUint63, plainBytes, rateWindow } from "../common.js";
 import {
+  ConsumedKeyPackageError,
   DuplicateKeyPackageError,
   EpochConflictError,
+  KeyPackageQuotaError,
   GroupExistsError,
   StoreClosedError,
   StoreError,
@@ -56,7 +58,7 @@ import type {
   Unsubscribe,
   WriteOp,
 } from "../port.js";
-import { clientQueue, DEFAULT_FEED_PULL_LIMIT, groupFeed, type FeedMembership } from "../port.js";
+import { clientQueue, CONSUMED_KEY_PACKAGE_RETENTION_MS, DEFAULT_FEED_PULL_LIMIT, groupFeed, type FeedMembership } from "../port.js";
 
 export interface MongoStoreOptions {
   readonly uri: string;
@@ -114,6 +116,13 @@ export const MONGO_MIGRATIONS: readonly { name: string; up: (db: Db) => Promise<
     name: "retained snapshots",
     up: async (db) => {
       await db.collection("retained_snapshots").createIndex({ groupId: 1, epoch: 1 }, { unique: true });
+    },
+  },
+  {
+    // Refs of consumed KeyPackages (_id: the ref), never published again until expiresAt.
+    name: "consumed key packages",
+    up: async (db) => {
+      await db.collection("consumed_key_packages").createIndex({ expiresAt: 1 });
     },
   },
 ];
@@ -189,6 +198,7 @@ export class MongoStore implements Store {
     retained: Collection<Doc>;
     processed: Collection<Doc>;
     rates: Collection<Doc>;
+    consumed: Collection<Doc>;
   };
   #stream: ChangeStream | undefined;
   #poller: NodeJS.Timeout | undefined;
@@ -216,6 +226,7 @@ export class MongoStore implements Store {
       retained: c("retained_snapshots"),
       processed: c("processed"),
       rates: c("rate_limits"),
+      consumed: c("consumed_key_packages"),
     };
   }
 
@@ -403,6 +414,7 @@ export class MongoStore implements Store {
           if (!(await c.clients.findOne({ _id: op.clientId }, o))) throw new UnknownClientError(op.clientId);
           const insert = async (kp: (typeof op.keyPackages)[number], lastResort: boolean) => {
             if (await c.keyPackages.findOne({ ref: kp.ref }, o)) throw new DuplicateKeyPackageError(kp.ref);
+            if (await c.consumed.findOne({ _id: Buffer.from(kp.ref), expiresAt: { $gt: now } }, o)) throw new ConsumedKeyPackageError(kp.ref);
             await c.keyPackages.insertOne(
               {
                 clientId: op.clientId,
@@ -421,6 +433,13 @@ export class MongoStore implements Store {
             await c.keyPackages.deleteMany({ clientId: op.clientId, ciphersuite: op.lastResort.ciphersuite, lastResort: true }, o);
             await insert(op.lastResort, true);
           }
+          if (op.maxStored !== undefined) {
+            const held = await c.keyPackages.countDocuments(
+              { clientId: op.clientId, lastResort: false, $or: [{ expiresAt: null }, { expiresAt: { $gt: now } }] },
+              o,
+            );
+            if (held > op.maxStored) throw new KeyPackageQuotaError(op.clientId, op.maxStored);
+          }
           break;
         }
         case "consumeKeyPackage": {
@@ -430,7 +449,15 @@ export class MongoStore implements Store {
             ...(op.ciphersuite !== undefined ? { ciphersuite: op.ciphersuite } : {}),
           };
           const regular = await c.keyPackages.findOneAndDelete({ ...base, lastResort: false }, { ...o, sort: { _id: 1 } });
-          if (regular) keyPackages.push(keyPackageOf(regular));
+          if (regular) {
+            const until = Math.min(regular.expiresAt == null ? Infinity : num(regular.expiresAt), now + CONSUMED_KEY_PACKAGE_RETENTION_MS);
+            await c.consumed.updateOne(
+              { _id: Buffer.from(bytes(regular.ref)) },
+              { $set: { clientId: op.clientId, expiresAt: until } },
+              { ...o, upsert: true },
+            );
+            keyPackages.push(keyPackageOf(regular));
+          }
           else {
             const lr = await c.keyPackages.findOne({ ...base, lastResort: true }, { ...o, sort: { _id: 1 } });
             keyPackages.push(lr ? keyPackageOf(lr) : undefined);
@@ -720,10 +747,12 @@ export class MongoStore implements Store {
   // -------------------------------------------------------------------------
   // queues
 
-  async read(queue: QueueId, afterSeq: bigint, limit: number): Promise<QueueEntry[]> {
+  async read(queue: QueueId, afterSeq: bigint, limit: number, maxBytes?: number): Promise<QueueEntry[]> {
     checkUint63("seq", afterSeq);
-    const n = Math.max(0, Math.floor(limit));
+    let n = Math.max(0, Math.floor(limit));
     if (n === 0) return this.#run(async () => []);
+    // A byte bound: sizes first (server-side $binarySize, no payload sent), then only the entries that fit.
+    if (maxBytes !== undefined) n = await this.#run(() => entriesWithin(this.#c.entries, queue, afterSeq, n, maxBytes));
     return this.#run(async () =>
       (await this.#c.entries.find({ queue, seq: { $gt: afterSeq } }, { sort: { seq: 1 }, limit: n }).toArray()).map((d) => ({
         seq: big(d.seq),
@@ -863,7 +892,8 @@ export class MongoStore implements Store {
       const historyEntries = (await this.#c.history.deleteMany({ expiresAt: { $lte: t } }, { session })).deletedCount;
       const keyPackages = (await this.#c.keyPackages.deleteMany({ expiresAt: { $ne: null, $lte: t } }, { session })).deletedCount;
       const rateLimits = (await this.#c.rates.deleteMany({ windowEnd: { $lte: t } }, { session })).deletedCount;
-      return { historyEntries, keyPackages, rateLimits };
+      const consumedKeyPackages = (await this.#c.consumed.deleteMany({ expiresAt: { $lte: t } }, { session })).deletedCount;
+      return { historyEntries, keyPackages, rateLimits, consumedKeyPackages };
     });
   }
 
@@ -907,6 +937,26 @@ function historyOf(d: Doc): HistoryEntry {
     joiners,
     expiresAt: num(d.expiresAt),
   };
+}
+
+/** How many of the first `limit` entries after `afterSeq` fit in `maxBytes` (at least one, when there is one). */
+async function entriesWithin(entries: Collection<Doc>, queue: QueueId, afterSeq: bigint, limit: number, maxBytes: number): Promise<number> {
+  const sizes = await entries
+    .aggregate<{ size: number }>([
+      { $match: { queue, seq: { $gt: afterSeq } } },
+      { $sort: { seq: 1 } },
+      { $limit: limit },
+      { $project: { _id: 0, size: { $binarySize: "$payload" } } },
+    ])
+    .toArray();
+  let total = 0;
+  let n = 0;
+  for (const { size } of sizes) {
+    if (n > 0 && total + num(size) > maxBytes) break;
+    total += num(size);
+    n++;
+  }
+  return Math.max(1, n);
 }
 
 function keyPackageOf(d: Doc): StoredKeyPackage {
