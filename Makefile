@@ -35,9 +35,12 @@ build: install
 certs: build
 	node dist/src/cli/main.js dev-certs --out $(DEV_DIR) --domain $(DOMAIN)
 
+# A local trial: --open-registration (development mode, logged as a warning) lets
+# clients register without a provider credential; every other limit stays on.
 run: install generate build certs
 	node dist/src/cli/main.js serve --domain $(DOMAIN) --listen $(LISTEN) --data-dir $(DATA_DIR) \
-	  --tls-cert $(DEV_DIR)/$(DOMAIN)/cert.pem --tls-key $(DEV_DIR)/$(DOMAIN)/key.pem --tls-ca $(DEV_DIR)/ca.pem
+	  --tls-cert $(DEV_DIR)/$(DOMAIN)/cert.pem --tls-key $(DEV_DIR)/$(DOMAIN)/key.pem --tls-ca $(DEV_DIR)/ca.pem \
+	  --open-registration
 
 test: install lint typecheck
 	vitest run

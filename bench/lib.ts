@@ -115,6 +115,10 @@ export async function startServe(o: ServeOptions): Promise<ServeProcess> {
       join(o.certsDir, "ca.pem"),
       "--log-level",
       o.logLevel ?? "info",
+      // Benchmarks register many clients from one address: development registration, no per-address quota.
+      "--open-registration",
+      "--registration-rate-limit",
+      "1000000/h",
       ...(o.args ?? []),
     ],
     { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] },

@@ -5,7 +5,17 @@
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
-import { createClientService, createFanoutService, FanoutTokenKeys, GuestConsumer, loadPeers, PeerDirectory, PeerTransports } from "../delivery/index.js";
+import {
+  createClientService,
+  createFanoutService,
+  FanoutTokenKeys,
+  GuestConsumer,
+  loadPeers,
+  parseIssuerPublicKeys,
+  PeerDirectory,
+  PeerTransports,
+  startPurger,
+} from "../delivery/index.js";
 import { DSClient } from "../client/ds.js";
 import type { PeerHubs } from "../ds/peers.js";
 import { createDeliveryService } from "../ds/service.js";
@@ -24,11 +34,19 @@ export interface Service {
 
 export async function createService(config: ServeConfig, logger: Logger): Promise<Service> {
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
-  const [cert, key, ca] = await Promise.all([
+  const h = config.hardening;
+  const [cert, key, ca, registrationPem] = await Promise.all([
     readFile(config.tlsCert),
     readFile(config.tlsKey),
     config.tlsCa !== undefined ? readFile(config.tlsCa) : Promise.resolve(undefined),
+    h.registrationKey !== undefined ? readFile(h.registrationKey, "utf8") : Promise.resolve(undefined),
   ]);
+  const issuerKeys = registrationPem !== undefined ? parseIssuerPublicKeys(registrationPem) : [];
+  if (h.openRegistration) {
+    logger.warn("DEVELOPMENT MODE: open registration: a client id is bound to the first key that registers it (--open-registration)");
+  } else if (issuerKeys.length === 0) {
+    logger.warn("no --registration-key: Register refuses every new client (give the provider's issuer key, or --open-registration for development)");
+  }
   const peers = config.peers !== undefined ? loadPeers(config.peers) : new PeerDirectory([]);
   const store = await openStore(config.store);
   const transports = new PeerTransports(peers, { cert, key });
@@ -45,7 +63,16 @@ export async function createService(config: ServeConfig, logger: Logger): Promis
       peers: peerHubs,
     });
     const tokens = FanoutTokenKeys.open(config.fanoutTokenKey);
-    const clients = createClientService({ domain: config.domain, store, tokens, logger });
+    const clients = createClientService({
+      domain: config.domain,
+      store,
+      tokens,
+      logger,
+      registration: { issuerKeys, open: h.openRegistration },
+      ...(h.registrationRate !== undefined ? { registrationRate: h.registrationRate } : {}),
+      ...(h.maxKeyPackagesPerClient !== undefined ? { maxKeyPackagesPerClient: h.maxKeyPackagesPerClient } : {}),
+      ...(h.maxReceiveStreamsPerClient !== undefined ? { maxReceiveStreamsPerClient: h.maxReceiveStreamsPerClient } : {}),
+    });
     const fanout = createFanoutService({ store, logger });
     // Client certificates of peers are verified against their CAs as well as ours,
     // and name a domain only when issued by the CA configured for that domain.
@@ -66,8 +93,17 @@ export async function createService(config: ServeConfig, logger: Logger): Promis
       tls: { cert, key, ...(cas.length > 0 ? { ca: cas } : {}) },
       domainTrust,
       logger,
+      limits: {
+        ...(h.maxConcurrentStreams !== undefined ? { maxConcurrentStreams: h.maxConcurrentStreams } : {}),
+        ...(h.maxStreamingCallsPerSession !== undefined ? { maxStreamingCallsPerSession: h.maxStreamingCallsPerSession } : {}),
+        ...(h.idleTimeoutMs !== undefined ? { idleTimeoutMs: h.idleTimeoutMs } : {}),
+        ...(h.headersTimeoutMs !== undefined ? { headersTimeoutMs: h.headersTimeoutMs } : {}),
+        ...(h.requestBodyTimeoutMs !== undefined ? { requestBodyTimeoutMs: h.requestBodyTimeoutMs } : {}),
+        ...(h.maxSessionMemoryMb !== undefined ? { maxSessionMemoryMb: h.maxSessionMemoryMb } : {}),
+      },
       onClose: () => store.close(),
     });
+    const purger = startPurger(store, h.purgeIntervalMs, logger);
     const consumer = new GuestConsumer({
       domain: config.domain,
       store,
@@ -81,6 +117,7 @@ export async function createService(config: ServeConfig, logger: Logger): Promis
     return {
       server,
       async close() {
+        purger.stop();
         await consumer.stop();
         clients.close();
         fanout.close();

@@ -2,6 +2,7 @@
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { parseRateRule, type RateLimits, type RateRule } from "../ds/rate-limit.js";
+import { hardeningArgOptions, hardeningUsage, HardeningConfigError, parseHardening, type HardeningConfig } from "./hardening-config.js";
 
 export interface ServeConfig {
   readonly domain: string;
@@ -23,6 +24,8 @@ export interface ServeConfig {
   readonly fanoutTokenKey: string;
   /** Fanout accepted from each hub per window. */
   readonly fanoutRateLimit?: RateRule;
+  /** Registration, quotas, connection limits, purge (hardening-config.ts). */
+  readonly hardening: HardeningConfig;
 }
 
 export class ConfigError extends Error {
@@ -44,7 +47,7 @@ export const serveUsage = `usage: mimi-ds serve [options]
   --peers FILE            peer DSs (docs/federation.md)         (MIMI_DS_PEERS, default none)
   --fanout-token-key FILE FanoutAuthToken keys, shared by all instances (MIMI_DS_FANOUT_TOKEN_KEY,
                           default <data-dir>/fanout-token-key.json)
-  --fanout-rate-limit R   DSFanoutRequests accepted per hub     (MIMI_DS_FANOUT_RATE_LIMIT, default none)`;
+  --fanout-rate-limit R   DSFanoutRequests accepted per hub     (MIMI_DS_FANOUT_RATE_LIMIT, default none)${hardeningUsage}`;
 
 const logLevels = new Set(["trace", "debug", "info", "warn", "error", "fatal", "silent"]);
 
@@ -70,6 +73,7 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
         peers: { type: "string" },
         "fanout-token-key": { type: "string" },
         "fanout-rate-limit": { type: "string" },
+        ...hardeningArgOptions,
       },
     }));
   } catch (err) {
@@ -113,6 +117,13 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
   const peers = pick(values.peers, "MIMI_DS_PEERS");
   const fanoutTokenKey = pick(values["fanout-token-key"], "MIMI_DS_FANOUT_TOKEN_KEY") ?? join(dataDir, "fanout-token-key.json");
   const fanoutRateLimit = rate(values["fanout-rate-limit"], "MIMI_DS_FANOUT_RATE_LIMIT");
+  let hardening: HardeningConfig;
+  try {
+    hardening = parseHardening(values, env);
+  } catch (err) {
+    if (err instanceof HardeningConfigError) throw new ConfigError(err.message);
+    throw err;
+  }
   return {
     domain,
     host,
@@ -127,6 +138,7 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
     ...(peers !== undefined ? { peers: resolve(peers) } : {}),
     fanoutTokenKey,
     ...(fanoutRateLimit !== undefined ? { fanoutRateLimit } : {}),
+    hardening: hardening.registrationKey !== undefined ? { ...hardening, registrationKey: resolve(hardening.registrationKey) } : hardening,
   };
 }
 

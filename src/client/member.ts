@@ -170,9 +170,13 @@ export class MimiMember {
     return this.hub;
   }
 
-  /** Registers the signature key with the own DS and keeps the FanoutAuthToken. */
-  async register(): Promise<FanoutAuthToken> {
-    const bytes = await this.requireLocal().register(this.signatureKeyPair.publicKey, suiteNumber(this.cipherSuiteName));
+  /**
+   * Registers the signature key with the own DS and keeps the FanoutAuthToken.
+   * A new registration needs the provider's RegistrationCredential unless the
+   * DS runs with open registration (development).
+   */
+  async register(options: { readonly registrationCredential?: Uint8Array } = {}): Promise<FanoutAuthToken> {
+    const bytes = await this.requireLocal().register(this.signatureKeyPair.publicKey, suiteNumber(this.cipherSuiteName), options);
     this.token = decodeFanoutAuthToken(bytes);
     return this.token;
   }

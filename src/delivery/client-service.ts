@@ -44,7 +44,7 @@ export const DEFAULT_MAX_KEY_PACKAGES_PER_CALL = 100;
 export const DEFAULT_MAX_KEY_PACKAGES_PER_CLIENT = 500;
 /** Open Receive streams per client; a newer one ends the oldest. */
 export const DEFAULT_MAX_RECEIVE_STREAMS_PER_CLIENT = 4;
-/** New registrations per remote address. */
+/** New registrations without a credential (open mode) per remote address. */
 export const DEFAULT_REGISTRATION_RATE: RateRule = { limit: 30, windowMs: 3_600_000 };
 /** How long a superseded stream may take to end by itself before its HTTP/2 stream is reset. */
 const SUPERSEDE_GRACE_MS = 1_000;
@@ -73,7 +73,7 @@ export interface ClientServiceOptions {
   readonly maxKeyPackagesPerClient?: number;
   /** Default: nobody can register (no issuer key, not open). */
   readonly registration?: RegistrationPolicy;
-  /** New registrations per remote address and window (store-backed, shared by instances). */
+  /** New registrations without a credential (open mode) per remote address and window (store-backed, shared by instances). */
   readonly registrationRate?: RateRule;
   readonly maxReceiveStreamsPerClient?: number;
   /** Queue entries read per page by Receive (default 64). */
@@ -157,7 +157,10 @@ export function createClientService(options: ClientServiceOptions): ClientServic
       }
       const check = checkRegistrationCredential(credential, issuerKeys, clientIdBytes, key, now());
       if (!check.ok) throw new ConnectError(check.reason, Code.PermissionDenied);
-    } else if (!openRegistration) {
+      // The provider's identity system decided; it is the quota of credentialed registrations.
+      return;
+    }
+    if (!openRegistration) {
       throw new ConnectError(
         issuerKeys.length > 0
           ? "a registration_credential from the provider is required to register a new client"
@@ -165,7 +168,7 @@ export function createClientService(options: ClientServiceOptions): ClientServic
         Code.Unauthenticated,
       );
     }
-    // A quota per caller (remote address): registrations cost rows forever.
+    // Open registration: a quota per caller (remote address), since each binding is a row kept forever.
     const addr = requestContext(ctx).remoteAddress ?? "unknown";
     const r = await store.rateLimit(`register:addr:${addr}`, registrationRate, now());
     if (!r.allowed) {

@@ -79,3 +79,4 @@ export {
   type BlockChange,
 } from "./clients.js";
 export { streamQueue, DEFAULT_PAGE_SIZE, DEFAULT_PAGE_BYTES, type QueueStreamOptions, type StreamBufferAccount } from "./queue-stream.js";
+export { startPurger, type Purger } from "./maintenance.js";
