@@ -270,6 +270,15 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       if (active === 0) for (const resolve of idle.splice(0)) resolve();
     };
     res.once("close", finished);
+    // connect-node writes a streamed answer message by message and waits for
+    // 'drain' (flow control) or 'error'; a stream that is reset or whose peer
+    // goes away while a write waits emits neither, and the handler's generator
+    // would stay suspended forever with what it holds. Fail that write.
+    res.once("close", () => {
+      if (!res.writableFinished && res.listenerCount("drain") > 0 && res.listenerCount("error") > 0) {
+        res.emit("error", new ConnectError("the stream closed while an answer was being written", Code.Aborted));
+      }
+    });
     // A call is over once its response is fully written, even when the client
     // still has request bytes in flight (an oversized message refused early
     // leaves the HTTP/2 stream half-open until the client resets it).

@@ -16,6 +16,8 @@ import {
   type ClientServiceOptions,
 } from "../../src/delivery/index.js";
 import { clientQueue } from "../../src/store/index.js";
+import { ReceiveRequestSchema } from "../../gen/mimi/ds/v1/client_pb.js";
+import { closed, grpcFrame, grpcStream, h2session } from "../helpers/h2probe.js";
 import { makeDevCa, type DevCa } from "../helpers/devca.js";
 import { recordingHandler, startTestServer, type TestServer } from "../helpers/server.js";
 import { dsTransport, tempStore, TestClient, waitFor, type TempStore } from "./helpers.js";
@@ -282,5 +284,37 @@ describe("quotas (item 11) and streams per client (item 1)", () => {
     expect(await results[1]).toBe(Code.Canceled);
     expect(await results[2]).toBe(Code.Canceled);
     await waitFor(() => s.service.stats().streams === 0, 10_000, "streams closed");
+  });
+
+  it("a stream whose reader never reads holds one page, reads no further, and lets go when reset or abandoned", async () => {
+    const s = await start({ registration: { open: true }, maxReceiveStreamsPerClient: 1 });
+    const c = await TestClient.create("erin:1@a.example", s.transport);
+    await c.register();
+    const big = 2 * 1024 * 1024;
+    await s.db.store.apply({
+      ops: Array.from({ length: 4 }, () => ({ kind: "append" as const, queue: clientQueue(c.clientId), payload: new Uint8Array(big) })),
+    });
+    const session = await h2session(s.server.port, { ca: ca.ca });
+    const receive = async () =>
+      grpcStream(
+        session,
+        "/mimi.ds.v1.ClientService/Receive",
+        grpcFrame(ReceiveRequestSchema, { auth: await c.api!.auth({ method: "receive", resumeAfter: 0n }), resumeAfter: 0n }),
+      );
+    const first = await receive();
+    await waitFor(() => s.service.stats().bufferedBytes > 0, 10_000, "first page");
+    // One entry larger than the page bound is the whole page; the stalled write holds it there.
+    expect(s.service.stats()).toMatchObject({ streams: 1, bufferedBytes: big });
+    // A second stream supersedes the first, which is stuck in a write: the server resets it.
+    const second = await receive();
+    expect(await closed(first)).toBe(8);
+    await waitFor(() => s.service.stats().superseded === 1 && s.service.stats().bufferedBytes === big, 10_000, "first released");
+    expect(s.service.stats()).toMatchObject({ streams: 1, peakStreamBytes: big });
+    // The peer goes away with a write pending: the stream ends and lets its page go.
+    session.destroy();
+    await waitFor(() => s.service.stats().streams === 0, 10_000, "second ended");
+    expect(s.service.stats().bufferedBytes).toBe(0);
+    expect(second.closed).toBe(true);
+    await waitFor(() => s.server.stats().streamingCalls === 0, 10_000, "no streaming call left");
   });
 });

@@ -154,6 +154,13 @@ export class Federation {
     await this.nodes.get(domain)!.server?.stop();
   }
 
+  /** The running serve process of `domain`. */
+  server(domain: string): ServeProcess {
+    const s = this.nodes.get(domain)?.server;
+    if (s === undefined) throw new Error(`${domain} is not running`);
+    return s;
+  }
+
   url(domain: string): string {
     return `https://localhost:${this.nodes.get(domain)!.port}`;
   }
