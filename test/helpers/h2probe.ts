@@ -50,21 +50,41 @@ export function closed(stream: http2.ClientHttp2Stream): Promise<number> {
   });
 }
 
+const socketEnds = new WeakMap<tls.TLSSocket, Promise<string>>();
+
 /** A TLS connection speaking HTTP/1.1 (ALPN), for header and body probes. */
 export function h1socket(port: number, t: ProbeTls): Promise<tls.TLSSocket> {
   return new Promise((resolve, reject) => {
     const s = tls.connect({ port, host: "127.0.0.1", servername: "localhost", ca: t.ca, ALPNProtocols: ["http/1.1"] }, () => resolve(s));
+    // Listen from the start: the server may close it before the caller looks.
+    let data = "";
+    s.on("data", (d) => (data += String(d)));
+    socketEnds.set(s, new Promise((r) => s.once("close", () => r(data))));
     s.once("error", reject);
+    s.on("error", () => undefined);
   });
 }
 
-/** Resolves when the socket is closed by the server, with what it sent back. */
+/** Resolves when the socket is closed (by the server), with what it sent back. */
 export function socketClosed(s: tls.TLSSocket): Promise<string> {
+  return socketEnds.get(s)!;
+}
+
+/** Resolves when the session is closed (also if it already is). */
+export function sessionClosed(s: http2.ClientHttp2Session): Promise<void> {
   return new Promise((resolve) => {
-    let data = "";
-    s.on("data", (d) => (data += String(d)));
-    s.on("error", () => undefined);
-    s.once("close", () => resolve(data));
+    if (s.destroyed) resolve();
+    else s.once("close", () => resolve());
+  });
+}
+
+/** The grpc-status a stream ended with (trailers-only answers carry it in the headers), once it ends. */
+export function grpcStatus(stream: http2.ClientHttp2Stream): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    let status: string | undefined;
+    stream.once("response", (h) => (status ??= h["grpc-status"] as string | undefined));
+    stream.once("trailers", (h) => (status ??= h["grpc-status"] as string | undefined));
+    stream.once("close", () => resolve(status));
   });
 }
 
