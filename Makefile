@@ -8,7 +8,7 @@ LISTEN ?= 127.0.0.1:8443
 DATA_DIR ?= data
 DEV_DIR ?= .dev
 
-.PHONY: install generate lint typecheck build certs run test test-mongo bench clean
+.PHONY: install generate lint typecheck build certs run test test-mongo bench fuzz clean
 
 # npm ci only when the lock file changed since the last install.
 node_modules/.install-stamp: package.json package-lock.json
@@ -55,6 +55,12 @@ test-mongo: install
 BENCH_ARGS ?=
 bench: build
 	node dist/bench/run.js $(BENCH_ARGS)
+
+# Long fuzzing run of the wire decoders and the engine (test/fuzz/run.ts); the
+# test suite runs the same fuzzers with a fixed seed and a small budget.
+# FUZZ_INPUTS (default 10 million), FUZZ_ENGINE_INPUTS, FUZZ_SEED, FUZZ_OUT.
+fuzz: install
+	tsx test/fuzz/run.ts
 
 clean:
 	rm -rf dist node_modules/.install-stamp
