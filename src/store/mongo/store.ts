@@ -749,12 +749,13 @@ export class MongoStore implements Store {
 
   async read(queue: QueueId, afterSeq: bigint, limit: number, maxBytes?: number): Promise<QueueEntry[]> {
     checkUint63("seq", afterSeq);
-    let n = Math.max(0, Math.floor(limit));
+    const n = Math.max(0, Math.floor(limit));
     if (n === 0) return this.#run(async () => []);
-    // A byte bound: sizes first (server-side $binarySize, no payload sent), then only the entries that fit.
-    if (maxBytes !== undefined) n = await this.#run(() => entriesWithin(this.#c.entries, queue, afterSeq, n, maxBytes));
+    // A byte bound: sizes first (server-side $binarySize, no payload sent), then only the entries up to the last that fits.
+    const upto = maxBytes !== undefined ? await this.#run(() => lastSeqWithin(this.#c.entries, queue, afterSeq, n, maxBytes)) : undefined;
+    const seq = upto !== undefined ? { $gt: afterSeq, $lte: upto } : { $gt: afterSeq };
     return this.#run(async () =>
-      (await this.#c.entries.find({ queue, seq: { $gt: afterSeq } }, { sort: { seq: 1 }, limit: n }).toArray()).map((d) => ({
+      (await this.#c.entries.find({ queue, seq }, { sort: { seq: 1 }, limit: n }).toArray()).map((d) => ({
         seq: big(d.seq),
         payload: bytes(d.payload),
         enqueuedAt: num(d.enqueuedAt),
@@ -939,24 +940,28 @@ function historyOf(d: Doc): HistoryEntry {
   };
 }
 
-/** How many of the first `limit` entries after `afterSeq` fit in `maxBytes` (at least one, when there is one). */
-async function entriesWithin(entries: Collection<Doc>, queue: QueueId, afterSeq: bigint, limit: number, maxBytes: number): Promise<number> {
+/**
+ * The sequence of the last of the first `limit` entries after `afterSeq` whose
+ * payloads fit in `maxBytes` (the first one always does); undefined: none.
+ */
+async function lastSeqWithin(entries: Collection<Doc>, queue: QueueId, afterSeq: bigint, limit: number, maxBytes: number): Promise<bigint | undefined> {
   const sizes = await entries
-    .aggregate<{ size: number }>([
+    .aggregate<{ seq: unknown; size: number | null }>([
       { $match: { queue, seq: { $gt: afterSeq } } },
       { $sort: { seq: 1 } },
       { $limit: limit },
-      { $project: { _id: 0, size: { $binarySize: "$payload" } } },
+      { $project: { _id: 0, seq: 1, size: { $binarySize: "$payload" } } },
     ])
     .toArray();
   let total = 0;
-  let n = 0;
-  for (const { size } of sizes) {
-    if (n > 0 && total + num(size) > maxBytes) break;
-    total += num(size);
-    n++;
+  let last: bigint | undefined;
+  for (const { seq, size } of sizes) {
+    const n = num(size ?? 0);
+    if (last !== undefined && total + n > maxBytes) break;
+    total += n;
+    last = big(seq);
   }
-  return Math.max(1, n);
+  return last;
 }
 
 function keyPackageOf(d: Doc): StoredKeyPackage {
