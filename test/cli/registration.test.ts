@@ -3,7 +3,7 @@
 // credential, a real `serve --registration-key` accepts exactly that client
 // and key; `--open-registration` logs its warning.
 import { execFile } from "node:child_process";
-import { mkdtemp, rm, stat } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -12,6 +12,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { cliMain, spawnServe, tsxBin } from "../helpers/process.js";
 import { makeDevCa, type DevCa } from "../helpers/devca.js";
 import { dsTransport, TestClient } from "../delivery/helpers.js";
+import { issueRegistrationCredential, parseIssuerPrivateKey } from "../../src/delivery/registration.js";
 
 const run = (args: string[]) => promisify(execFile)(tsxBin, [cliMain, ...args], { cwd: process.cwd(), timeout: 60_000 });
 
@@ -62,7 +63,14 @@ describe("registration-key and registration-credential", () => {
         );
       const refused = await alice.register().catch((e: unknown) => ConnectError.from(e).code);
       expect(refused).toBe(Code.Unauthenticated);
-      const forBob = await issue("bob:1@a.example", alice.sig.publicKey);
+      // The same issuer key, used in-process, for another id: refused.
+      const issuerKey = parseIssuerPrivateKey(await readFile(join(keys, "registration-issuer-key.pem"), "utf8"));
+      const forBob = issueRegistrationCredential(issuerKey, {
+        clientId: new TextEncoder().encode("bob:1@a.example"),
+        signaturePublicKey: alice.sig.publicKey,
+        notBeforeMs: 0n,
+        notAfterMs: BigInt(Date.now() + 60_000),
+      });
       expect(await alice.register(forBob).catch((e: unknown) => ConnectError.from(e).code)).toBe(Code.PermissionDenied);
       const token = await alice.register(await issue(alice.clientId, alice.sig.publicKey));
       expect(token.length).toBeGreaterThan(0);
@@ -72,7 +80,8 @@ describe("registration-key and registration-credential", () => {
       transport.close();
       await server.stop();
     }
-  });
+    // Child processes (the CLI three times, serve once) on a loaded machine.
+  }, 300_000);
 
   it("--open-registration says so in the log", async () => {
     const server = await spawnServe({ domain: "a.example", dataDir: join(dir, "data-open"), certsDir: ca.dir, registration: "open" });
