@@ -114,7 +114,7 @@ export interface ConnectionStats {
   readonly http1Connections: number;
   readonly activeCalls: number;
   readonly streamingCalls: number;
-  /** Calls refused or reset by a limit since start, by limit. */
+  /** Since start: streaming calls refused, request bodies reset, and connections closed for idleness. */
   readonly refused: { readonly streamingCallsPerSession: number; readonly requestBodyTimeout: number; readonly idleClosed: number };
 }
 
