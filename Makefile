@@ -8,7 +8,7 @@ LISTEN ?= 127.0.0.1:8443
 DATA_DIR ?= data
 DEV_DIR ?= .dev
 
-.PHONY: install generate lint typecheck build certs run test test-mongo soak bench clean
+.PHONY: install generate lint typecheck build certs run test test-mongo soak bench fuzz clean
 
 # npm ci only when the lock file changed since the last install.
 node_modules/.install-stamp: package.json package-lock.json
@@ -35,9 +35,12 @@ build: install
 certs: build
 	node dist/src/cli/main.js dev-certs --out $(DEV_DIR) --domain $(DOMAIN)
 
+# A local trial: --open-registration (development mode, logged as a warning) lets
+# clients register without a provider credential; every other limit stays on.
 run: install generate build certs
 	node dist/src/cli/main.js serve --domain $(DOMAIN) --listen $(LISTEN) --data-dir $(DATA_DIR) \
-	  --tls-cert $(DEV_DIR)/$(DOMAIN)/cert.pem --tls-key $(DEV_DIR)/$(DOMAIN)/key.pem --tls-ca $(DEV_DIR)/ca.pem
+	  --tls-cert $(DEV_DIR)/$(DOMAIN)/cert.pem --tls-key $(DEV_DIR)/$(DOMAIN)/key.pem --tls-ca $(DEV_DIR)/ca.pem \
+	  --open-registration
 
 test: install lint typecheck
 	vitest run
@@ -59,6 +62,12 @@ soak: install
 BENCH_ARGS ?=
 bench: build
 	node dist/bench/run.js $(BENCH_ARGS)
+
+# Long fuzzing run of the wire decoders and the engine (test/fuzz/run.ts); the
+# test suite runs the same fuzzers with a fixed seed and a small budget.
+# FUZZ_INPUTS (default 10 million), FUZZ_ENGINE_INPUTS, FUZZ_SEED, FUZZ_OUT.
+fuzz: install
+	tsx test/fuzz/run.ts
 
 clean:
 	rm -rf dist node_modules/.install-stamp

@@ -129,6 +129,10 @@ export async function startServe(o: ServeOptions): Promise<ServeProcess> {
       "--log-level",
       o.logLevel ?? "info",
       ...BENCH_POLICY_ARGS,
+      // Benchmarks register many clients from one address: development registration, no per-address quota.
+      "--open-registration",
+      "--registration-rate-limit",
+      "1000000/h",
       ...(o.args ?? []),
     ],
     { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] },

@@ -16,6 +16,8 @@ import {
   PeerDirectory,
   PeerTransports,
   startOutboxPurge,
+  parseIssuerPublicKeys,
+  startPurger,
 } from "../delivery/index.js";
 import { DSClient } from "../client/ds.js";
 import type { PeerHubs } from "../ds/peers.js";
@@ -36,11 +38,19 @@ export interface Service {
 
 export async function createService(config: ServeConfig, logger: Logger): Promise<Service> {
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
-  const [cert, key, ca] = await Promise.all([
+  const h = config.hardening;
+  const [cert, key, ca, registrationPem] = await Promise.all([
     readFile(config.tlsCert),
     readFile(config.tlsKey),
     config.tlsCa !== undefined ? readFile(config.tlsCa) : Promise.resolve(undefined),
+    h.registrationKey !== undefined ? readFile(h.registrationKey, "utf8") : Promise.resolve(undefined),
   ]);
+  const issuerKeys = registrationPem !== undefined ? parseIssuerPublicKeys(registrationPem) : [];
+  if (h.openRegistration) {
+    logger.warn("DEVELOPMENT MODE: open registration: a client id is bound to the first key that registers it (--open-registration)");
+  } else if (issuerKeys.length === 0) {
+    logger.warn("no --registration-key: Register refuses every new client (give the provider's issuer key, or --open-registration for development)");
+  }
   const peers = config.peers !== undefined ? loadPeers(config.peers) : new PeerDirectory([]);
   const store = await openStore(config.store);
   if (config.clientPolicy === "rfc9420") {
@@ -71,7 +81,16 @@ export async function createService(config: ServeConfig, logger: Logger): Promis
       ...(config.maxCachedGroups !== undefined ? { maxCachedGroups: config.maxCachedGroups } : {}),
     });
     for (const relaxed of relaxedPolicy(ds.context.config.policy)) logger.warn({ policy: relaxed }, "development policy: a security limit is relaxed");
-    const clients = createClientService({ domain: config.domain, store, tokens, logger });
+    const clients = createClientService({
+      domain: config.domain,
+      store,
+      tokens,
+      logger,
+      registration: { issuerKeys, open: h.openRegistration },
+      ...(h.registrationRate !== undefined ? { registrationRate: h.registrationRate } : {}),
+      ...(h.maxKeyPackagesPerClient !== undefined ? { maxKeyPackagesPerClient: h.maxKeyPackagesPerClient } : {}),
+      ...(h.maxReceiveStreamsPerClient !== undefined ? { maxReceiveStreamsPerClient: h.maxReceiveStreamsPerClient } : {}),
+    });
     const fanout = createFanoutService({ store, logger });
     // Client certificates of peers are verified against their CAs as well as ours,
     // and name a domain only when issued by the CA configured for that domain.
@@ -94,8 +113,17 @@ export async function createService(config: ServeConfig, logger: Logger): Promis
       corsOrigins: config.corsOrigins,
       maxRequestBytes: config.maxRequestBytes,
       logger,
+      limits: {
+        ...(h.maxConcurrentStreams !== undefined ? { maxConcurrentStreams: h.maxConcurrentStreams } : {}),
+        ...(h.maxStreamingCallsPerSession !== undefined ? { maxStreamingCallsPerSession: h.maxStreamingCallsPerSession } : {}),
+        ...(h.idleTimeoutMs !== undefined ? { idleTimeoutMs: h.idleTimeoutMs } : {}),
+        ...(h.headersTimeoutMs !== undefined ? { headersTimeoutMs: h.headersTimeoutMs } : {}),
+        ...(h.requestBodyTimeoutMs !== undefined ? { requestBodyTimeoutMs: h.requestBodyTimeoutMs } : {}),
+        ...(h.maxSessionMemoryMb !== undefined ? { maxSessionMemoryMb: h.maxSessionMemoryMb } : {}),
+      },
       onClose: () => store.close(),
     });
+    const purger = startPurger(store, h.purgeIntervalMs, logger);
     const consumer = new GuestConsumer({
       domain: config.domain,
       store,
@@ -112,6 +140,7 @@ export async function createService(config: ServeConfig, logger: Logger): Promis
       server,
       async close() {
         outboxPurge.stop();
+        purger.stop();
         await consumer.stop();
         clients.close();
         fanout.close();

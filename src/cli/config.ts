@@ -8,6 +8,7 @@ import { checkedMaxRequestBytes, defaultMaxRequestBytes, RequestLimitError } fro
 import type { PolicyOverrides } from "../ds/policy.js";
 import type { OutboxRetention } from "../delivery/outbox-purge.js";
 import { parseOutboxFlags, parsePolicyFlags, policyArgOptions, policyUsage } from "./policy-flags.js";
+import { hardeningArgOptions, hardeningUsage, HardeningConfigError, parseHardening, type HardeningConfig } from "./hardening-config.js";
 
 export interface ServeConfig {
   readonly domain: string;
@@ -43,6 +44,8 @@ export interface ServeConfig {
   readonly policy: PolicyOverrides;
   /** Outbox retention overrides (src/delivery/outbox-purge.ts). */
   readonly outboxRetention: Partial<OutboxRetention>;
+  /** Registration, quotas, connection limits, purge (hardening-config.ts). */
+  readonly hardening: HardeningConfig;
 }
 
 export class ConfigError extends Error {
@@ -74,7 +77,7 @@ export const serveUsage = `usage: mimi-ds serve [options]
   --client-policy P       mimi | rfc9420: rfc9420 also serves standard MLS clients without
                           FanoutAuth tokens or signed requests (MIMI_DS_CLIENT_POLICY, default mimi;
                           docs/interop.md)
-${policyUsage}`;
+${policyUsage}${hardeningUsage}`;
 
 const logLevels = new Set(["trace", "debug", "info", "warn", "error", "fatal", "silent"]);
 
@@ -106,6 +109,7 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
         "max-request-bytes": { type: "string" },
         "client-policy": { type: "string" },
         ...policyArgOptions,
+        ...hardeningArgOptions,
       },
     }));
   } catch (err) {
@@ -178,6 +182,13 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
   } catch (err) {
     throw new ConfigError((err as Error).message);
   }
+  let hardening: HardeningConfig;
+  try {
+    hardening = parseHardening(values, env);
+  } catch (err) {
+    if (err instanceof HardeningConfigError) throw new ConfigError(err.message);
+    throw err;
+  }
   return {
     domain,
     host,
@@ -199,6 +210,7 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
     clientPolicy: clientPolicy as ClientPolicy,
     policy,
     outboxRetention,
+    hardening: hardening.registrationKey !== undefined ? { ...hardening, registrationKey: resolve(hardening.registrationKey) } : hardening,
   };
 }
 

@@ -6,12 +6,14 @@ import { ConfigError, parseServeArgs, serveUsage } from "./config.js";
 import { createService } from "./compose.js";
 import { createDevCerts, DevCertsError } from "./devcerts.js";
 import { adminCommand, adminUsage } from "./admin.js";
+import { registrationCommand, registrationUsage } from "./registration.js";
 
 const usage = `usage: mimi-ds <command> [options]
 commands:
   serve       run the Delivery Service (see: mimi-ds serve --help)
   dev-certs   --out DIR --domain D [--domain D2 ...]: a local CA and per-domain certificates
-  hub-info, propose-removal, propose-addition: operator commands against a running DS (mimi-ds help admin)`;
+  hub-info, propose-removal, propose-addition: operator commands against a running DS (mimi-ds help admin)
+  registration-key, registration-credential: provider keys and credentials for Register (mimi-ds help registration)`;
 
 async function serve(args: string[]): Promise<number> {
   if (args.includes("--help") || args.includes("-h")) {
@@ -72,11 +74,14 @@ async function main(argv: string[]): Promise<number> {
     case "propose-removal":
     case "propose-addition":
       return adminCommand(command, rest);
+    case "registration-key":
+    case "registration-credential":
+      return registrationCommand(command, rest);
     case undefined:
     case "help":
     case "--help":
     case "-h":
-      console.log(rest[0] === "admin" ? adminUsage : usage);
+      console.log(rest[0] === "admin" ? adminUsage : rest[0] === "registration" ? registrationUsage : usage);
       return command === undefined ? 2 : 0;
     default:
       console.error(`unknown command: ${command}\n${usage}`);

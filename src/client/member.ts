@@ -124,8 +124,8 @@ export class MimiMember {
 
   // ---------------------------------------------------------------- own DS
 
-  register(): Promise<FanoutAuthToken> {
-    return this.client.register();
+  register(options: { readonly registrationCredential?: Uint8Array } = {}): Promise<FanoutAuthToken> {
+    return this.client.register(options);
   }
 
   generateKeyPackage(options: { lastResort?: boolean; tokenInLeaf?: boolean } = {}): Promise<OwnKeyPackage> {

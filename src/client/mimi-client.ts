@@ -234,7 +234,12 @@ export class MimiClient implements GroupOwner {
   // ---------------------------------------------------------------- own DS
 
   /** Registers the signature key with the own DS and keeps the FanoutAuthToken. */
-  async register(opts?: CallOptions): Promise<FanoutAuthToken> {
+  /**
+   * Registers the signature key with the own DS and keeps the FanoutAuthToken.
+   * A new registration needs the provider's RegistrationCredential unless the
+   * DS runs with open registration (development).
+   */
+  async register(opts?: CallOptions & { readonly registrationCredential?: Uint8Array }): Promise<FanoutAuthToken> {
     const bytes = await this.requireLocal().register(this.signatureKeyPair.publicKey, this.cipherSuite, opts);
     this.token = decodeFanoutAuthToken(bytes);
     return this.token;

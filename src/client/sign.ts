@@ -5,6 +5,7 @@ import type { Signature } from "ts-mls/crypto/signature.js";
 import { signWithLabel, verifyWithLabel } from "ts-mls/crypto/signature.js";
 import {
   type ClientAuthTBS,
+  type ClientRequestFields,
   type DSAuthData,
   type DSProtocolVersion,
   type DSRequest,
@@ -12,6 +13,7 @@ import {
   DS_PROTOCOL_VERSION,
   SignatureLabel,
   encodeClientAuthTBS,
+  encodeClientRequestFields,
   encodeClientSignatureTBS,
   encodeJoinerSignatureTBS,
   encodeRegisteredClientSignatureTBS,
@@ -133,6 +135,20 @@ export async function verifyDSRequestSignature(
       return verifyWithLabel(signaturePublicKey, SignatureLabel.DSRegisteredClientRequest, tbs, a.signature, signature);
     }
   }
+}
+
+/** Bytes of a ClientAuth nonce (the DS accepts 16 to 64). */
+export const CLIENT_AUTH_NONCE_LENGTH = 16;
+
+/** A fresh random ClientAuth nonce (WebCrypto: Node and browsers). */
+export function newClientAuthNonce(): Uint8Array {
+  return globalThis.crypto.getRandomValues(new Uint8Array(CLIENT_AUTH_NONCE_LENGTH));
+}
+
+/** ClientAuthTBS.request_digest: SHA-256 of the TLS-serialized request fields (docs/protocol.md). */
+export async function clientRequestDigest(fields: ClientRequestFields): Promise<Uint8Array> {
+  const bytes = encodeClientRequestFields(fields);
+  return new Uint8Array(await globalThis.crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
 }
 
 /** ClientAuth.signature: SignWithLabel(key, "ClientAuth", ClientAuthTBS). */

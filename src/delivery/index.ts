@@ -6,9 +6,24 @@ export {
   clientRpcName,
   DEFAULT_MAX_CLOCK_SKEW_MS,
   DEFAULT_MAX_KEY_PACKAGES_PER_CALL,
+  DEFAULT_MAX_KEY_PACKAGES_PER_CLIENT,
+  DEFAULT_MAX_RECEIVE_STREAMS_PER_CLIENT,
+  DEFAULT_REGISTRATION_RATE,
   type ClientServiceOptions,
   type ClientServiceHandle,
+  type ReceiveStats,
+  type RegistrationPolicy,
 } from "./client-service.js";
+export { ClientAuthVerifier, MIN_NONCE_LENGTH, MAX_NONCE_LENGTH, MAX_CLIENT_ID_LENGTH } from "./client-auth.js";
+export {
+  checkRegistrationCredential,
+  generateIssuerKeyPair,
+  issueRegistrationCredential,
+  parseIssuerPrivateKey,
+  parseIssuerPublicKeys,
+  RegistrationKeyError,
+  type CredentialCheck,
+} from "./registration.js";
 export {
   createFanoutService,
   type FanoutServiceOptions,
@@ -65,4 +80,5 @@ export {
 } from "./clients.js";
 export { localClientDirectory } from "./local-directory.js";
 export { startOutboxPurge, DEFAULT_OUTBOX_RETENTION, type OutboxRetention, type OutboxPurge } from "./outbox-purge.js";
-export { streamQueue, DEFAULT_PAGE_SIZE, type QueueStreamOptions } from "./queue-stream.js";
+export { streamQueue, DEFAULT_PAGE_SIZE, DEFAULT_PAGE_BYTES, type QueueStreamOptions, type StreamBufferAccount } from "./queue-stream.js";
+export { startPurger, type Purger } from "./maintenance.js";

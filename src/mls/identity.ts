@@ -56,3 +56,39 @@ export function domainOf(clientId: string): string | undefined {
   }
   return undefined;
 }
+
+const segment = /^[a-z0-9._~-]+$/;
+
+/**
+ * Why `clientId` is not the canonical identifier of a client of `domain`
+ * (undefined when it is). The DS registers only canonical ids, so no two
+ * registered ids differ by case, port, userinfo or encoding only:
+ * - `mimi://<domain>/<segment>(/<segment>)*`, e.g. mimi://example.com/u/alice/d/1;
+ * - `<user>:<device>@<domain>`, e.g. alice:1@example.com;
+ * where `<domain>` is exactly the DS domain (lower case, no port, no trailing
+ * dot) and every segment, user and device is lower-case ASCII letters,
+ * digits and `.` `_` `~` `-` (no percent-encoding). The bare `user@domain`
+ * form names no device and is not registered.
+ */
+export function nonCanonicalClientId(clientId: string, domain: string): string | undefined {
+  const d = domain.toLowerCase();
+  if (clientId.startsWith("mimi://")) {
+    const rest = clientId.slice("mimi://".length);
+    const slash = rest.indexOf("/");
+    const authority = slash < 0 ? rest : rest.slice(0, slash);
+    if (authority !== d) return `the authority of a MIMI URI must be exactly ${d} (no case change, port or userinfo)`;
+    const path = slash < 0 ? "" : rest.slice(slash + 1);
+    if (path === "") return "a MIMI URI needs a path (e.g. /u/<user>/d/<device>)";
+    if (!path.split("/").every((s) => segment.test(s))) {
+      return "MIMI URI path segments must be non-empty lower-case ASCII letters, digits, '.', '_', '~' or '-'";
+    }
+    return undefined;
+  }
+  const at = clientId.indexOf("@");
+  if (at < 0 || at !== clientId.lastIndexOf("@")) return "not a MIMI URI (mimi://...) nor <user>:<device>@<domain>";
+  if (clientId.slice(at + 1) !== d) return `the domain after '@' must be exactly ${d} (no case change or port)`;
+  const local = clientId.slice(0, at).split(":");
+  if (local.length !== 2) return "the part before '@' must be <user>:<device>";
+  if (!local.every((s) => segment.test(s))) return "user and device must be non-empty lower-case ASCII letters, digits, '.', '_', '~' or '-'";
+  return undefined;
+}

@@ -46,7 +46,7 @@ export {
   type Member,
   type StoredMessage,
 } from "./state.js";
-export { clientIdOf, domainOf } from "./identity.js";
+export { clientIdOf, domainOf, nonCanonicalClientId } from "./identity.js";
 export { nodeCryptoProvider, engineCrypto, type EngineCrypto } from "./crypto.js";
 export { decodeExternalSendersExtension, decodePartialGroupInfo, type ExternalSenderEntry, type PartialGroupInfo, PROPOSAL_TYPE_SELF_REMOVE } from "./codec.js";
 export { type PublicTree, type LeafEntry, type ParentEntry, type TNode } from "./tree.js";

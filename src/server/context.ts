@@ -9,6 +9,22 @@ import type { RequestContext } from "../ds/handler.js";
 
 export const requestContextKey = createContextKey<RequestContext>({}, { description: "mimi-ds request context" });
 
+/**
+ * The HTTP-level side of a call, for handlers that must end a call its peer
+ * does not read: an error cannot reach a stream stuck in a write that waits
+ * for the peer's flow-control window.
+ */
+export interface CallTransport {
+  /** Resets the call's HTTP/2 stream (CANCEL); on HTTP/1.1 closes its connection. */
+  reset(): void;
+}
+export const callTransportKey = createContextKey<CallTransport | undefined>(undefined, { description: "mimi-ds call transport" });
+
+/** The CallTransport of a call (undefined outside the server, e.g. in-process routers). */
+export function callTransport(ctx: HandlerContext): CallTransport | undefined {
+  return ctx.values.get(callTransportKey);
+}
+
 /** The RequestContext of a call, as set by the server for every request. */
 export function requestContext(ctx: HandlerContext): RequestContext {
   return ctx.values.get(requestContextKey);

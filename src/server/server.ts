@@ -7,7 +7,7 @@ import type { Http2ServerRequest, Http2ServerResponse, Http2Session } from "node
 import type { TLSSocket } from "node:tls";
 import type { DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createConnectRouter, type ConnectRouter, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
-import { createContextValues } from "@connectrpc/connect";
+import { createContextKey, createContextValues } from "@connectrpc/connect";
 import type { UniversalHandler } from "@connectrpc/connect/protocol";
 import {
   compressionBrotli,
@@ -19,7 +19,7 @@ import { pino, type Logger } from "pino";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { HubService } from "../../gen/mimi/ds/v1/hub_pb.js";
 import type { DSRequestHandler, HubInfoSource } from "../ds/handler.js";
-import { buildRequestContext, requestContextKey, type DomainTrust } from "./context.js";
+import { buildRequestContext, callTransportKey, requestContextKey, type DomainTrust } from "./context.js";
 import { CorsPolicy } from "./cors.js";
 import { checkedMaxRequestBytes, connectReadMaxBytes, defaultMaxRequestBytes, guardRequestSize } from "./limits.js";
 import { HealthRegistry, registerHealth } from "./health.js";
@@ -67,6 +67,8 @@ export interface ServerOptions {
   readonly maxRequestBytes?: number;
   /** Browser origins (`https://app.example`, or `*`) allowed to call over CORS; default none. */
   readonly corsOrigins?: readonly string[];
+  /** HTTP/2 and HTTP/1.1 limits and timeouts; each defaults to DEFAULT_CONNECTION_LIMITS. */
+  readonly limits?: Partial<ConnectionLimits>;
   /** Unary calls without a shorter client deadline fail after this long; default 30 s. */
   readonly unaryTimeoutMs?: number;
   /** How long close() lets in-flight calls and streams run before aborting them; default 10 s. */
@@ -77,12 +79,67 @@ export interface ServerOptions {
   readonly onClose?: () => void | Promise<void>;
 }
 
+/** What one connection may hold, and for how long (docs/security.md, "Connections"). */
+export interface ConnectionLimits {
+  /** SETTINGS_MAX_CONCURRENT_STREAMS of every HTTP/2 session. */
+  readonly maxConcurrentStreams: number;
+  /** Open server-streaming calls (Receive, Subscribe) per HTTP/2 session; more are refused with ResourceExhausted. */
+  readonly maxStreamingCallsPerSession: number;
+  /** An HTTP/2 session or HTTP/1.1 connection without an open call is closed after this long. */
+  readonly idleTimeoutMs: number;
+  /** HTTP/1.1: the request headers must be complete within this long. */
+  readonly headersTimeoutMs: number;
+  /**
+   * The request body of a call that sends one message (unary, server-streaming)
+   * must be complete within this long; else its stream is reset (HTTP/1.1: 408 and close).
+   */
+  readonly requestBodyTimeoutMs: number;
+  /** Node's maxSessionMemory (MB) per HTTP/2 session: beyond it new streams are refused. */
+  readonly maxSessionMemoryMb: number;
+}
+
+export const DEFAULT_CONNECTION_LIMITS: ConnectionLimits = Object.freeze({
+  maxConcurrentStreams: 100,
+  maxStreamingCallsPerSession: 16,
+  idleTimeoutMs: 120_000,
+  headersTimeoutMs: 10_000,
+  requestBodyTimeoutMs: 30_000,
+  maxSessionMemoryMb: 10,
+});
+
+/**
+ * TLS 1.3, and TLS 1.2 with forward-secret AEAD suites only: no CBC or SHA-1
+ * MAC suites (which HTTP/2 forbids anyway, RFC 9113 9.2.2), no static RSA.
+ */
+export const TLS_CIPHERS = [
+  "TLS_AES_128_GCM_SHA256",
+  "TLS_AES_256_GCM_SHA384",
+  "TLS_CHACHA20_POLY1305_SHA256",
+  "ECDHE-ECDSA-AES128-GCM-SHA256",
+  "ECDHE-RSA-AES128-GCM-SHA256",
+  "ECDHE-ECDSA-AES256-GCM-SHA384",
+  "ECDHE-RSA-AES256-GCM-SHA384",
+  "ECDHE-ECDSA-CHACHA20-POLY1305",
+  "ECDHE-RSA-CHACHA20-POLY1305",
+].join(":");
+
+/** What the server holds right now (tests, metrics). */
+export interface ConnectionStats {
+  readonly sessions: number;
+  readonly http1Connections: number;
+  readonly activeCalls: number;
+  readonly streamingCalls: number;
+  /** Since start: streaming calls refused, request bodies reset, and connections closed for idleness. */
+  readonly refused: { readonly streamingCallsPerSession: number; readonly requestBodyTimeout: number; readonly idleClosed: number };
+}
+
 export interface RunningServer {
   readonly host: string;
   readonly port: number;
   /** Names of every served service (as in reflection's list_services). */
   readonly services: readonly string[];
   readonly health: HealthRegistry;
+  stats(): ConnectionStats;
   /** Graceful shutdown; idempotent. */
   close(): Promise<void>;
 }
@@ -92,6 +149,12 @@ const defaultUnaryTimeoutMs = 30_000;
 const defaultDrainTimeoutMs = 10_000;
 /** After aborting the remaining calls, how long they get to end before connections are destroyed. */
 const abortGraceMs = 1_000;
+
+/** A call the server decided about before its handler ran (limits). */
+interface CallAdmission {
+  readonly refused?: string;
+}
+const callAdmissionKey = createContextKey<CallAdmission>({}, { description: "mimi-ds call admission" });
 
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   const logger = options.logger ?? pino({ level: "info" });
@@ -104,6 +167,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const cors = new CorsPolicy(options.corsOrigins ?? []);
   if (cors.allows("*")) logger.warn("CORS: every origin may call this DS (--cors-origin '*')");
   else if (cors.enabled) logger.info({ origins: options.corsOrigins }, "CORS enabled");
+  const limits: ConnectionLimits = { ...DEFAULT_CONNECTION_LIMITS, ...options.limits };
+  // "/pkg.Service/Method" -> its kind, for the limits that depend on it.
+  const methodKinds = new Map<string, string>();
+  for (const svc of served) for (const m of svc.methods) methodKinds.set(`/${svc.typeName}/${m.name}`, m.methodKind);
+  const admissions = new WeakMap<object, CallAdmission>();
 
   const routes = (router: ConnectRouter): void => {
     registerHub(router, {
@@ -131,6 +199,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       loggingInterceptor(logger),
       streamsEndUnavailable(shutdown.signal),
       unaryTimeout(options.unaryTimeoutMs ?? defaultUnaryTimeoutMs),
+      refuseOverLimit(),
     ],
   });
   routes(router);
@@ -142,7 +211,15 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       res.end();
       return;
     }
-    const contextValues = createContextValues().set(requestContextKey, buildRequestContext(req, options.domainTrust));
+    const contextValues = createContextValues()
+      .set(requestContextKey, buildRequestContext(req, options.domainTrust))
+      .set(callAdmissionKey, admissions.get(req) ?? {})
+      .set(callTransportKey, {
+        reset: () => {
+          if ("stream" in req && req.stream !== undefined) req.stream.close(http2.constants.NGHTTP2_CANCEL);
+          else req.socket.destroy();
+        },
+      });
     const uReq = guardRequestSize(universalRequestFromNodeRequest(req, res, undefined, contextValues), maxRequestBytes);
     uHandler(uReq)
       .then((uRes) => universalResponseToNodeResponse(uRes, res))
@@ -163,7 +240,19 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     rejectUnauthorized: false,
     handshakeTimeout: 10_000,
     minVersion: "TLSv1.2",
+    ciphers: TLS_CIPHERS,
+    honorCipherOrder: true,
+    settings: { maxConcurrentStreams: limits.maxConcurrentStreams },
+    maxSessionMemory: limits.maxSessionMemoryMb,
   });
+  // HTTP/1.1 (allowHTTP1): Node's own header and request timeouts, checked every second.
+  // (Set on the server object, not typed by @types/node for http2, read when it starts listening.)
+  Object.assign(server, {
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.requestBodyTimeoutMs,
+    connectionsCheckingInterval: Math.min(1_000, limits.headersTimeoutMs),
+  });
+
 
   // In-flight calls, sessions and sockets, for draining and for the final close.
   let active = 0;
@@ -171,14 +260,52 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const sessions = new Set<Http2Session>();
   const sockets = new Set<TLSSocket>();
   let draining = false;
+  let streamingCalls = 0;
+  const refused = { streamingCallsPerSession: 0, requestBodyTimeout: 0, idleClosed: 0 };
+  const streamingBySession = new WeakMap<Http2Session, number>();
+  // HTTP/1.1 connections: open calls and the idle timer of each.
+  const h1Calls = new WeakMap<object, number>();
+
 
   server.on("request", (req: Http2ServerRequest, res: Http2ServerResponse) => {
     active++;
+    const kind = methodKinds.get(req.url.split("?", 1)[0] ?? "");
+    const streaming = kind === "server_streaming" || kind === "bidi_streaming";
+    const session = req.httpVersionMajor === 2 ? req.stream.session : undefined;
+    if (streaming && session !== undefined && session !== null) {
+      const n = (streamingBySession.get(session) ?? 0) + 1;
+      streamingBySession.set(session, n);
+      streamingCalls++;
+      if (n > limits.maxStreamingCallsPerSession) {
+        refused.streamingCallsPerSession++;
+        admissions.set(req, { refused: `at most ${limits.maxStreamingCallsPerSession} streaming calls per connection` });
+      }
+    }
+    // A request that sends one message must finish sending it in time (slow-body probes).
+    const bodyTimer =
+      req.httpVersionMajor === 2 && kind !== "client_streaming" && kind !== "bidi_streaming"
+        ? setTimeout(() => {
+            if (req.complete) return;
+            refused.requestBodyTimeout++;
+            logger.debug({ path: req.url }, "request body not complete in time: stream reset");
+            req.stream.close(http2.constants.NGHTTP2_CANCEL);
+          }, limits.requestBodyTimeoutMs)
+        : undefined;
+    bodyTimer?.unref();
+    req.once("end", () => clearTimeout(bodyTimer));
+    const socket = req.httpVersionMajor === 1 ? req.socket : undefined;
+    if (socket !== undefined) h1Busy(socket, +1);
     let done = false;
     const finished = (): void => {
       if (done) return;
       done = true;
       active--;
+      clearTimeout(bodyTimer);
+      if (streaming && session !== undefined && session !== null) {
+        streamingCalls--;
+        streamingBySession.set(session, (streamingBySession.get(session) ?? 1) - 1);
+      }
+      if (socket !== undefined) h1Busy(socket, -1);
       if (active === 0) for (const resolve of idle.splice(0)) resolve();
     };
     res.once("close", finished);
@@ -187,6 +314,15 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     // leaves the HTTP/2 stream half-open until the client resets it).
     if (req.httpVersionMajor === 2) req.stream.once("finish", finished);
     else res.once("finish", finished);
+    // connect-node writes a streamed answer message by message and waits for
+    // 'drain' (flow control) or 'error'; a stream that is reset or whose peer
+    // goes away while a write waits emits neither, and the handler's generator
+    // would stay suspended forever with what it holds. Fail that write.
+    res.once("close", () => {
+      if (!res.writableFinished && res.listenerCount("drain") > 0 && res.listenerCount("error") > 0) {
+        res.emit("error", new ConnectError("the stream closed while an answer was being written", Code.Aborted));
+      }
+    });
     // HTTP/1.1 has no GOAWAY: tell keep-alive clients not to reuse the connection.
     if (draining && req.httpVersionMajor === 1) res.setHeader("connection", "close");
     const verdict = cors.verdict(req.method, req.headers);
@@ -207,15 +343,64 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     }
     handler(req, res);
   });
+  /** Closes a connection that has held no call for idleTimeoutMs (armed whenever it has none). */
+  const idleCloser = (close: () => void): { busy(): void; idle(): void; stop(): void } => {
+    let timer: NodeJS.Timeout | undefined;
+    const arm = (): void => {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        refused.idleClosed++;
+        close();
+      }, limits.idleTimeoutMs);
+      timer.unref();
+    };
+    arm();
+    return { busy: () => clearTimeout(timer), idle: arm, stop: () => clearTimeout(timer) };
+  };
+  const h1Idle = new WeakMap<object, ReturnType<typeof idleCloser>>();
+  function h1Busy(socket: object, delta: number): void {
+    const n = (h1Calls.get(socket) ?? 0) + delta;
+    h1Calls.set(socket, n);
+    if (n > 0) h1Idle.get(socket)?.busy();
+    else h1Idle.get(socket)?.idle();
+  }
+
   server.on("session", (session: Http2Session) => {
     sessions.add(session);
-    session.once("close", () => sessions.delete(session));
+    let open = 0;
+    const idleness = idleCloser(() => {
+      logger.debug("idle HTTP/2 session closed");
+      session.close();
+      // A peer that does not answer the GOAWAY keeps nothing open for long.
+      setTimeout(() => session.destroy(), abortGraceMs).unref();
+    });
+    session.on("stream", (stream) => {
+      open++;
+      idleness.busy();
+      stream.once("close", () => {
+        if (--open === 0) idleness.idle();
+      });
+    });
+    session.once("close", () => {
+      idleness.stop();
+      sessions.delete(session);
+    });
     if (draining) session.close();
   });
+
   server.on("secureConnection", (socket: TLSSocket) => {
     sockets.add(socket);
+    if (socket.alpnProtocol !== "h2") {
+      const idleness = idleCloser(() => {
+        logger.debug("idle HTTP/1.1 connection closed");
+        socket.destroy();
+      });
+      h1Idle.set(socket, idleness);
+      socket.once("close", () => idleness.stop());
+    }
     socket.once("close", () => sockets.delete(socket));
   });
+
   server.on("sessionError", (err: Error) => logger.debug({ err: err.message }, "http2 session error"));
   server.on("tlsClientError", (err: Error) => logger.debug({ err: err.message }, "tls handshake failed"));
 
@@ -280,8 +465,26 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     return closing;
   };
 
-  return { host, port, services: reflection.serviceNames, health, close };
+  const stats = (): ConnectionStats => ({
+    sessions: sessions.size,
+    http1Connections: [...sockets].filter((s) => s.alpnProtocol !== "h2").length,
+    activeCalls: active,
+    streamingCalls,
+    refused: { ...refused },
+  });
+
+  return { host, port, services: reflection.serviceNames, health, stats, close };
 }
+
+/** Calls the server refused before their handler (a limit): ResourceExhausted, with the reason. */
+function refuseOverLimit(): Interceptor {
+  return (next) => async (req) => {
+    const why = req.contextValues.get(callAdmissionKey).refused;
+    if (why !== undefined) throw new ConnectError(why, Code.ResourceExhausted);
+    return next(req);
+  };
+}
+
 
 /**
  * A stream cut short by the shutdown ends with Unavailable even when its

@@ -55,6 +55,24 @@ export class DuplicateKeyPackageError extends StoreError {
   }
 }
 
+/** A KeyPackageRef was handed out before: a consumed KeyPackage is never stored again (until its lifetime ends). */
+export class ConsumedKeyPackageError extends DuplicateKeyPackageError {
+  constructor(keyPackageRef: Uint8Array) {
+    super(keyPackageRef);
+    this.message = `KeyPackage ${Buffer.from(keyPackageRef).toString("hex")} was already handed out`;
+  }
+}
+
+/** publishKeyPackages would leave the client with more KeyPackages than its quota (`maxStored`). */
+export class KeyPackageQuotaError extends StoreError {
+  constructor(
+    readonly clientId: string,
+    readonly limit: number,
+  ) {
+    super(`client ${clientId} may keep at most ${limit} KeyPackages`);
+  }
+}
+
 /**
  * The store cannot serve the call: closed, database unreachable, busy past its
  * timeout, disk error. Nothing of the failed write was applied; the caller may

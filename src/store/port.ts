@@ -315,20 +315,32 @@ export interface RemoveClientOp {
 /**
  * Publish KeyPackages of a registered local client (UnknownClientError
  * otherwise). `lastResort` replaces the client's last-resort package of that
- * ciphersuite. A ref already stored fails the batch (DuplicateKeyPackageError).
+ * ciphersuite. A ref already stored fails the batch (DuplicateKeyPackageError),
+ * and so does the ref of a package consumed before (ConsumedKeyPackageError, a
+ * subclass). With `maxStored`, the batch fails with KeyPackageQuotaError when
+ * the client would then hold more unexpired regular packages than that.
  */
 export interface PublishKeyPackagesOp {
   readonly kind: "publishKeyPackages";
   readonly clientId: string;
   readonly keyPackages: readonly KeyPackageUpload[];
   readonly lastResort?: KeyPackageUpload;
+  readonly maxStored?: number;
 }
 
 /**
+ * How long the ref of a consumed KeyPackage without a shorter lifetime is
+ * remembered (so that a re-upload of it is refused): one year.
+ */
+export const CONSUMED_KEY_PACKAGE_RETENTION_MS = 365 * 24 * 60 * 60 * 1000;
+
+/**
  * Consume one KeyPackage of the client (oldest first, of `ciphersuite` if given):
- * a regular one is deleted, so it is never handed out twice; when none is left,
- * the last-resort one is returned and kept. The result (or undefined) is in
- * AppliedWrite.keyPackages, in op order.
+ * a regular one is deleted, so it is never handed out twice, and its ref is
+ * remembered until its expiresAt (at most CONSUMED_KEY_PACKAGE_RETENTION_MS)
+ * so that it is never published again; when none is left, the last-resort one
+ * is returned and kept. The result (or undefined) is in AppliedWrite.keyPackages,
+ * in op order.
  */
 export interface ConsumeKeyPackageOp {
   readonly kind: "consumeKeyPackage";
@@ -501,6 +513,8 @@ export interface PurgeResult {
   readonly tombstones: number;
   /** Expired accept-once records (recordRequest). */
   readonly seenRequests: number;
+  /** Remembered refs of consumed KeyPackages whose time is over. */
+  readonly consumedKeyPackages?: number;
 }
 
 /** What trimQueues drops from each queue it looks at. */
@@ -569,8 +583,12 @@ export interface Store {
   countKeyPackages(clientId: string, ciphersuite?: number, now?: number): Promise<number>;
 
   // Queues
-  /** Up to `limit` entries with seq > afterSeq, ascending. */
-  read(queue: QueueId, afterSeq: bigint, limit: number): Promise<QueueEntry[]>;
+  /**
+   * Up to `limit` entries with seq > afterSeq, ascending. With `maxBytes`,
+   * the page also stops before the entry that would take its payloads' total
+   * above maxBytes; the first entry is returned whatever its size.
+   */
+  read(queue: QueueId, afterSeq: bigint, limit: number, maxBytes?: number): Promise<QueueEntry[]>;
   /** Delete entries with seq <= uptoSeq; returns how many were deleted. */
   ack(queue: QueueId, uptoSeq: bigint): Promise<number>;
   queueInfo(queue: QueueId): Promise<QueueInfo>;
@@ -597,7 +615,7 @@ export interface Store {
   rateLimit(key: string, rule: RateLimitRule, now?: number): Promise<RateLimitResult>;
 
   // Maintenance
-  /** Delete expired history entries, expired KeyPackages, stale rate-limit windows, expired group tombstones and expired accept-once records. */
+  /** Delete expired history entries, expired KeyPackages (and remembered consumed refs), stale rate-limit windows, expired group tombstones and expired accept-once records. */
   purgeExpired(now?: number): Promise<PurgeResult>;
   /**
    * Drop entries of every queue whose name starts with `prefix` (e.g. the

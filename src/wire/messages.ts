@@ -49,6 +49,8 @@ export const SignatureLabel = {
   DSFanoutRequest: "DSFanoutRequest",
   /** proto ClientAuth.signature over ClientAuthTBS. */
   ClientAuth: "ClientAuth",
+  /** RegistrationCredential.signature (the provider's issuer key, Ed25519) over RegistrationCredentialTBS. */
+  DSRegistration: "DSRegistration",
 } as const;
 
 /** `struct { opaque label<V> = "MLS 1.0 " + Label; opaque content<V>; } SignContent` (RFC 9420 §5.1.2). */
@@ -484,17 +486,105 @@ export const dsFanoutResponseCodec = struct<DSFanoutResponse>([
 
 // ---------------------------------------------------------------- local ClientService auth
 
-/** What a local client signs (label "ClientAuth") for proto ClientAuth. */
+/**
+ * What a local client signs (label "ClientAuth") for proto ClientAuth: one
+ * call of one method with these request fields, at this time, once.
+ */
 export interface ClientAuthTBS {
   readonly clientId: ClientID;
   readonly timestampMs: bigint;
+  /** 16..64 random bytes; the DS accepts a (client_id, nonce) pair once while the timestamp is fresh. */
+  readonly nonce: Uint8Array;
   /** The full RPC path, e.g. "mimi.ds.v1.ClientService/PublishKeyPackages", so a signature cannot be replayed on another RPC. */
   readonly rpcName: string;
+  /** SHA-256 of the method's ClientRequestFields (below): the signature covers the request, not only the caller. */
+  readonly requestDigest: Uint8Array;
 }
 export const clientAuthTBSCodec = struct<ClientAuthTBS>([
   ["client_id", "clientId", clientIdCodec],
   ["timestamp_ms", "timestampMs", uint64],
+  ["nonce", "nonce", opaqueV],
   ["rpc_name", "rpcName", utf8V],
+  ["request_digest", "requestDigest", opaqueV],
+]);
+
+/**
+ * The fields of each ClientService request besides its ClientAuth, as the
+ * TLS struct whose SHA-256 is ClientAuthTBS.request_digest. Each proto field
+ * is written as received (proto3 defaults included), so any client can
+ * compute it without canonical protobuf.
+ */
+export type ClientRequestFields =
+  | {
+      readonly method: "register";
+      readonly signaturePublicKey: Uint8Array;
+      readonly cipherSuite: number;
+      readonly registrationCredential: Uint8Array;
+    }
+  | { readonly method: "publishKeyPackages"; readonly keyPackages: readonly Uint8Array[]; readonly lastResortKeyPackage: Uint8Array }
+  | { readonly method: "receive"; readonly resumeAfter: bigint }
+  | { readonly method: "acknowledgeMessages"; readonly sequence: bigint };
+
+const registerFieldsCodec = struct<Extract<ClientRequestFields, { method: "register" }>>([
+  ["signature_public_key", "signaturePublicKey", opaqueV],
+  ["cipher_suite", "cipherSuite", uint32],
+  ["registration_credential", "registrationCredential", opaqueV],
+]);
+const publishFieldsCodec = struct<Extract<ClientRequestFields, { method: "publishKeyPackages" }>>([
+  ["key_packages", "keyPackages", vectorV(opaqueV)],
+  ["last_resort_key_package", "lastResortKeyPackage", opaqueV],
+]);
+const receiveFieldsCodec = struct<Extract<ClientRequestFields, { method: "receive" }>>([["resume_after", "resumeAfter", uint64]]);
+const ackFieldsCodec = struct<Extract<ClientRequestFields, { method: "acknowledgeMessages" }>>([["sequence", "sequence", uint64]]);
+
+/**
+ * ```tls
+ * struct { opaque signature_public_key<V>; uint32 cipher_suite; opaque registration_credential<V>; } RegisterFields;
+ * struct { opaque key_packages<V><V>; opaque last_resort_key_package<V>; } PublishKeyPackagesFields;
+ * struct { uint64 resume_after; } ReceiveFields;
+ * struct { uint64 sequence; } AcknowledgeMessagesFields;
+ * ```
+ */
+export function encodeClientRequestFields(f: ClientRequestFields): Uint8Array {
+  switch (f.method) {
+    case "register":
+      return encodeWith(registerFieldsCodec, f);
+    case "publishKeyPackages":
+      return encodeWith(publishFieldsCodec, f);
+    case "receive":
+      return encodeWith(receiveFieldsCodec, f);
+    case "acknowledgeMessages":
+      return encodeWith(ackFieldsCodec, f);
+  }
+}
+
+// ---------------------------------------------------------------- registration credential
+
+/**
+ * The provider's statement that `clientId` may be registered with
+ * `signaturePublicKey` between the two times: signed by an issuer key the DS
+ * operator configures (`serve --registration-key`), label "DSRegistration".
+ */
+export interface RegistrationCredentialTBS {
+  readonly clientId: ClientID;
+  readonly signaturePublicKey: Uint8Array;
+  readonly notBeforeMs: bigint;
+  readonly notAfterMs: bigint;
+}
+export interface RegistrationCredential extends RegistrationCredentialTBS {
+  /** Ed25519 SignWithLabel(issuer key, "DSRegistration", RegistrationCredentialTBS). */
+  readonly signature: Uint8Array;
+}
+const registrationTBSFields = [
+  ["client_id", "clientId", clientIdCodec],
+  ["signature_public_key", "signaturePublicKey", opaqueV],
+  ["not_before_ms", "notBeforeMs", uint64],
+  ["not_after_ms", "notAfterMs", uint64],
+] as const;
+export const registrationCredentialTBSCodec = struct<RegistrationCredentialTBS>([...registrationTBSFields]);
+export const registrationCredentialCodec = struct<RegistrationCredential>([
+  ...registrationTBSFields,
+  ["signature", "signature", opaqueV],
 ]);
 
 // ---------------------------------------------------------------- top-level functions
@@ -538,6 +628,12 @@ export const decodeJoinerSignatureTBS = (b: Uint8Array, limits?: Limits): Joiner
 export const encodeClientAuthTBS = (v: ClientAuthTBS): Uint8Array => encodeWith(clientAuthTBSCodec, v);
 export const decodeClientAuthTBS = (b: Uint8Array, limits?: Limits): ClientAuthTBS =>
   decodeWith(clientAuthTBSCodec, b, "ClientAuthTBS", limits);
+
+export const encodeRegistrationCredentialTBS = (v: RegistrationCredentialTBS): Uint8Array =>
+  encodeWith(registrationCredentialTBSCodec, v);
+export const encodeRegistrationCredential = (v: RegistrationCredential): Uint8Array => encodeWith(registrationCredentialCodec, v);
+export const decodeRegistrationCredential = (b: Uint8Array, limits?: Limits): RegistrationCredential =>
+  decodeWith(registrationCredentialCodec, b, "RegistrationCredential", limits);
 
 export const encodeMLSGroupUpdate = (v: MLSGroupUpdate): Uint8Array => encodeWith(mlsGroupUpdateCodec, v);
 export const decodeMLSGroupUpdate = (b: Uint8Array, limits?: Limits): MLSGroupUpdate =>

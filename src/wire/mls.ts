@@ -107,7 +107,15 @@ function runTsMls<T>(
   if (r === undefined) return d.fail("malformed", `invalid ${name}`, at);
   const [value, len] = r;
   if (len <= 0 || at + len > d.bound) return d.fail("malformed", `invalid ${name}`, at);
-  const canonical = reencode(value);
+  let canonical: Uint8Array;
+  try {
+    canonical = reencode(value);
+  } catch (err) {
+    // What ts-mls read but cannot be written back (e.g. a SelfRemove with data,
+    // read the ts-mls way after a non-minimal length hid the SelfRemove) is bad input.
+    if (err instanceof WireEncodeError) return d.fail("malformed", `invalid ${name}: ${err.message}`, at);
+    throw err;
+  }
   if (!bytesEqual(canonical, d.input.subarray(at, at + len))) {
     return d.fail("malformed", `non-canonical ${name} encoding (non-minimal length or bad optional byte)`, at);
   }

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { getCiphersuiteFromName, getCiphersuiteImpl } from "ts-mls";
 import { verifyWithLabel } from "ts-mls/crypto/signature.js";
@@ -6,6 +7,7 @@ import {
   type DSRequestBody,
   decodeDSRequest,
   encodeClientAuthTBS,
+  encodeClientRequestFields,
   encodeClientSignatureTBS,
   encodeDSRequest,
   encodeJoinerSignatureTBS,
@@ -14,6 +16,8 @@ import {
   ClientRpcName,
   anonymous,
   buildDSRequest,
+  clientRequestDigest,
+  newClientAuthNonce,
   signClientAuth,
   verifyClientAuth,
   verifyDSRequestSignature,
@@ -100,7 +104,9 @@ describe("ClientAuth", () => {
     const tbs = {
       clientId: new TextEncoder().encode("alice:1@a.example"),
       timestampMs: 1_700_000_000_000n,
+      nonce: newClientAuthNonce(),
       rpcName: ClientRpcName.receive,
+      requestDigest: await clientRequestDigest({ method: "receive", resumeAfter: 5n }),
     };
     const sig = await signClientAuth(tbs, { signaturePrivateKey: keys.signKey, signature: cs.signature });
     expect(await verifyWithLabel(keys.publicKey, "ClientAuth", encodeClientAuthTBS(tbs), sig, cs.signature)).toBe(true);
@@ -108,5 +114,16 @@ describe("ClientAuth", () => {
     expect(await verifyClientAuth({ ...tbs, rpcName: ClientRpcName.register }, sig, keys.publicKey, cs.signature)).toBe(
       false,
     );
+    // Another resume point, another nonce: another signature.
+    const otherFields = await clientRequestDigest({ method: "receive", resumeAfter: 6n });
+    expect(await verifyClientAuth({ ...tbs, requestDigest: otherFields }, sig, keys.publicKey, cs.signature)).toBe(false);
+    expect(await verifyClientAuth({ ...tbs, nonce: newClientAuthNonce() }, sig, keys.publicKey, cs.signature)).toBe(false);
+  });
+
+  it("request_digest is SHA-256 of the request fields", async () => {
+    const fields = { method: "acknowledgeMessages", sequence: 9n } as const;
+    const expected = createHash("sha256").update(encodeClientRequestFields(fields)).digest();
+    expect(Buffer.from(await clientRequestDigest(fields)).equals(expected)).toBe(true);
+    expect(newClientAuthNonce().length).toBe(16);
   });
 });

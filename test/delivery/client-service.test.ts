@@ -23,7 +23,8 @@ const tokens = FanoutTokenKeys.generate();
 beforeAll(async () => {
   ca = await makeDevCa(["a.example"]);
   db = await tempStore();
-  service = createClientService({ domain: "a.example", store: db.store, tokens });
+  // Development mode (first use binds) for these tests; provider credentials are tested below.
+  service = createClientService({ domain: "a.example", store: db.store, tokens, registration: { open: true } });
   server = await startTestServer(ca, "a.example", recordingHandler(), { services: [service.route], drainTimeoutMs: 500 });
   transport = dsTransport(server.url, ca.ca);
 });
@@ -69,7 +70,8 @@ describe("Register", () => {
     // Signed with one key, registering another: no proof of possession.
     const carol = await TestClient.create("carol:1@a.example", transport);
     const other = await TestClient.create("carol:1@a.example");
-    const auth = await carol.api!.auth(ClientRpcName.register);
+    const fields = { method: "register", signaturePublicKey: other.sig.publicKey, cipherSuite: SUITE_ID, registrationCredential: new Uint8Array() } as const;
+    const auth = await carol.api!.auth(fields);
     expect(await codeOf(carol.api!.rpc.register({ auth, signaturePublicKey: other.sig.publicKey, cipherSuite: SUITE_ID }))).toBe(
       Code.Unauthenticated,
     );
@@ -163,8 +165,11 @@ describe("PublishKeyPackages", () => {
     const stale = dave.with(transport, { now: () => Date.now() - 10 * 60_000 });
     expect(await codeOf(stale.api!.publishKeyPackages([kp.bytes]))).toBe(Code.Unauthenticated);
     expect(lastMessage).toMatch(/timestamp/);
-    const auth = await dave.api!.auth(ClientRpcName.receive);
+    const auth = await dave.api!.auth({ method: "receive", resumeAfter: 0n });
     expect(await codeOf(dave.api!.rpc.publishKeyPackages({ auth, keyPackages: [kp.bytes] }))).toBe(Code.Unauthenticated);
+    // Signed for PublishKeyPackages, but as if sent to Receive.
+    const misnamed = await dave.api!.auth({ method: "publishKeyPackages", keyPackages: [kp.bytes], lastResortKeyPackage: new Uint8Array() }, ClientRpcName.receive);
+    expect(await codeOf(dave.api!.rpc.publishKeyPackages({ auth: misnamed, keyPackages: [kp.bytes] }))).toBe(Code.Unauthenticated);
     expect(lastMessage).toMatch(/signature/);
     const nobody = await TestClient.create("nobody:1@a.example", transport);
     expect(await codeOf(nobody.api!.acknowledge(1n))).toBe(Code.NotFound);
@@ -254,7 +259,7 @@ describe("Receive and AcknowledgeMessages", () => {
 
   it("ends open streams with Unavailable when the service closes", async () => {
     const local = await tempStore();
-    const svc = createClientService({ domain: "a.example", store: local.store, tokens });
+    const svc = createClientService({ domain: "a.example", store: local.store, tokens, registration: { open: true } });
     const srv = await startTestServer(ca, "a.example", recordingHandler(), { services: [svc.route], drainTimeoutMs: 5_000 });
     const t = dsTransport(srv.url, ca.ca);
     try {

@@ -93,8 +93,8 @@ export class TestClient {
     return c;
   }
 
-  async register(): Promise<Uint8Array> {
-    const tls = await this.api!.register(this.sig.publicKey, SUITE_ID);
+  async register(registrationCredential?: Uint8Array): Promise<Uint8Array> {
+    const tls = await this.api!.register(this.sig.publicKey, SUITE_ID, registrationCredential !== undefined ? { registrationCredential } : {});
     this.token = decodeFanoutAuthToken(tls).token;
     return this.token;
   }

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import type { ExternalSender } from "ts-mls";
 import { createDSTransport, DSClient, MimiMember, type DSTransport } from "../../src/client/index.js";
 import { HubIdentity } from "../../src/ds/hub-identity.js";
+import { generateIssuerKeyPair, issueRegistrationCredential, parseIssuerPrivateKey } from "../../src/delivery/registration.js";
 import { decodeWith, externalSenderCodec } from "../../src/wire/index.js";
 import { makeDevCa, type DevCa } from "../helpers/devca.js";
 import { spawnServe, type ServeProcess } from "../helpers/process.js";
@@ -94,6 +95,8 @@ export class E2EClient {
 export class Federation {
   private readonly transports: DSTransport[] = [];
   private readonly clients: E2EClient[] = [];
+  /** The provider's registration issuer (one for the whole federation, as a test simplification). */
+  private readonly issuer = generateIssuerKeyPair();
 
   private constructor(
     readonly ca: DevCa,
@@ -125,11 +128,25 @@ export class Federation {
 
   async startDomain(domain: string, args: readonly string[] = []): Promise<void> {
     const n = this.nodes.get(domain)!;
+    // Registration the secure way: every client brings a credential of the provider.
+    const keyFile = join(this.root, "registration-issuer.pub.pem");
+    await writeFile(keyFile, this.issuer.publicKeyPem);
     n.server = await spawnServe({
       domain,
       dataDir: n.dataDir,
       certsDir: this.ca.dir,
+      registration: { keyFile },
       args: ["--listen", `127.0.0.1:${n.port}`, "--peers", join(this.root, `${domain}.peers.json`), ...args],
+    });
+  }
+
+  /** A RegistrationCredential of the provider for this client id and signature key. */
+  registrationCredential(clientId: string, signaturePublicKey: Uint8Array): Uint8Array {
+    return issueRegistrationCredential(parseIssuerPrivateKey(this.issuer.privateKeyPem), {
+      clientId: new TextEncoder().encode(clientId),
+      signaturePublicKey,
+      notBeforeMs: BigInt(Date.now() - 60_000),
+      notAfterMs: BigInt(Date.now() + 3_600_000),
     });
   }
 
@@ -140,6 +157,13 @@ export class Federation {
   /** SIGKILL: the domain's DS crashes (nothing drained). */
   async crashDomain(domain: string): Promise<void> {
     await this.nodes.get(domain)!.server?.crash();
+  }
+
+  /** The running serve process of `domain`. */
+  server(domain: string): ServeProcess {
+    const s = this.nodes.get(domain)?.server;
+    if (s === undefined) throw new Error(`${domain} is not running`);
+    return s;
   }
 
   url(domain: string): string {
@@ -179,7 +203,7 @@ export class Federation {
       local: t,
       ...(signatureKeyPair !== undefined ? { signatureKeyPair } : {}),
     });
-    await member.register();
+    await member.register({ registrationCredential: this.registrationCredential(member.clientId, member.signatureKeyPair.publicKey) });
     if (keyPackages > 0) await member.publishKeyPackages(keyPackages);
     const c = new E2EClient(member);
     c.startInbox();

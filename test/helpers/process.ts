@@ -29,6 +29,11 @@ export interface ServeOptions {
   readonly certsDir: string;
   readonly args?: readonly string[];
   readonly env?: NodeJS.ProcessEnv;
+  /**
+   * Who may register: "open" (default: the development mode, first use binds),
+   * or the provider's issuer public key file (--registration-key).
+   */
+  readonly registration?: "open" | { readonly keyFile: string };
 }
 
 export async function spawnServe(o: ServeOptions): Promise<ServeProcess> {
@@ -51,6 +56,7 @@ export async function spawnServe(o: ServeOptions): Promise<ServeProcess> {
       join(o.certsDir, o.domain, "key.pem"),
       "--tls-ca",
       join(o.certsDir, "ca.pem"),
+      ...(o.registration === undefined || o.registration === "open" ? ["--open-registration"] : ["--registration-key", o.registration.keyFile]),
       ...(o.args ?? []),
     ],
     { cwd: root, env: { ...process.env, ...o.env } },

@@ -4,8 +4,10 @@
 
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
+  ConsumedKeyPackageError,
   DuplicateKeyPackageError,
   EpochConflictError,
+  KeyPackageQuotaError,
   GroupExistsError,
   StoreClosedError,
   StoreRangeError,
@@ -700,6 +702,53 @@ export function runStoreContract(name: string, factory: StoreFactory): void {
         await store.apply({ ops: [{ kind: "deleteKeyPackages", clientId: "alice" }] });
         expect(await store.consumeKeyPackage("alice")).toBeUndefined();
       });
+
+      it("a consumed KeyPackage is never published again until its lifetime ends; purge forgets it then", async () => {
+        await register("alice");
+        const now = Date.now();
+        const publish = (...refs: number[]) =>
+          store.apply({
+            ops: [{ kind: "publishKeyPackages", clientId: "alice", keyPackages: refs.map((n) => ({ ref: ref(n), ciphersuite: 1, keyPackage: b(n), expiresAt: now + 60_000 })) }],
+          });
+        await publish(1);
+        expect(ref(1)).toEqual((await store.consumeKeyPackage("alice"))!.ref);
+        // Alone or next to a new package: refused, and the batch changes nothing.
+        await expect(publish(1)).rejects.toBeInstanceOf(ConsumedKeyPackageError);
+        await expect(publish(2, 1)).rejects.toBeInstanceOf(DuplicateKeyPackageError);
+        expect(await store.countKeyPackages("alice")).toBe(0);
+        // The last-resort package is not consumed, so it may be published again.
+        const lr = { ref: ref(3), ciphersuite: 1, keyPackage: b(3) };
+        await store.apply({ ops: [{ kind: "publishKeyPackages", clientId: "alice", keyPackages: [], lastResort: lr }] });
+        expect((await store.consumeKeyPackage("alice"))!.lastResort).toBe(true);
+        await store.apply({ ops: [{ kind: "publishKeyPackages", clientId: "alice", keyPackages: [], lastResort: lr }] });
+        // Once the consumed package's lifetime is over, the store forgets it.
+        expect((await store.purgeExpired(now + 60_001)).consumedKeyPackages).toBe(1);
+      });
+
+      it("maxStored bounds the unexpired regular packages a client holds, atomically", async () => {
+        await register("alice");
+        const upload = (from: number, n: number, maxStored = 3) =>
+          store.apply({
+            ops: [
+              {
+                kind: "publishKeyPackages",
+                clientId: "alice",
+                keyPackages: Array.from({ length: n }, (_, i) => ({ ref: ref(from + i), ciphersuite: 1, keyPackage: b(from + i) })),
+                lastResort: { ref: ref(100 + from), ciphersuite: 1, keyPackage: b(100) },
+                maxStored,
+              },
+            ],
+          });
+        await upload(1, 2);
+        await expect(upload(3, 2)).rejects.toBeInstanceOf(KeyPackageQuotaError);
+        expect(await store.countKeyPackages("alice")).toBe(2);
+        await upload(3, 1);
+        expect(await store.countKeyPackages("alice")).toBe(3);
+        // Concurrent uploads cannot overshoot together.
+        const results = await Promise.allSettled([upload(10, 1, 4), upload(20, 1, 4), upload(30, 1, 4)]);
+        expect(results.filter((r) => r.status === "fulfilled").length).toBe(1);
+        expect(await store.countKeyPackages("alice")).toBe(4);
+      });
     });
 
     describe("queues", () => {
@@ -777,6 +826,20 @@ export function runStoreContract(name: string, factory: StoreFactory): void {
 
         await store.apply({ ops: [{ kind: "deleteQueue", queue: q }] });
         expect(await store.queueInfo(q)).toEqual({ lastSeq: 0n, firstSeq: undefined, length: 0 });
+      });
+
+      it("a byte bound ends a page before the entry that would exceed it, but never before the first", async () => {
+        const q = clientQueue("erin");
+        const sizes = [10, 10, 30, 5, 100, 1];
+        await store.apply({ ops: sizes.map((n): WriteOp => ({ kind: "append", queue: q, payload: new Uint8Array(n) })) });
+        const page = async (after: bigint, maxBytes: number) => (await store.read(q, after, 64, maxBytes)).map((e) => e.seq);
+        expect(await page(0n, 25)).toEqual([1n, 2n]);
+        expect(await page(0n, 20)).toEqual([1n, 2n]);
+        expect(await page(2n, 25)).toEqual([3n]); // one entry larger than the bound is a page of its own
+        expect(await page(3n, 1000)).toEqual([4n, 5n, 6n]);
+        expect(await page(4n, 50)).toEqual([5n]);
+        expect((await store.read(q, 0n, 3, 1000)).length).toBe(3); // the count bound still holds
+        expect(await page(6n, 10)).toEqual([]);
       });
 
       it("wakes subscribers after commit and resolves waitForAppend", async () => {

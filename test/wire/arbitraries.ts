@@ -3,6 +3,7 @@ import fc from "fast-check";
 import type { Extension, KeyPackage, MLSMessage, RatchetTree } from "ts-mls";
 import {
   type ClientAuthTBS,
+  type RegistrationCredential,
   type DSAuthData,
   type DSError,
   type DSFanoutRequest,
@@ -47,6 +48,7 @@ export interface Arbs {
   fanoutRequest: fc.Arbitrary<DSFanoutRequest>;
   fanoutResponse: fc.Arbitrary<DSFanoutResponse>;
   clientAuthTBS: fc.Arbitrary<ClientAuthTBS>;
+  registrationCredential: fc.Arbitrary<RegistrationCredential>;
 }
 
 export function arbs(f: MlsFixtures): Arbs {
@@ -157,7 +159,14 @@ export function arbs(f: MlsFixtures): Arbs {
       }),
     ),
   });
-  const clientAuthTBS = fc.record({ clientId: bytes(), timestampMs: u64, rpcName: text });
+  const clientAuthTBS = fc.record({ clientId: bytes(), timestampMs: u64, nonce: bytes(64), rpcName: text, requestDigest: bytes(32) });
+  const registrationCredential = fc.record({
+    clientId: bytes(),
+    signaturePublicKey: bytes(),
+    notBeforeMs: u64,
+    notAfterMs: u64,
+    signature: bytes(70),
+  });
 
   return {
     mlsMessage,
@@ -176,5 +185,6 @@ export function arbs(f: MlsFixtures): Arbs {
     fanoutRequest,
     fanoutResponse,
     clientAuthTBS,
+    registrationCredential,
   };
 }

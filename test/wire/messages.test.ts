@@ -29,7 +29,10 @@ import {
   dsErrorStatusName,
   dsOkResponse,
   encodeClientAuthTBS,
+  encodeClientRequestFields,
   encodeClientSignatureTBS,
+  encodeRegistrationCredential,
+  decodeRegistrationCredential,
   encodeDSError,
   encodeDSFanoutRequest,
   encodeDSFanoutRequestTBS,
@@ -84,6 +87,8 @@ describe("round trips (fast-check)", () => {
     roundTrip(() => A.partialGroupInfo, encodePartialGroupInfo, (b) => decodePartialGroupInfo(b)));
   test("FanoutAuthToken", () => roundTrip(() => A.token, encodeFanoutAuthToken, (b) => decodeFanoutAuthToken(b)));
   test("ClientAuthTBS", () => roundTrip(() => A.clientAuthTBS, encodeClientAuthTBS, (b) => decodeClientAuthTBS(b)));
+  test("RegistrationCredential", () =>
+    roundTrip(() => A.registrationCredential, encodeRegistrationCredential, (b) => decodeRegistrationCredential(b)));
   test("ClientSignatureTBS", () =>
     roundTrip(
       () => fc.record({ protocolVersion: fc.constant(1), requestBody: A.requestBody, senderIndex: fc.nat() }),
@@ -196,9 +201,25 @@ describe("fixed layouts", () => {
     const requestBody = { requestType: "request_group_id", requestGroupIdRequest: {} } as const;
     expect(toHex(encodeClientSignatureTBS({ protocolVersion: 1, requestBody, senderIndex: 3 }))).toBe("0001" + "08" + "00000003");
     expect(toHex(encodeJoinerSignatureTBS({ protocolVersion: 1, requestBody, keyPackageRef: Uint8Array.of(9, 9) }))).toBe("0001" + "08" + "020909");
-    expect(toHex(encodeClientAuthTBS({ clientId: Uint8Array.of(0x61), timestampMs: 1n, rpcName: "Receive" }))).toBe(
-      "0161" + "0000000000000001" + "07" + Buffer.from("Receive").toString("hex"),
-    );
+    expect(
+      toHex(
+        encodeClientAuthTBS({ clientId: Uint8Array.of(0x61), timestampMs: 1n, nonce: Uint8Array.of(7, 7), rpcName: "Receive", requestDigest: Uint8Array.of(0xdd) }),
+      ),
+    ).toBe("0161" + "0000000000000001" + "020707" + "07" + Buffer.from("Receive").toString("hex") + "01dd");
+    // The request fields whose SHA-256 is request_digest, one struct per method.
+    expect(toHex(encodeClientRequestFields({ method: "acknowledgeMessages", sequence: 2n }))).toBe("0000000000000002");
+    expect(toHex(encodeClientRequestFields({ method: "receive", resumeAfter: 0n }))).toBe("0000000000000000");
+    expect(
+      toHex(encodeClientRequestFields({ method: "register", signaturePublicKey: Uint8Array.of(1), cipherSuite: 1, registrationCredential: new Uint8Array() })),
+    ).toBe("0101" + "00000001" + "00");
+    expect(
+      toHex(encodeClientRequestFields({ method: "publishKeyPackages", keyPackages: [Uint8Array.of(5), Uint8Array.of(6, 6)], lastResortKeyPackage: new Uint8Array() })),
+    ).toBe("05" + "0105" + "020606" + "00");
+    expect(
+      toHex(
+        encodeRegistrationCredential({ clientId: Uint8Array.of(0x61), signaturePublicKey: Uint8Array.of(2), notBeforeMs: 1n, notAfterMs: 2n, signature: Uint8Array.of(3) }),
+      ),
+    ).toBe("0161" + "0102" + "0000000000000001" + "0000000000000002" + "0103");
     // codecs are exported for composition
     const codecs: Codec<unknown>[] = [clientSignatureTBSCodec, joinerSignatureTBSCodec, clientAuthTBSCodec] as Codec<unknown>[];
     expect(codecs.length).toBe(3);

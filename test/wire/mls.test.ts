@@ -158,6 +158,25 @@ describe("SelfRemove (draft-ietf-mls-extensions, 0x000a)", () => {
     expect(toHex(encodeFramedContentTBS(rm))).toBe(toHex(tsEncodeFramedContentTBS(rm)));
   });
 
+  test("a SelfRemove PublicMessage with a non-minimal authenticated_data length is malformed, not an encode failure", async () => {
+    const f = await mlsFixtures();
+    const b = encodeMLSMessage(f.selfRemove);
+    // version(2) wire_format(2) group_id<V> epoch(8) sender(1 + 4) authenticated_data<V>
+    const adAt = 4 + 1 + b[4]! + 8 + 5;
+    expect(b[adAt]).toBe(0);
+    // The empty authenticated_data as a two-byte length (0x4000), and one more byte so that
+    // ts-mls, no longer seeing a SelfRemove, reads the rest as proposal_data<V> + signature + tag.
+    const mutated = Uint8Array.from([...b.subarray(0, adAt), 0x40, 0x00, ...b.subarray(adAt + 1), 0]);
+    let err: unknown;
+    try {
+      decodeMLSMessage(mutated);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(WireDecodeError);
+    expect((err as WireDecodeError).kind).toBe("malformed");
+  });
+
   test("a SelfRemove with data cannot be encoded", () => {
     expect(() =>
       encodeWith(proposalCodec, { proposalType: SELF_REMOVE_PROPOSAL_TYPE, proposalData: Uint8Array.of(1) }),

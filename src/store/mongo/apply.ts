@@ -11,8 +11,10 @@ import * as hardening from "./harden-ds.js";
 import type { ClientSession, Document } from "mongodb";
 import { checkUint63 } from "../common.js";
 import {
+  ConsumedKeyPackageError,
   DuplicateKeyPackageError,
   EpochConflictError,
+  KeyPackageQuotaError,
   GroupExistsError,
   StoreError,
   UnknownClientError,
@@ -20,6 +22,7 @@ import {
 } from "../errors.js";
 import {
   clientQueue,
+  CONSUMED_KEY_PACKAGE_RETENTION_MS,
   DEFAULT_FEED_PULL_LIMIT,
   groupFeed,
   type AckOp,
@@ -342,6 +345,12 @@ export class BatchApplier {
       const taken = await c.keyPackages.findOne({ ref: { $in: op.keyPackages.map((kp) => kp.ref) } }, { ...this.#o, projection: { ref: 1 } });
       if (taken) throw new DuplicateKeyPackageError(new Uint8Array(taken.ref as Uint8Array));
     }
+    // A consumed package is never published (and handed out) again while it could still be used (docs/security.md).
+    const refs = [...op.keyPackages.map((kp) => kp.ref), ...(op.lastResort ? [op.lastResort.ref] : [])];
+    if (refs.length > 0) {
+      const consumed = await c.consumed.findOne({ _id: { $in: refs.map((r) => Buffer.from(r)) }, expiresAt: { $gt: now } }, { ...this.#o, projection: { _id: 1 } });
+      if (consumed) throw new ConsumedKeyPackageError(new Uint8Array(consumed._id as Uint8Array));
+    }
     if (op.lastResort) {
       const lr = op.lastResort;
       checkValueSize("KeyPackage", lr.keyPackage);
@@ -354,6 +363,10 @@ export class BatchApplier {
     if (count === 0) return;
     const first = big(client.kpSeq) - BigInt(count) + 1n;
     await c.keyPackages.insertMany(keyPackageDocs(op.clientId, first, op.keyPackages, op.lastResort, now), this.#o);
+    if (op.maxStored !== undefined) {
+      const held = await c.keyPackages.countDocuments({ clientId: op.clientId, lastResort: false, $or: [{ expiresAt: null }, { expiresAt: { $gt: now } }] }, this.#o);
+      if (held > op.maxStored) throw new KeyPackageQuotaError(op.clientId, op.maxStored);
+    }
   }
 
   async #consumeKeyPackage(op: ConsumeKeyPackageOp): Promise<void> {
@@ -366,7 +379,12 @@ export class BatchApplier {
     // Oldest first by the client's counter; packages stored before it existed have no `n` and sort first.
     const order = { n: 1, _id: 1 } as const;
     const regular = await c.keyPackages.findOneAndDelete({ ...base, lastResort: false }, { ...this.#o, sort: order });
-    if (regular) return void this.#keyPackages.push(keyPackageOf(regular));
+    if (regular) {
+      // Remembered until it expires (at most a year), so it is never accepted again.
+      const until = Math.min(regular.expiresAt == null ? Infinity : Number(regular.expiresAt), now + CONSUMED_KEY_PACKAGE_RETENTION_MS);
+      await c.consumed.updateOne({ _id: Buffer.from(regular.ref as Uint8Array) }, { $set: { clientId: op.clientId, expiresAt: until } }, { ...this.#o, upsert: true });
+      return void this.#keyPackages.push(keyPackageOf(regular));
+    }
     const lr = await c.keyPackages.findOne({ ...base, lastResort: true }, { ...this.#o, sort: order });
     this.#keyPackages.push(lr ? keyPackageOf(lr) : undefined);
   }

@@ -28,6 +28,7 @@ export const COLLECTIONS = {
   tombstones: "group_tombstones",
   seen: "seen_requests",
   owners: "group_owners",
+  consumed: "consumed_key_packages",
   meta: "meta",
 } as const;
 
@@ -143,6 +144,18 @@ export const MONGO_MIGRATIONS: readonly { name: string; up: (db: Db) => Promise<
   {
     name: "replay records, group owners",
     up: migrateHardening,
+  },
+  {
+    // Refs of consumed KeyPackages (_id: the ref), never published again until expiresAt.
+    name: "consumed key packages",
+    up: async (db) => {
+      try {
+        await db.createCollection("consumed_key_packages");
+      } catch (err) {
+        if (codeOf(err) !== 48) throw err;
+      }
+      await db.collection("consumed_key_packages").createIndex({ expiresAt: 1 });
+    },
   },
 ];
 

@@ -25,7 +25,7 @@
 
 import * as hardening from "./harden-ds.js";
 import { randomBytes } from "node:crypto";
-import { MongoClient, type ClientSession, type Db } from "mongodb";
+import { MongoClient, type ClientSession, type Collection, type Db } from "mongodb";
 import { AppendNotifier, checkUint63, rateWindow } from "../common.js";
 import { StoreClosedError, StoreOutcomeUnknownError } from "../errors.js";
 import type {
@@ -433,12 +433,15 @@ export class MongoStore implements Store {
   // -------------------------------------------------------------------------
   // queues
 
-  async read(queue: QueueId, afterSeq: bigint, limit: number): Promise<QueueEntry[]> {
+  async read(queue: QueueId, afterSeq: bigint, limit: number, maxBytes?: number): Promise<QueueEntry[]> {
     checkUint63("seq", afterSeq);
     const n = Math.min(MAX_FIND_LIMIT, Math.max(0, Math.floor(limit)));
     return this.#read(async () => {
       if (!(n > 0)) return [];
-      const docs = await this.#c.entries.find({ queue, seq: { $gt: afterSeq } }, { sort: { seq: 1 }, limit: n }).toArray();
+      // A byte bound: sizes first (server-side $binarySize; queue payloads are stored inline), then the entries up to the last that fits.
+      const upto = maxBytes !== undefined ? await lastSeqWithin(this.#c.entries, queue, afterSeq, n, maxBytes) : undefined;
+      const seq = upto !== undefined ? { $gt: afterSeq, $lte: upto } : { $gt: afterSeq };
+      const docs = await this.#c.entries.find({ queue, seq }, { sort: { seq: 1 }, limit: n }).toArray();
       return docs.map((d) => ({ seq: big(d.seq), payload: copyBytes(d.payload), enqueuedAt: num(d.enqueuedAt) }));
     });
   }
@@ -562,7 +565,8 @@ export class MongoStore implements Store {
       const rateLimits = await drainBatches(n, step(c.rates, { windowEnd: { $lte: t } }));
       const tombstones = await drainBatches(n, step(c.tombstones, { expiresAt: { $lte: t } }));
       const seenRequests = await drainBatches(n, step(c.seen, { expiresAt: { $lte: t } }));
-      return { historyEntries, keyPackages, rateLimits, tombstones, seenRequests };
+      const consumedKeyPackages = await drainBatches(n, step(c.consumed, { expiresAt: { $lte: t } }));
+      return { historyEntries, keyPackages, rateLimits, tombstones, seenRequests, consumedKeyPackages };
     });
   }
 
@@ -617,4 +621,28 @@ function historyOf(d: Doc, value: (v: unknown) => Uint8Array): HistoryEntry {
     joiners,
     expiresAt: num(d.expiresAt),
   };
+}
+
+/**
+ * The sequence of the last of the first `limit` entries after `afterSeq` whose
+ * payloads fit in `maxBytes` (the first one always does); undefined: none.
+ */
+async function lastSeqWithin(entries: Collection<Doc>, queue: QueueId, afterSeq: bigint, limit: number, maxBytes: number): Promise<bigint | undefined> {
+  const sizes = await entries
+    .aggregate<{ seq: unknown; size: number | null }>([
+      { $match: { queue, seq: { $gt: afterSeq } } },
+      { $sort: { seq: 1 } },
+      { $limit: limit },
+      { $project: { _id: 0, seq: 1, size: { $binarySize: "$payload" } } },
+    ])
+    .toArray();
+  let total = 0;
+  let last: bigint | undefined;
+  for (const { seq, size } of sizes) {
+    const n = Number(size ?? 0);
+    if (last !== undefined && total + n > maxBytes) break;
+    total += n;
+    last = big(seq);
+  }
+  return last;
 }

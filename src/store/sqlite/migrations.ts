@@ -208,6 +208,21 @@ export const MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    // Refs of consumed KeyPackages, so that a consumed package is never
+    // published (and handed out) again while it could still be used.
+    name: "consumed key packages",
+    up(db) {
+      db.exec(`
+        CREATE TABLE consumed_key_packages (
+          ref        BLOB PRIMARY KEY,
+          client_id  TEXT NOT NULL,
+          expires_at INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX consumed_key_packages_by_expiry ON consumed_key_packages (expires_at);
+      `);
+    },
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

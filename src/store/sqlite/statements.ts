@@ -21,6 +21,7 @@ export interface Stmt {
   run(...params: unknown[]): Database.RunResult;
   get(...params: unknown[]): unknown;
   all(...params: unknown[]): unknown[];
+  iterate(...params: unknown[]): IterableIterator<unknown>;
   pluck(toggle?: boolean): Stmt;
 }
 export const num = (v: unknown): number => Number(v as bigint);
@@ -167,6 +168,9 @@ export function prepare(db: Database.Database) {
       "SELECT count(*) AS n FROM key_packages WHERE client_id = ? AND last_resort = 0 AND (? IS NULL OR ciphersuite = ?) AND (expires_at IS NULL OR expires_at > ?)",
     ),
     purgeKeyPackages: p("DELETE FROM key_packages WHERE expires_at IS NOT NULL AND expires_at <= ?"),
+    consumedByRef: p("SELECT 1 AS x FROM consumed_key_packages WHERE ref = ? AND expires_at > ?"),
+    insertConsumed: p("INSERT OR REPLACE INTO consumed_key_packages (ref, client_id, expires_at) VALUES (?, ?, ?)"),
+    purgeConsumed: p("DELETE FROM consumed_key_packages WHERE expires_at <= ?"),
     bumpQueue: p(
       "INSERT INTO queues (queue, last_seq) VALUES (?, 1) ON CONFLICT (queue) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq",
     ),

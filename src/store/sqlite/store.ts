@@ -389,16 +389,21 @@ export class SqliteStore implements Store {
   // -------------------------------------------------------------------------
   // queues
 
-  async read(queue: QueueId, afterSeq: bigint, limit: number): Promise<QueueEntry[]> {
+  async read(queue: QueueId, afterSeq: bigint, limit: number, maxBytes?: number): Promise<QueueEntry[]> {
     checkUint63("seq", afterSeq);
     const n = Math.max(0, Math.floor(limit));
-    return this.#run(() =>
-      (this.#s.readQueue.all(queue, afterSeq, n) as Row[]).map((r) => ({
-        seq: big(r.seq),
-        payload: bytes(r.payload),
-        enqueuedAt: num(r.enqueued_at),
-      })),
-    );
+    return this.#run(() => {
+      const out: QueueEntry[] = [];
+      let total = 0;
+      // Iterate (not .all()): at most one payload past the byte bound is read, and dropped at once.
+      for (const r of this.#s.readQueue.iterate(queue, afterSeq, n) as IterableIterator<Row>) {
+        const payload = bytes(r.payload);
+        if (maxBytes !== undefined && out.length > 0 && total + payload.length > maxBytes) break;
+        total += payload.length;
+        out.push({ seq: big(r.seq), payload, enqueuedAt: num(r.enqueued_at) });
+      }
+      return out;
+    });
   }
 
   /** Joins the group commit: acknowledgements (a guest DS's, a client's) share the other writes' fsync. */

@@ -4,8 +4,10 @@
 // plain records and are rebuilt on this side.
 import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
 import {
+  ConsumedKeyPackageError,
   DuplicateKeyPackageError,
   EpochConflictError,
+  KeyPackageQuotaError,
   GroupExistsError,
   QuotaExceededError,
   StoreError,
@@ -31,7 +33,8 @@ type WireError =
   | { readonly type: "groupExists"; readonly groupId: string; readonly deleted: boolean }
   | { readonly type: "unknownGroup"; readonly groupId: string }
   | { readonly type: "unknownClient"; readonly clientId: string }
-  | { readonly type: "duplicateKeyPackage"; readonly ref: Uint8Array }
+  | { readonly type: "duplicateKeyPackage" | "consumedKeyPackage"; readonly ref: Uint8Array }
+  | { readonly type: "keyPackageQuota"; readonly clientId: string; readonly limit: number }
   | { readonly type: "duplicateBatch" }
   | { readonly type: "quota"; readonly quota: string; readonly limit: number }
   | { readonly type: "unavailable" | "range" | "store" | "other"; readonly message: string };
@@ -44,7 +47,9 @@ function toWire(e: unknown): WireError {
   if (err instanceof GroupExistsError) return { type: "groupExists", groupId: err.groupId, deleted: err.deleted };
   if (err instanceof UnknownGroupError) return { type: "unknownGroup", groupId: err.groupId };
   if (err instanceof UnknownClientError) return { type: "unknownClient", clientId: err.clientId };
+  if (err instanceof ConsumedKeyPackageError) return { type: "consumedKeyPackage", ref: err.keyPackageRef };
   if (err instanceof DuplicateKeyPackageError) return { type: "duplicateKeyPackage", ref: err.keyPackageRef };
+  if (err instanceof KeyPackageQuotaError) return { type: "keyPackageQuota", clientId: err.clientId, limit: err.limit };
   if (err instanceof DuplicateBatch) return { type: "duplicateBatch" };
   if (err instanceof QuotaExceededError) return { type: "quota", quota: err.quota, limit: err.limit };
   const message = err instanceof Error ? err.message : String(err);
@@ -66,6 +71,10 @@ function fromWire(w: WireError): Error {
       return new UnknownClientError(w.clientId);
     case "duplicateKeyPackage":
       return new DuplicateKeyPackageError(w.ref);
+    case "consumedKeyPackage":
+      return new ConsumedKeyPackageError(w.ref);
+    case "keyPackageQuota":
+      return new KeyPackageQuotaError(w.clientId, w.limit);
     case "duplicateBatch":
       return new DuplicateBatch();
     case "quota":

@@ -6,8 +6,10 @@
 import type Database from "better-sqlite3";
 import { checkUint63, rateWindow } from "../common.js";
 import {
+  ConsumedKeyPackageError,
   DuplicateKeyPackageError,
   EpochConflictError,
+  KeyPackageQuotaError,
   GroupExistsError,
   QuotaExceededError,
   StoreError,
@@ -16,6 +18,7 @@ import {
 } from "../errors.js";
 import {
   clientQueue,
+  CONSUMED_KEY_PACKAGE_RETENTION_MS,
   DEFAULT_FEED_PULL_LIMIT,
   groupFeed,
   isGroupFeed,
@@ -100,7 +103,8 @@ export class SqliteWriter {
         const rateLimits = this.#s.purgeRates.run(now).changes;
         const tombstones = this.#s.purgeTombstones.run(now).changes;
         const seenRequests = this.#s.purgeSeenRequests.run(now).changes;
-        return { historyEntries, keyPackages, rateLimits, tombstones, seenRequests };
+        const consumedKeyPackages = this.#s.purgeConsumed.run(now).changes;
+        return { historyEntries, keyPackages, rateLimits, tombstones, seenRequests, consumedKeyPackages };
       })
       .immediate();
   }
@@ -229,15 +233,22 @@ export class SqliteWriter {
           break;
         case "publishKeyPackages": {
           if (!s.getClient.get(op.clientId)) throw new UnknownClientError(op.clientId);
+          const fresh = (ref: Uint8Array): void => {
+            if (s.keyPackageByRef.get(ref)) throw new DuplicateKeyPackageError(ref);
+            if (s.consumedByRef.get(ref, now)) throw new ConsumedKeyPackageError(ref);
+          };
           for (const kp of op.keyPackages) {
-            if (s.keyPackageByRef.get(kp.ref)) throw new DuplicateKeyPackageError(kp.ref);
+            fresh(kp.ref);
             s.insertKeyPackage.run(op.clientId, kp.ciphersuite, kp.ref, kp.keyPackage, 0, kp.expiresAt ?? null, now);
           }
           if (op.lastResort) {
             const kp = op.lastResort;
             s.deleteLastResort.run(op.clientId, kp.ciphersuite);
-            if (s.keyPackageByRef.get(kp.ref)) throw new DuplicateKeyPackageError(kp.ref);
+            fresh(kp.ref);
             s.insertKeyPackage.run(op.clientId, kp.ciphersuite, kp.ref, kp.keyPackage, 1, kp.expiresAt ?? null, now);
+          }
+          if (op.maxStored !== undefined && num((s.countKeyPackages.get(op.clientId, null, null, now) as Row).n) > op.maxStored) {
+            throw new KeyPackageQuotaError(op.clientId, op.maxStored);
           }
           break;
         }
@@ -406,6 +417,8 @@ export class SqliteWriter {
     const regular = s.pickKeyPackage.get(clientId, 0, suite, suite, now) as Row | undefined;
     if (regular) {
       s.deleteKeyPackageId.run(regular.id);
+      const until = Math.min(regular.expires_at == null ? Infinity : num(regular.expires_at), now + CONSUMED_KEY_PACKAGE_RETENTION_MS);
+      s.insertConsumed.run(regular.ref, clientId, until);
       return keyPackageOf(regular);
     }
     const last = s.pickKeyPackage.get(clientId, 1, suite, suite, now) as Row | undefined;

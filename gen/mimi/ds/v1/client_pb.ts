@@ -10,10 +10,12 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/ds/v1/client.proto.
  */
 export const file_mimi_ds_v1_client: GenFile = /*@__PURE__*/
-  fileDesc("ChdtaW1pL2RzL3YxL2NsaWVudC5wcm90bxIKbWltaS5kcy52MSJICgpDbGllbnRBdXRoEhEKCWNsaWVudF9pZBgBIAEoDBIUCgx0aW1lc3RhbXBfbXMYAiABKAQSEQoJc2lnbmF0dXJlGAMgASgMImsKD1JlZ2lzdGVyUmVxdWVzdBIkCgRhdXRoGAEgASgLMhYubWltaS5kcy52MS5DbGllbnRBdXRoEhwKFHNpZ25hdHVyZV9wdWJsaWNfa2V5GAIgASgMEhQKDGNpcGhlcl9zdWl0ZRgDIAEoDSItChBSZWdpc3RlclJlc3BvbnNlEhkKEWZhbm91dF9hdXRoX3Rva2VuGAEgASgMIngKGVB1Ymxpc2hLZXlQYWNrYWdlc1JlcXVlc3QSJAoEYXV0aBgBIAEoCzIWLm1pbWkuZHMudjEuQ2xpZW50QXV0aBIUCgxrZXlfcGFja2FnZXMYAiADKAwSHwoXbGFzdF9yZXNvcnRfa2V5X3BhY2thZ2UYAyABKAwiLAoaUHVibGlzaEtleVBhY2thZ2VzUmVzcG9uc2USDgoGc3RvcmVkGAEgASgNIkwKDlJlY2VpdmVSZXF1ZXN0EiQKBGF1dGgYASABKAsyFi5taW1pLmRzLnYxLkNsaWVudEF1dGgSFAoMcmVzdW1lX2FmdGVyGAIgASgEIjgKD1JlY2VpdmVSZXNwb25zZRIQCghzZXF1ZW5jZRgBIAEoBBITCgttbHNfbWVzc2FnZRgCIAEoDCJUChpBY2tub3dsZWRnZU1lc3NhZ2VzUmVxdWVzdBIkCgRhdXRoGAEgASgLMhYubWltaS5kcy52MS5DbGllbnRBdXRoEhAKCHNlcXVlbmNlGAIgASgEIh0KG0Fja25vd2xlZGdlTWVzc2FnZXNSZXNwb25zZTLpAgoNQ2xpZW50U2VydmljZRJFCghSZWdpc3RlchIbLm1pbWkuZHMudjEuUmVnaXN0ZXJSZXF1ZXN0GhwubWltaS5kcy52MS5SZWdpc3RlclJlc3BvbnNlEmMKElB1Ymxpc2hLZXlQYWNrYWdlcxIlLm1pbWkuZHMudjEuUHVibGlzaEtleVBhY2thZ2VzUmVxdWVzdBomLm1pbWkuZHMudjEuUHVibGlzaEtleVBhY2thZ2VzUmVzcG9uc2USRAoHUmVjZWl2ZRIaLm1pbWkuZHMudjEuUmVjZWl2ZVJlcXVlc3QaGy5taW1pLmRzLnYxLlJlY2VpdmVSZXNwb25zZTABEmYKE0Fja25vd2xlZGdlTWVzc2FnZXMSJi5taW1pLmRzLnYxLkFja25vd2xlZGdlTWVzc2FnZXNSZXF1ZXN0GicubWltaS5kcy52MS5BY2tub3dsZWRnZU1lc3NhZ2VzUmVzcG9uc2VCPwoOb3JnLm1pbWkuZHMudjFQAVoebWltaS1kcy9nZW4vZ28vbWltaS9kcy92MTtkc3YxqgIKTWltaS5Ecy5WMWIGcHJvdG8z");
+  fileDesc("ChdtaW1pL2RzL3YxL2NsaWVudC5wcm90bxIKbWltaS5kcy52MSJXCgpDbGllbnRBdXRoEhEKCWNsaWVudF9pZBgBIAEoDBIUCgx0aW1lc3RhbXBfbXMYAiABKAQSEQoJc2lnbmF0dXJlGAMgASgMEg0KBW5vbmNlGAQgASgMIowBCg9SZWdpc3RlclJlcXVlc3QSJAoEYXV0aBgBIAEoCzIWLm1pbWkuZHMudjEuQ2xpZW50QXV0aBIcChRzaWduYXR1cmVfcHVibGljX2tleRgCIAEoDBIUCgxjaXBoZXJfc3VpdGUYAyABKA0SHwoXcmVnaXN0cmF0aW9uX2NyZWRlbnRpYWwYBCABKAwiLQoQUmVnaXN0ZXJSZXNwb25zZRIZChFmYW5vdXRfYXV0aF90b2tlbhgBIAEoDCJ4ChlQdWJsaXNoS2V5UGFja2FnZXNSZXF1ZXN0EiQKBGF1dGgYASABKAsyFi5taW1pLmRzLnYxLkNsaWVudEF1dGgSFAoMa2V5X3BhY2thZ2VzGAIgAygMEh8KF2xhc3RfcmVzb3J0X2tleV9wYWNrYWdlGAMgASgMIiwKGlB1Ymxpc2hLZXlQYWNrYWdlc1Jlc3BvbnNlEg4KBnN0b3JlZBgBIAEoDSJMCg5SZWNlaXZlUmVxdWVzdBIkCgRhdXRoGAEgASgLMhYubWltaS5kcy52MS5DbGllbnRBdXRoEhQKDHJlc3VtZV9hZnRlchgCIAEoBCI4Cg9SZWNlaXZlUmVzcG9uc2USEAoIc2VxdWVuY2UYASABKAQSEwoLbWxzX21lc3NhZ2UYAiABKAwiVAoaQWNrbm93bGVkZ2VNZXNzYWdlc1JlcXVlc3QSJAoEYXV0aBgBIAEoCzIWLm1pbWkuZHMudjEuQ2xpZW50QXV0aBIQCghzZXF1ZW5jZRgCIAEoBCIdChtBY2tub3dsZWRnZU1lc3NhZ2VzUmVzcG9uc2Uy6QIKDUNsaWVudFNlcnZpY2USRQoIUmVnaXN0ZXISGy5taW1pLmRzLnYxLlJlZ2lzdGVyUmVxdWVzdBocLm1pbWkuZHMudjEuUmVnaXN0ZXJSZXNwb25zZRJjChJQdWJsaXNoS2V5UGFja2FnZXMSJS5taW1pLmRzLnYxLlB1Ymxpc2hLZXlQYWNrYWdlc1JlcXVlc3QaJi5taW1pLmRzLnYxLlB1Ymxpc2hLZXlQYWNrYWdlc1Jlc3BvbnNlEkQKB1JlY2VpdmUSGi5taW1pLmRzLnYxLlJlY2VpdmVSZXF1ZXN0GhsubWltaS5kcy52MS5SZWNlaXZlUmVzcG9uc2UwARJmChNBY2tub3dsZWRnZU1lc3NhZ2VzEiYubWltaS5kcy52MS5BY2tub3dsZWRnZU1lc3NhZ2VzUmVxdWVzdBonLm1pbWkuZHMudjEuQWNrbm93bGVkZ2VNZXNzYWdlc1Jlc3BvbnNlQj8KDm9yZy5taW1pLmRzLnYxUAFaHm1pbWktZHMvZ2VuL2dvL21pbWkvZHMvdjE7ZHN2MaoCCk1pbWkuRHMuVjFiBnByb3RvMw");
 
 /**
- * ClientAuth proves possession of the client's signature key.
+ * ClientAuth proves possession of the client's signature key, for one call:
+ * it signs the method and a digest of the request's other fields, and the DS
+ * accepts each (client_id, nonce) once.
  *
  * @generated from message mimi.ds.v1.ClientAuth
  */
@@ -39,6 +41,13 @@ export type ClientAuth = Message<"mimi.ds.v1.ClientAuth"> & {
    * @generated from field: bytes signature = 3;
    */
   signature: Uint8Array;
+
+  /**
+   * 16 to 64 random bytes, fresh for every call (replay protection).
+   *
+   * @generated from field: bytes nonce = 4;
+   */
+  nonce: Uint8Array;
 };
 
 /**
@@ -72,6 +81,15 @@ export type RegisterRequest = Message<"mimi.ds.v1.RegisterRequest"> & {
    * @generated from field: uint32 cipher_suite = 3;
    */
   cipherSuite: number;
+
+  /**
+   * TLS-serialized RegistrationCredential (docs/protocol.md): the provider's
+   * signed statement that client_id may be bound to signature_public_key.
+   * Needed for a new binding unless the DS allows open registration.
+   *
+   * @generated from field: bytes registration_credential = 4;
+   */
+  registrationCredential: Uint8Array;
 };
 
 /**
@@ -249,6 +267,8 @@ export const ClientService: GenService<{
    * Register binds a client identifier of this domain to its signature key
    * (proven by the ClientAuth signature made with that key) and returns the
    * FanoutAuthToken the client puts into its KeyPackages (draft Section 4.6).
+   * A new binding needs a registration_credential from the provider's identity
+   * system (unless the DS runs in the development mode --open-registration).
    * Calling it again with the same key returns a fresh token.
    *
    * @generated from rpc mimi.ds.v1.ClientService.Register
