@@ -11,6 +11,8 @@ export interface HubDeps {
   readonly handler: DSRequestHandler;
   /** Answers HubInfo; without it HubInfo is Unimplemented. */
   readonly hubInfo?: HubInfoSource;
+  /** This build's version, in HubInfo. */
+  readonly version?: string;
   /** Called with unexpected handler failures (which clients see only as Internal). */
   readonly onInternalError: (err: unknown, ctx: HandlerContext) => void;
 }
@@ -48,7 +50,13 @@ export function registerHub(router: ConnectRouter, deps: HubDeps): void {
         if (typeof code === "number") throw new ConnectError((err as Error).message, statusForDsError(code));
         throw err;
       }
-      return { domain: deps.domain, externalSender: info.externalSender, protocolVersions: [...info.protocolVersions], fanoutSignatureKey: info.fanoutSignatureKey };
+      return {
+        domain: deps.domain,
+        externalSender: info.externalSender,
+        protocolVersions: [...info.protocolVersions],
+        fanoutSignatureKey: info.fanoutSignatureKey,
+        serverVersion: deps.version ?? "",
+      };
     },
   });
 }

@@ -1,6 +1,7 @@
 // One HTTP/2 TLS port serving gRPC, Connect and gRPC-Web (connect-node), with
 // optional client certificates (mutual TLS between DSs), health, reflection,
-// per-RPC logs and a graceful shutdown.
+// per-RPC logs, plain HTTP GET probes (/healthz, /readyz) and a graceful
+// shutdown.
 import http2 from "node:http2";
 import type { Http2ServerRequest, Http2ServerResponse, Http2Session } from "node:http2";
 import type { TLSSocket } from "node:tls";
@@ -16,6 +17,7 @@ import { buildRequestContext, requestContextKey, type DomainTrust } from "./cont
 import { HealthRegistry, registerHealth } from "./health.js";
 import { registerHub } from "./hub.js";
 import { loggingInterceptor } from "./logging.js";
+import { probeHandler, type Readiness } from "./probes.js";
 import { ReflectionIndex, reflectionServices, registerReflection } from "./reflection.js";
 
 /** A service served next to HubService (FanoutService, ClientService, ...). */
@@ -60,6 +62,12 @@ export interface ServerOptions {
   readonly domainTrust?: DomainTrust;
   /** Runs last in close(), after every connection is gone (closes the store). */
   readonly onClose?: () => void | Promise<void>;
+  /** This build's version, answered by HubInfo. */
+  readonly version?: string;
+  /** Whether the DS can serve (e.g. its store answers), for GET /readyz; draining is added here. */
+  readonly readiness?: Readiness;
+  /** Interceptors that run outside the logging one (metrics). */
+  readonly interceptors?: readonly Interceptor[];
 }
 
 export interface RunningServer {
@@ -90,9 +98,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     registerHub(router, {
       domain: options.domain,
       handler: options.handler,
+      ...(options.version !== undefined ? { version: options.version } : {}),
       ...(options.hubInfo !== undefined ? { hubInfo: options.hubInfo } : {}),
       onInternalError: (err, ctx) =>
-        logger.error({ err, service: ctx.service.typeName, method: ctx.method.name }, "handler failed"),
+        logger.error({ err, rid: ctx.values.get(requestContextKey).requestId, service: ctx.service.typeName, method: ctx.method.name }, "handler failed"),
     });
     registerHealth(router, health);
     registerReflection(router, reflection);
@@ -107,6 +116,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     compressMinBytes: Number.MAX_SAFE_INTEGER,
     shutdownSignal: shutdown.signal,
     interceptors: [
+      ...(options.interceptors ?? []),
       loggingInterceptor(logger),
       streamsEndUnavailable(shutdown.signal),
       unaryTimeout(options.unaryTimeoutMs ?? defaultUnaryTimeoutMs),
@@ -133,8 +143,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const sessions = new Set<Http2Session>();
   const sockets = new Set<TLSSocket>();
   let draining = false;
+  const probe = probeHandler(async () => (draining ? { ready: false, reason: "draining" } : (options.readiness?.() ?? { ready: true })));
 
   server.on("request", (req: Http2ServerRequest, res: Http2ServerResponse) => {
+    // Kubernetes-style HTTP GET probes on the TLS port; everything else is an RPC.
+    if (probe(req, res)) return;
     active++;
     let done = false;
     const finished = (): void => {

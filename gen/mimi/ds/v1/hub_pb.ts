@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/ds/v1/hub.proto.
  */
 export const file_mimi_ds_v1_hub: GenFile = /*@__PURE__*/
-  fileDesc("ChRtaW1pL2RzL3YxL2h1Yi5wcm90bxIKbWltaS5kcy52MSIjCg1TdWJtaXRSZXF1ZXN0EhIKCmRzX3JlcXVlc3QYASABKAwiJQoOU3VibWl0UmVzcG9uc2USEwoLZHNfcmVzcG9uc2UYASABKAwiDQoLUGluZ1JlcXVlc3QiHgoMUGluZ1Jlc3BvbnNlEg4KBmRvbWFpbhgBIAEoCSImCg5IdWJJbmZvUmVxdWVzdBIUCgxjaXBoZXJfc3VpdGUYASABKA0icwoPSHViSW5mb1Jlc3BvbnNlEg4KBmRvbWFpbhgBIAEoCRIXCg9leHRlcm5hbF9zZW5kZXIYAiABKAwSGQoRcHJvdG9jb2xfdmVyc2lvbnMYAyADKA0SHAoUZmFub3V0X3NpZ25hdHVyZV9rZXkYBCABKAwiJAoNRFNFcnJvckRldGFpbBITCgtkc19yZXNwb25zZRgBIAEoDDLWAQoKSHViU2VydmljZRI/CgZTdWJtaXQSGS5taW1pLmRzLnYxLlN1Ym1pdFJlcXVlc3QaGi5taW1pLmRzLnYxLlN1Ym1pdFJlc3BvbnNlEj4KBFBpbmcSFy5taW1pLmRzLnYxLlBpbmdSZXF1ZXN0GhgubWltaS5kcy52MS5QaW5nUmVzcG9uc2UiA5ACARJHCgdIdWJJbmZvEhoubWltaS5kcy52MS5IdWJJbmZvUmVxdWVzdBobLm1pbWkuZHMudjEuSHViSW5mb1Jlc3BvbnNlIgOQAgFiBnByb3RvMw");
+  fileDesc("ChRtaW1pL2RzL3YxL2h1Yi5wcm90bxIKbWltaS5kcy52MSIjCg1TdWJtaXRSZXF1ZXN0EhIKCmRzX3JlcXVlc3QYASABKAwiJQoOU3VibWl0UmVzcG9uc2USEwoLZHNfcmVzcG9uc2UYASABKAwiDQoLUGluZ1JlcXVlc3QiHgoMUGluZ1Jlc3BvbnNlEg4KBmRvbWFpbhgBIAEoCSImCg5IdWJJbmZvUmVxdWVzdBIUCgxjaXBoZXJfc3VpdGUYASABKA0iiwEKD0h1YkluZm9SZXNwb25zZRIOCgZkb21haW4YASABKAkSFwoPZXh0ZXJuYWxfc2VuZGVyGAIgASgMEhkKEXByb3RvY29sX3ZlcnNpb25zGAMgAygNEhwKFGZhbm91dF9zaWduYXR1cmVfa2V5GAQgASgMEhYKDnNlcnZlcl92ZXJzaW9uGAUgASgJIiQKDURTRXJyb3JEZXRhaWwSEwoLZHNfcmVzcG9uc2UYASABKAwy1gEKCkh1YlNlcnZpY2USPwoGU3VibWl0EhkubWltaS5kcy52MS5TdWJtaXRSZXF1ZXN0GhoubWltaS5kcy52MS5TdWJtaXRSZXNwb25zZRI+CgRQaW5nEhcubWltaS5kcy52MS5QaW5nUmVxdWVzdBoYLm1pbWkuZHMudjEuUGluZ1Jlc3BvbnNlIgOQAgESRwoHSHViSW5mbxIaLm1pbWkuZHMudjEuSHViSW5mb1JlcXVlc3QaGy5taW1pLmRzLnYxLkh1YkluZm9SZXNwb25zZSIDkAIBYgZwcm90bzM");
 
 /**
  * @generated from message mimi.ds.v1.SubmitRequest
@@ -131,6 +131,13 @@ export type HubInfoResponse = Message<"mimi.ds.v1.HubInfoResponse"> & {
    * @generated from field: bytes fanout_signature_key = 4;
    */
   fanoutSignatureKey: Uint8Array;
+
+  /**
+   * The mimi-ds release serving this hub (e.g. "0.1.0"); informational.
+   *
+   * @generated from field: string server_version = 5;
+   */
+  serverVersion: string;
 };
 
 /**
