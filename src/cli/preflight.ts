@@ -102,7 +102,10 @@ export function storeOpenError(err: unknown, store: string): ConfigError {
   const message = (err as Error).message ?? String(err);
   if (/^mongodb(\+srv)?:\/\//i.test(store)) {
     if (/server selection|ECONNREFUSED|ENOTFOUND|timed out/i.test(message)) {
-      return new ConfigError(`--store ${shown}: MongoDB does not answer (${message.replace(/^mongodb: /, "").split("\n")[0]}): is it running and a replica set?`);
+      const ms = Number(/[?&]serverSelectionTimeoutMS=(\d+)/i.exec(mongoUriWithTimeout(store))?.[1]);
+      return new ConfigError(
+        `--store ${shown}: MongoDB does not answer within ${ms / 1000} s (${message.replace(/^mongodb: /, "").split("\n")[0]}): is it running, and a replica set? (serverSelectionTimeoutMS in the URI sets the wait)`,
+      );
     }
     return new ConfigError(`--store ${shown}: ${message.split("\n")[0]}`);
   }
