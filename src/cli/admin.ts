@@ -56,10 +56,10 @@ export async function adminCommand(command: AdminCommand, args: string[]): Promi
       },
     }));
   } catch (err) {
-    throw new ConfigError(`${(err as Error).message}\n${adminUsage}`);
+    throw new ConfigError(`${(err as Error).message} (mimi-ds help admin)`);
   }
   const need = (name: string, v: string | undefined): string => {
-    if (v === undefined || v === "") throw new ConfigError(`${command} needs --${name}\n${adminUsage}`);
+    if (v === undefined || v === "") throw new ConfigError(`${command} needs --${name} (mimi-ds help admin)`);
     return v;
   };
   const endpoint = need("endpoint", values.endpoint);
@@ -79,7 +79,7 @@ export async function adminCommand(command: AdminCommand, args: string[]): Promi
     throw new ConfigError(`--endpoint: ${(err as Error).message}`);
   }
   // Everything the command needs from its flags is checked before the first call.
-  const call = planCall(command, values, need);
+  const call = await planCall(command, values, need);
   try {
     const out = await call(transport).catch((err: unknown) => {
       throw new RemoteError(describeRpcError(err, endpoint));
@@ -100,7 +100,7 @@ type Values = {
   grace?: string | undefined;
 };
 
-function planCall(command: AdminCommand, v: Values, need: (name: string, v: string | undefined) => string): (t: DSTransport) => Promise<string> {
+async function planCall(command: AdminCommand, v: Values, need: (name: string, v: string | undefined) => string): Promise<(t: DSTransport) => Promise<string>> {
   const json = (x: unknown): string => JSON.stringify(x, (_k, val: unknown) => (typeof val === "bigint" ? Number(val) : val), 2);
   switch (command) {
     case "hub-info": {
@@ -124,11 +124,8 @@ function planCall(command: AdminCommand, v: Values, need: (name: string, v: stri
     }
     case "propose-addition": {
       const groupId = groupIdArg(need("group", v.group?.[0]));
-      const file = need("key-package", v["key-package"]);
-      return async (t) => {
-        const keyPackage = await readFlagFile("--key-package", file);
-        return Buffer.from((await createClient(AdminService, t).proposeAddition({ groupId, keyPackage })).proposalRef).toString("hex");
-      };
+      const keyPackage = await readFlagFile("--key-package", need("key-package", v["key-package"]));
+      return async (t) => Buffer.from((await createClient(AdminService, t).proposeAddition({ groupId, keyPackage })).proposalRef).toString("hex");
     }
     case "revoke-tokens": {
       const clientId = need("client", v.client);

@@ -36,7 +36,7 @@ for its domain, its HubInfo fanout key is the dsSignatureKey in FILE, and it
 accepts the certificate over mutual TLS (FanoutService). Exit 0 when all pass.`;
 
 export async function keysCommand(args: string[]): Promise<number> {
-  const { values } = parsed(keysUsage, () =>
+  const { values } = parsed("keys", () =>
     parseArgs({
       args,
       strict: true,
@@ -50,7 +50,7 @@ export async function keysCommand(args: string[]): Promise<number> {
     }),
   );
   const domain = values.domain ?? process.env.MIMI_DS_DOMAIN;
-  if (domain === undefined || domain === "") throw new ConfigError(`keys needs --domain\n${keysUsage}`);
+  if (domain === undefined || domain === "") throw new ConfigError("keys needs --domain (mimi-ds help keys)");
   const dataDir = resolve(values["data-dir"] ?? process.env.MIMI_DS_DATA_DIR ?? "data");
   const tokenFile = values["fanout-token-key"] ?? process.env.MIMI_DS_FANOUT_TOKEN_KEY ?? join(dataDir, "fanout-token-key.json");
   for (const note of prepareDataDir(dataDir)) console.error(note);
@@ -85,7 +85,7 @@ export async function keysCommand(args: string[]): Promise<number> {
 const SUBSCRIBE_PROBE_MS = 1500;
 
 export async function checkPeerCommand(args: string[]): Promise<number> {
-  const { values } = parsed(checkPeerUsage, () =>
+  const { values } = parsed("check-peer", () =>
     parseArgs({
       args,
       strict: true,
@@ -95,7 +95,7 @@ export async function checkPeerCommand(args: string[]): Promise<number> {
   const peersFile = values.peers ?? process.env.MIMI_DS_PEERS;
   const certFile = values.cert ?? process.env.MIMI_DS_TLS_CERT;
   const keyFile = values.key ?? process.env.MIMI_DS_TLS_KEY;
-  if (peersFile === undefined || certFile === undefined || keyFile === undefined) throw new ConfigError(`check-peer needs --peers, --cert and --key\n${checkPeerUsage}`);
+  if (peersFile === undefined || certFile === undefined || keyFile === undefined) throw new ConfigError("check-peer needs --peers, --cert and --key (mimi-ds help check-peer)");
   let directory;
   try {
     directory = loadPeers(peersFile);
@@ -175,11 +175,11 @@ export async function checkPeer(peer: Peer, own: { cert: Buffer; key: Buffer }, 
   }
 }
 
-/** Flag parsing errors as a ConfigError with the command's usage. */
-function parsed<T>(usage: string, f: () => T): T {
+/** Flag parsing errors as a one-line ConfigError pointing at the command's help. */
+function parsed<T>(command: string, f: () => T): T {
   try {
     return f();
   } catch (err) {
-    throw new ConfigError(`${(err as Error).message}\n${usage}`);
+    throw new ConfigError(`${(err as Error).message} (mimi-ds help ${command})`);
   }
 }

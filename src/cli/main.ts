@@ -116,7 +116,7 @@ async function main(argv: string[]): Promise<number> {
     }
     default:
       if ((adminCommands as readonly string[]).includes(command)) return adminCommand(command as AdminCommand, rest);
-      console.error(`mimi-ds: unknown command: ${command}\n${usage}`);
+      console.error(`mimi-ds: unknown command: ${command} (mimi-ds help lists them)`);
       return 2;
   }
 }
