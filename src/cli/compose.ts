@@ -31,6 +31,7 @@ import { ConfigError, type ServeConfig } from "./config.js";
 import { checkStartupIntegrity, HUB_KEY_FILE } from "./integrity.js";
 import { certificatesOf, listenError, loadTls, mongoUriWithTimeout, storeOpenError } from "./preflight.js";
 import { join } from "node:path";
+import { dsFanoutErrorCodeName } from "../wire/index.js";
 
 export interface Service {
   readonly server: RunningServer;
@@ -93,7 +94,7 @@ export async function createService(config: ServeConfig, logger: Logger, version
     const fanout = createFanoutService({
       store,
       logger,
-      onRejected: (r) => metrics.fanoutRejection(r.guestDomain, String(r.error.code)),
+      onRejected: (r) => metrics.fanoutRejection(r.guestDomain, dsFanoutErrorCodeName(r.error.code) ?? `code_${r.error.code}`),
     });
     // Client certificates of peers are verified against their CAs as well as ours,
     // and name a domain only when issued by the CA configured for that domain:
