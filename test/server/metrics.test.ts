@@ -8,7 +8,7 @@ import { readFile, mkdtemp, rm } from "node:fs/promises";
 import { get as httpsGet } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createClient } from "@connectrpc/connect";
+import { ConnectError, createClient } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HubService } from "../../gen/mimi/ds/v1/hub_pb.js";
 import { createDSTransport, DSClient, DSRequestError, MimiMember, type DSTransport } from "../../src/client/index.js";
@@ -185,8 +185,11 @@ describe("a real serve process", () => {
     expect(echoed).not.toBe("no spaces allowed");
     expect(echoed).toMatch(/^[a-z0-9]+-[a-z0-9]+$/);
     // A failed call carries it too (as a trailer, with the error).
-    const err = await hub.submit({ dsRequest: new Uint8Array([9]) }).catch((e: unknown) => e as { metadata: Headers });
-    expect(err.metadata.get("x-request-id")).toMatch(/^[a-z0-9]+-[a-z0-9]+$/);
+    const err = await hub.submit({ dsRequest: new Uint8Array([9]) }).then(
+      () => undefined,
+      (e: unknown) => ConnectError.from(e),
+    );
+    expect(err?.metadata.get("x-request-id")).toMatch(/^[a-z0-9]+-[a-z0-9]+$/);
 
     await new Promise((r) => setTimeout(r, 200));
     const rpcs = serve.lines.filter((l) => l.msg === "rpc");
