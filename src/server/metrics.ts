@@ -1,17 +1,19 @@
-// Prometheus metrics (prom-client): every series is listed, with what it
-// counts, in docs/operations.md. The hot path pays one counter increment and
-// one histogram observation per RPC, DSRequest and store call, through label
-// children looked up once per (method, code) and kept, never a label object
-// per call. What needs a read (queue backlogs, outboxes, hosted groups) is
+// Prometheus metrics (a prom-client Registry: exposition, default process
+// metrics, scrape-time gauges): every series is listed, with what it counts,
+// in docs/operations.md. The hot path pays one counter increment and one
+// histogram observation per RPC, DSRequest and store call, on children of
+// fast-metrics.ts looked up once per label set and kept: no allocation per
+// call. What needs a read (queue backlogs, outboxes, hosted groups) is
 // computed when Prometheus scrapes, and the expensive reads are cached.
 import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type Database from "better-sqlite3";
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { collectDefaultMetrics, Gauge, Registry } from "prom-client";
 import type { DSRequestHandler } from "../ds/handler.js";
 import { outboxQueue, type Store } from "../store/port.js";
 import { DSRequestType, dsErrorCodeName } from "../wire/index.js";
 import { requestContextKey } from "./context.js";
+import { FastCounter, FastHistogram, type CounterChild, type HistogramChild } from "./fast-metrics.js";
 import { codeName } from "./logging.js";
 
 const RPC_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
@@ -56,20 +58,20 @@ export class DSMetrics {
   /** Requests this DS forwarded to another hub (marked by the peer client): not counted as accepted here. */
   readonly #forwarded = new WeakMap<Uint8Array, string>();
 
-  readonly rpcRequests: Counter<"service" | "method" | "code">;
-  readonly rpcDuration: Histogram<"service" | "method" | "code">;
+  readonly rpcRequests: FastCounter;
+  readonly rpcDuration: FastHistogram;
   readonly rpcStreams: Gauge<"service" | "method">;
   readonly fanoutStreams: Gauge<"guest">;
-  readonly dsRequests: Counter<"operation" | "result">;
-  readonly dsForwarded: Counter<"operation" | "hub" | "result">;
-  readonly commits: Counter<"operation">;
-  readonly messages: Counter;
-  readonly rateLimitHits: Counter<"limit">;
-  readonly storeDuration: Histogram<"operation">;
-  readonly storeErrors: Counter<"operation" | "error">;
-  readonly groupCommitApplies: Histogram;
-  readonly groupCommitDuration: Histogram;
-  readonly fanoutRejected: Counter<"guest" | "code">;
+  readonly dsRequests: FastCounter;
+  readonly dsForwarded: FastCounter;
+  readonly commits: FastCounter;
+  readonly messages: CounterChild;
+  readonly rateLimitHits: FastCounter;
+  readonly storeDuration: FastHistogram;
+  readonly storeErrors: FastCounter;
+  readonly groupCommitApplies: HistogramChild;
+  readonly groupCommitDuration: HistogramChild;
+  readonly fanoutRejected: FastCounter;
 
   constructor(options: { readonly version?: string; readonly defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -78,20 +80,21 @@ export class DSMetrics {
       { version: options.version ?? "unknown", node: process.versions.node },
       1,
     );
-    this.rpcRequests = new Counter({ name: "mimi_ds_rpc_requests_total", help: "RPCs finished, by service, method and status code (streams count when they end).", labelNames: ["service", "method", "code"], registers });
-    this.rpcDuration = new Histogram({ name: "mimi_ds_rpc_duration_seconds", help: "Duration of unary RPCs in the server, by service, method and status code.", labelNames: ["service", "method", "code"], buckets: RPC_BUCKETS, registers });
+    const reg = this.registry;
+    this.rpcRequests = new FastCounter("mimi_ds_rpc_requests_total", "RPCs finished, by service, method and status code (streams count when they end).", ["service", "method", "code"], reg);
+    this.rpcDuration = new FastHistogram("mimi_ds_rpc_duration_seconds", "Duration of unary RPCs in the server, by service, method and status code.", ["service", "method", "code"], RPC_BUCKETS, reg);
     this.rpcStreams = new Gauge({ name: "mimi_ds_rpc_streams_open", help: "Server streams open now (Receive, Subscribe, Health.Watch, reflection).", labelNames: ["service", "method"], registers });
     this.fanoutStreams = new Gauge({ name: "mimi_ds_fanout_streams_open", help: "Hub side: FanoutService.Subscribe streams open now, by guest domain.", labelNames: ["guest"], registers });
-    this.dsRequests = new Counter({ name: "mimi_ds_ds_requests_total", help: "DSRequests handled by this hub, by operation and result (ok or the DS error code name).", labelNames: ["operation", "result"], registers });
-    this.dsForwarded = new Counter({ name: "mimi_ds_ds_forwarded_total", help: "DSRequests forwarded to the group's hub, by operation, hub and result.", labelNames: ["operation", "hub", "result"], registers });
-    this.commits = new Counter({ name: "mimi_ds_commits_accepted_total", help: "Commits accepted by this hub (a group's epoch advanced), by operation.", labelNames: ["operation"], registers });
-    this.messages = new Counter({ name: "mimi_ds_messages_accepted_total", help: "Application messages (send_message) accepted by this hub.", registers });
-    this.rateLimitHits = new Counter({ name: "mimi_ds_rate_limit_hits_total", help: "Requests refused by a rate limit: dsrequest (--rate-limit-*), fanout (--fanout-rate-limit).", labelNames: ["limit"], registers });
-    this.storeDuration = new Histogram({ name: "mimi_ds_store_duration_seconds", help: "Store calls, by operation (apply includes the wait for its group commit).", labelNames: ["operation"], buckets: STORE_BUCKETS, registers });
-    this.storeErrors = new Counter({ name: "mimi_ds_store_errors_total", help: "Store calls that failed, by operation and error class.", labelNames: ["operation", "error"], registers });
-    this.groupCommitApplies = new Histogram({ name: "mimi_ds_store_group_commit_applies", help: "SQLite: apply calls written per transaction (one fsync).", buckets: BATCH_BUCKETS, registers });
-    this.groupCommitDuration = new Histogram({ name: "mimi_ds_store_group_commit_duration_seconds", help: "SQLite: duration of one group commit (write and fsync).", buckets: STORE_BUCKETS, registers });
-    this.fanoutRejected = new Counter({ name: "mimi_ds_fanout_rejected_total", help: "Hub side: DSFanoutResponses of type error from guests, by guest and code.", labelNames: ["guest", "code"], registers });
+    this.dsRequests = new FastCounter("mimi_ds_ds_requests_total", "DSRequests handled by this hub, by operation and result (ok or the DS error code name).", ["operation", "result"], reg);
+    this.dsForwarded = new FastCounter("mimi_ds_ds_forwarded_total", "DSRequests forwarded to the group's hub, by operation, hub and result.", ["operation", "hub", "result"], reg);
+    this.commits = new FastCounter("mimi_ds_commits_accepted_total", "Commits accepted by this hub (a group's epoch advanced), by operation.", ["operation"], reg);
+    this.messages = new FastCounter("mimi_ds_messages_accepted_total", "Application messages (send_message) accepted by this hub.", [], reg).child();
+    this.rateLimitHits = new FastCounter("mimi_ds_rate_limit_hits_total", "Requests refused by a rate limit: dsrequest (--rate-limit-*), fanout (--fanout-rate-limit).", ["limit"], reg);
+    this.storeDuration = new FastHistogram("mimi_ds_store_duration_seconds", "Store calls, by operation (apply includes the wait for its group commit).", ["operation"], STORE_BUCKETS, reg);
+    this.storeErrors = new FastCounter("mimi_ds_store_errors_total", "Store calls that failed, by operation and error class.", ["operation", "error"], reg);
+    this.groupCommitApplies = new FastHistogram("mimi_ds_store_group_commit_applies", "SQLite: apply calls written per transaction (one fsync).", [], BATCH_BUCKETS, reg).child();
+    this.groupCommitDuration = new FastHistogram("mimi_ds_store_group_commit_duration_seconds", "SQLite: duration of one group commit (write and fsync).", [], STORE_BUCKETS, reg).child();
+    this.fanoutRejected = new FastCounter("mimi_ds_fanout_rejected_total", "Hub side: DSFanoutResponses of type error from guests, by guest and code.", ["guest", "code"], reg);
 
     const self = this;
     new Gauge({
@@ -218,16 +221,16 @@ export class DSMetrics {
   /** Counts and times every RPC; the outermost interceptor. */
   interceptor(): Interceptor {
     // Label children per method and status code, made on first use.
-    const children = new WeakMap<DescMethod, { counters: Counter.Internal[]; histograms: Histogram.Internal<string>[] }>();
+    const children = new WeakMap<DescMethod, { counters: CounterChild[]; histograms: HistogramChild[] }>();
     const childOf = (method: DescMethod, code: number) => {
       let c = children.get(method);
       if (c === undefined) children.set(method, (c = { counters: [], histograms: [] }));
       let counter = c.counters[code];
       let histogram = c.histograms[code];
       if (counter === undefined || histogram === undefined) {
-        const labels = { service: method.parent.typeName, method: method.name, code: codeName(code as Code) };
-        counter = c.counters[code] = this.rpcRequests.labels(labels);
-        histogram = c.histograms[code] = this.rpcDuration.labels(labels);
+        const labels = [method.parent.typeName, method.name, codeName(code as Code)];
+        counter = c.counters[code] = this.rpcRequests.child(...labels);
+        histogram = c.histograms[code] = this.rpcDuration.child(...labels);
       }
       return { counter, histogram };
     };
@@ -278,13 +281,12 @@ export class DSMetrics {
 
   /** Counts every DSRequest by operation and result; accepted commits and messages. */
   instrumentHandler(handler: DSRequestHandler): DSRequestHandler {
-    type Children = Map<string, Counter.Internal>;
-    const byOperation = new Map<string, Children>();
-    const child = (operation: string, result: string): Counter.Internal => {
+    const byOperation = new Map<string, Map<string, CounterChild>>();
+    const child = (operation: string, result: string): CounterChild => {
       let m = byOperation.get(operation);
       if (m === undefined) byOperation.set(operation, (m = new Map()));
       let c = m.get(result);
-      if (c === undefined) m.set(result, (c = this.dsRequests.labels(operation, result)));
+      if (c === undefined) m.set(result, (c = this.dsRequests.child(operation, result)));
       return c;
     };
     return {
@@ -294,14 +296,14 @@ export class DSMetrics {
         const result = handled.error === undefined ? "ok" : (dsErrorCodeName(handled.error.code) ?? `code_${handled.error.code}`);
         const hub = this.#forwarded.get(bytes);
         if (hub !== undefined) {
-          this.dsForwarded.inc({ operation, hub, result });
+          this.dsForwarded.inc([operation, hub, result]);
           return handled;
         }
         child(operation, result).inc();
         if (handled.error === undefined) {
           if (operation === "send_message") this.messages.inc();
-          else if (COMMIT_OPERATIONS.has(operation)) this.commits.inc({ operation });
-        } else if (result === "rate_limited") this.rateLimitHits.inc({ limit: "dsrequest" });
+          else if (COMMIT_OPERATIONS.has(operation)) this.commits.inc([operation]);
+        } else if (result === "rate_limited") this.rateLimitHits.inc(["dsrequest"]);
         return handled;
       },
     };
@@ -314,7 +316,7 @@ export class DSMetrics {
 
   /** A guest refused (part of) a DSFanoutRequest. */
   fanoutRejection(guest: string, code: string): void {
-    this.fanoutRejected.inc({ guest, code });
+    this.fanoutRejected.inc([guest, code]);
   }
 
   // ------------------------------------------------------------------ store
@@ -326,34 +328,31 @@ export class DSMetrics {
     return new Proxy(store, {
       get(target, prop) {
         const value = Reflect.get(target, prop, target) as unknown;
-        if (typeof value !== "function" || typeof prop !== "string" || UNTIMED.has(prop)) {
-          return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
-        }
+        if (typeof value !== "function") return value;
         let w = wrapped.get(prop);
-        if (w === undefined) {
-          const timer = metrics.storeDuration.labels(prop);
-          const fn = value as (...a: unknown[]) => unknown;
-          w = function (...args: unknown[]) {
+        if (w !== undefined) return w;
+        // (A method of more than four parameters would lose some below: left untimed.)
+        if (typeof prop !== "string" || UNTIMED.has(prop) || (value as () => unknown).length > 4) {
+          w = (value as (...a: unknown[]) => unknown).bind(target);
+        } else {
+          const timer = metrics.storeDuration.child(prop);
+          const fn = value as (a?: unknown, b?: unknown, c?: unknown, d?: unknown) => Promise<unknown>;
+          // Store methods take at most four arguments: fixed parameters, no array per call.
+          w = async function (a?: unknown, b?: unknown, c?: unknown, d?: unknown) {
             const start = performance.now();
-            const out = fn.apply(target, args);
-            if (!(out instanceof Promise)) return out;
-            return out.then(
-              (v: unknown) => {
-                timer.observe((performance.now() - start) / 1000);
-                if (prop === "rateLimit" && (v as { allowed?: boolean }).allowed === false) {
-                  metrics.rateLimitHits.inc({ limit: String(args[0]).split(":", 1)[0] ?? "store" });
-                }
-                return v;
-              },
-              (err: unknown) => {
-                timer.observe((performance.now() - start) / 1000);
-                metrics.storeErrors.inc({ operation: prop, error: (err as Error)?.name ?? "Error" });
-                throw err;
-              },
-            );
+            try {
+              const v = await fn.call(target, a, b, c, d);
+              if (prop === "rateLimit" && (v as { allowed?: boolean }).allowed === false) metrics.rateLimitHits.inc([String(a).split(":", 1)[0] ?? "store"]);
+              return v;
+            } catch (err) {
+              metrics.storeErrors.inc([prop, (err as Error)?.name ?? "Error"]);
+              throw err;
+            } finally {
+              timer.observe((performance.now() - start) / 1000);
+            }
           };
-          wrapped.set(prop, w);
         }
+        wrapped.set(prop, w);
         return w;
       },
     });
