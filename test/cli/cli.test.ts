@@ -9,6 +9,7 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HubService } from "../../gen/mimi/ds/v1/hub_pb.js";
 import { client } from "../helpers/clients.js";
+import { makeDevCa } from "../helpers/devca.js";
 import { cliMain, spawnServe, tsxBin, type ServeProcess } from "../helpers/process.js";
 
 const run = (args: string[]) => promisify(execFile)(tsxBin, [cliMain, ...args], { cwd: process.cwd(), timeout: 60_000 });
@@ -93,8 +94,10 @@ describe("serve", () => {
   it("bin/mimi-ds.js serves when started from another directory (its SQLite writer thread finds tsx)", async () => {
     const elsewhere = join(dir, "elsewhere");
     await mkdir(elsewhere);
-    const child = spawn(process.execPath, [join(process.cwd(), "bin", "mimi-ds.js"), "serve", "--domain", "a.example", "--listen", "127.0.0.1:0", "--data-dir", "data",
-      "--tls-cert", join(certs(), "a.example", "cert.pem"), "--tls-key", join(certs(), "a.example", "key.pem")], { cwd: elsewhere });
+    const own = await makeDevCa(["a.example"]);
+    const tlsFlags = ["--tls-cert", own.domain("a.example").certPath, "--tls-key", own.domain("a.example").keyPath];
+    const bin = join(process.cwd(), "bin", "mimi-ds.js");
+    const child = spawn(process.execPath, [bin, "serve", "--domain", "a.example", "--listen", "127.0.0.1:0", "--data-dir", "data", ...tlsFlags], { cwd: elsewhere });
     let out = "";
     let err = "";
     child.stdout.on("data", (d) => (out += d));
@@ -106,6 +109,7 @@ describe("serve", () => {
     child.kill("SIGTERM");
     expect(await exited).toBe(0);
     await stat(join(elsewhere, "data", "ds.sqlite"));
+    await own.cleanup();
   });
 
   it("exits 2 with a message when required settings are missing", async () => {
