@@ -54,15 +54,6 @@ export async function createService(config: ServeConfig, logger: Logger, version
     if (err instanceof PeersConfigError) throw new ConfigError(`--peers ${err.message}`);
     throw err;
   }
-  let tokens: FanoutTokenKeys;
-  try {
-    tokens = FanoutTokenKeys.open(config.fanoutTokenKey);
-  } catch (err) {
-    if (err instanceof FanoutTokenKeyError) throw new ConfigError(`--fanout-token-key ${err.message}`);
-    if ((err as NodeJS.ErrnoException).code !== undefined) throw new ConfigError(`--fanout-token-key ${config.fanoutTokenKey}: ${(err as Error).message}`);
-    throw err;
-  }
-
   const metrics = new DSMetrics({ version });
   let raw: Store;
   try {
@@ -75,6 +66,16 @@ export async function createService(config: ServeConfig, logger: Logger, version
   const transports = new PeerTransports(peers, { cert: tls.cert, key: tls.key });
   let metricsListener: MetricsListener | undefined;
   try {
+    // Before any key file is made: a missing one beside a database in use is refused.
+    await integrity.checkDatabase(async () => (await store.listGroups({ limit: 1 })).length > 0);
+    let tokens: FanoutTokenKeys;
+    try {
+      tokens = FanoutTokenKeys.open(config.fanoutTokenKey);
+    } catch (err) {
+      if (err instanceof FanoutTokenKeyError) throw new ConfigError(`--fanout-token-key ${err.message}`);
+      if ((err as NodeJS.ErrnoException).code !== undefined) throw new ConfigError(`--fanout-token-key ${config.fanoutTokenKey}: ${(err as Error).message}`);
+      throw err;
+    }
     const peerHubs: PeerHubs = {
       has: (domain) => peers.get(domain) !== undefined,
       submit: (domain, bytes) => {
@@ -89,7 +90,7 @@ export async function createService(config: ServeConfig, logger: Logger, version
       config: { rateLimits: config.rateLimits },
       peers: peerHubs,
     });
-    await integrity.confirm(ds.context.hub.fanoutPublicKey, async () => (await store.listGroups({ limit: 1 })).length > 0);
+    integrity.confirm(ds.context.hub.fanoutPublicKey);
     const clients = createClientService({ domain: config.domain, store, tokens, logger });
     const fanout = createFanoutService({
       store,

@@ -51,8 +51,10 @@ export interface IntegrityOptions {
 export interface IntegrityResult {
   /** What was found and done, for the start-up log. */
   readonly notes: string[];
-  /** Call once the store is open and the keys are loaded: records the marker (and, for MongoDB, checks the keys). */
-  readonly confirm: (fanoutPublicKey: Uint8Array, databaseHasGroups: () => Promise<boolean>) => Promise<void>;
+  /** Call once the store is open, before a key file is made: MongoDB's database in use needs its key files. */
+  readonly checkDatabase: (databaseHasGroups: () => Promise<boolean>) => Promise<void>;
+  /** Call once the keys are loaded: records the marker. */
+  readonly confirm: (fanoutPublicKey: Uint8Array) => void;
 }
 
 const isMongo = (uri: string): boolean => /^mongodb(\+srv)?:\/\//i.test(uri);
@@ -255,10 +257,12 @@ export function checkStartupIntegrity(o: IntegrityOptions): IntegrityResult {
 
   return {
     notes,
-    async confirm(fanoutPublicKey, databaseHasGroups) {
+    async checkDatabase(databaseHasGroups) {
       if (sqlite === undefined && isMongo(o.store) && missingKeys.length > 0 && !o.allowNewKeys && (await databaseHasGroups())) {
         refuseMissingKeys(redactUri(o.store));
       }
+    },
+    confirm(fanoutPublicKey) {
       const fp = fingerprint(fanoutPublicKey);
       if (marker !== undefined && marker.fanoutKey === fp && (sqlite === undefined || sqlite.state === "present")) return;
       const next: Marker = {
