@@ -18,7 +18,7 @@ import { createPeerTransport, FanoutTokenKeyError, FanoutTokenKeys, loadPeers, P
 import { HubIdentity } from "../ds/hub-identity.js";
 import { firstDnsSan } from "../server/context.js";
 import { ConfigError, readFlagFile } from "./config.js";
-import { HUB_KEY_FILE, prepareDataDir, readHubKeyFile } from "./integrity.js";
+import { HUB_KEY_FILE, MARKER_FILE, prepareDataDir, readHubKeyFile } from "./integrity.js";
 import { describeRpcError } from "./rpc-errors.js";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -27,7 +27,8 @@ export const keysUsage = `usage: mimi-ds keys --domain D [--data-dir DIR] [--fan
 Makes <data-dir>/hub-keys.json and the FanoutAuthToken key (kept when they
 exist), before the first \`serve\`, and prints on stdout the entry other
 operators add to their peers file: {domain, endpoint, ca, dsSignatureKey}.
---endpoint and --ca only fill in that entry (your public URL, your CA file).`;
+--endpoint and --ca only fill in that entry (your public URL, your CA file).
+A data dir that has had a database gets no new key (--allow-new-keys overrides).`;
 
 export const checkPeerUsage = `usage: mimi-ds check-peer --peers FILE --cert FILE --key FILE [--domain D ...]
 For every peer in FILE (or only the --domain ones), with this DS's own
@@ -46,6 +47,7 @@ export async function keysCommand(args: string[]): Promise<number> {
         "fanout-token-key": { type: "string" },
         endpoint: { type: "string" },
         ca: { type: "string" },
+        "allow-new-keys": { type: "boolean" },
       },
     }),
   );
@@ -56,8 +58,14 @@ export async function keysCommand(args: string[]): Promise<number> {
   for (const note of prepareDataDir(dataDir)) console.error(note);
   const hubFile = join(dataDir, HUB_KEY_FILE);
   const hadHub = readHubKeyFile(hubFile) !== undefined;
-  const hub = await HubIdentity.open(domain, hubFile);
   const hadToken = existsSync(tokenFile);
+  // New keys are for a new DS: beside a database they were made for, a missing key is restored, not remade.
+  if ((!hadHub || !hadToken) && existsSync(join(dataDir, MARKER_FILE)) && values["allow-new-keys"] !== true) {
+    throw new ConfigError(
+      `${dataDir} already has a database (${MARKER_FILE}): restore ${!hadHub ? hubFile : tokenFile} from a backup, or pass --allow-new-keys to make a new one`,
+    );
+  }
+  const hub = await HubIdentity.open(domain, hubFile);
   try {
     FanoutTokenKeys.open(tokenFile);
   } catch (err) {

@@ -221,18 +221,17 @@ export class DSMetrics {
   /** Counts and times every RPC; the outermost interceptor. */
   interceptor(): Interceptor {
     // Label children per method and status code, made on first use.
-    const children = new WeakMap<DescMethod, { counters: CounterChild[]; histograms: HistogramChild[] }>();
-    const childOf = (method: DescMethod, code: number) => {
-      let c = children.get(method);
-      if (c === undefined) children.set(method, (c = { counters: [], histograms: [] }));
-      let counter = c.counters[code];
-      let histogram = c.histograms[code];
-      if (counter === undefined || histogram === undefined) {
+    type Pair = { readonly counter: CounterChild; readonly histogram: HistogramChild };
+    const children = new WeakMap<DescMethod, Pair[]>();
+    const childOf = (method: DescMethod, code: number): Pair => {
+      let byCode = children.get(method);
+      if (byCode === undefined) children.set(method, (byCode = []));
+      let pair = byCode[code];
+      if (pair === undefined) {
         const labels = [method.parent.typeName, method.name, codeName(code as Code)];
-        counter = c.counters[code] = this.rpcRequests.child(...labels);
-        histogram = c.histograms[code] = this.rpcDuration.child(...labels);
+        pair = byCode[code] = { counter: this.rpcRequests.child(...labels), histogram: this.rpcDuration.child(...labels) };
       }
-      return { counter, histogram };
+      return pair;
     };
     const fanoutService = "mimi.ds.v1.FanoutService";
     const fanoutStreams = this.fanoutStreams;
@@ -248,13 +247,14 @@ export class DSMetrics {
         }
         const streams = this.rpcStreams.labels(req.service.typeName, req.method.name);
         const guest = req.service.typeName === fanoutService ? req.contextValues.get(requestContextKey).peerDomain : undefined;
-        streams.inc();
-        if (guest !== undefined) this.fanoutStreams.inc({ guest });
         const messages = res.message;
         let code = Code.Canceled as number;
         return {
           ...res,
+          // Counted from the stream's first step: a generator that never starts never runs its finally.
           message: (async function* () {
+            streams.inc();
+            if (guest !== undefined) fanoutStreams.inc({ guest });
             try {
               yield* messages;
               code = 0;

@@ -124,6 +124,12 @@ describe("start-up integrity", () => {
     expect(await refusal(data)).toMatch(/hub-keys\.json and .*fanout-token-key\.json are missing: restore them/);
     expect(existsSync(join(data, "fanout-token-key.json"))).toBe(false);
 
+    // `mimi-ds keys` does not make them either.
+    const keys = await runCli(["keys", "--domain", "a.example", "--data-dir", data]);
+    expect(keys.code).toBe(2);
+    expect(keys.stderr).toMatch(/already has a database \(database-created\.json\): restore .*hub-keys\.json from a backup, or pass --allow-new-keys/);
+    expect(existsSync(join(data, "hub-keys.json"))).toBe(false);
+
     const s = await start(data, "--allow-new-keys");
     const key = await fanoutKeyOf(s);
     await s.close();
