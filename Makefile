@@ -17,8 +17,16 @@ node_modules/.install-stamp: package.json package-lock.json
 
 install: node_modules/.install-stamp
 
-generate: install
+# Each step runs only when its inputs changed (stamps in dist/), so a warm
+# `make run` goes straight to starting the server.
+PROTO := $(shell find proto -name '*.proto' 2>/dev/null)
+SOURCES := $(shell find src gen test bench -name '*.ts' 2>/dev/null) tsconfig.json
+
+generate: dist/.generate-stamp
+
+dist/.generate-stamp: node_modules/.install-stamp $(PROTO) buf.gen.yaml buf.yaml
 	buf generate
+	@mkdir -p dist && touch $@
 
 lint: install
 	buf lint
@@ -27,17 +35,22 @@ lint: install
 typecheck: install
 	tsc -p . --noEmit
 
-build: install
-	rm -rf dist
+build: dist/.build-stamp
+
+# tsc overwrites what it emits; `make clean` also drops outputs of deleted sources.
+dist/.build-stamp: node_modules/.install-stamp dist/.generate-stamp $(SOURCES)
 	tsc -p .
+	@touch $@
 
 # Development TLS material: a local CA and a certificate for $(DOMAIN), made once.
-certs: build
+certs: $(DEV_DIR)/$(DOMAIN)/cert.pem
+
+$(DEV_DIR)/$(DOMAIN)/cert.pem: | dist/.build-stamp
 	node dist/src/cli/main.js dev-certs --out $(DEV_DIR) --domain $(DOMAIN)
 
 # A local trial: --open-registration (development mode, logged as a warning) lets
 # clients register without a provider credential; every other limit stays on.
-run: install generate build certs
+run: build certs
 	node dist/src/cli/main.js serve --domain $(DOMAIN) --listen $(LISTEN) --data-dir $(DATA_DIR) \
 	  --tls-cert $(DEV_DIR)/$(DOMAIN)/cert.pem --tls-key $(DEV_DIR)/$(DOMAIN)/key.pem --tls-ca $(DEV_DIR)/ca.pem \
 	  --open-registration

@@ -10,7 +10,12 @@ import { readFileSync, rmSync } from "node:fs";
 import http2 from "node:http2";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { nodeArgsToRun, quantile } from "./lib.js";
+import { log, nodeArgsToRun, quantile } from "./lib.js";
+
+/** A command line as a shell would take it back (for the bench's log: every load it ran, runnable by hand). */
+export function shellLine(argv: readonly string[]): string {
+  return argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`)).join(" ");
+}
 
 export interface LoadSpec {
   /** https://127.0.0.1:PORT/pkg.Service/Method */
@@ -67,6 +72,7 @@ async function runH2load(spec: LoadSpec): Promise<LoadResult> {
     ...(spec.rps !== undefined ? ["--rps", String(Math.max(1, Math.round(spec.rps / spec.connections)))] : []),
     spec.url,
   ];
+  log(`  $ ${shellLine(["h2load", ...args])}`);
   const out = await new Promise<string>((resolve, reject) => {
     const p = spawn("h2load", args, { stdio: ["ignore", "pipe", "pipe"] });
     let s = "";
@@ -103,8 +109,10 @@ async function runH2load(spec: LoadSpec): Promise<LoadResult> {
 // ---------------------------------------------------------------- Node load generator (child process)
 
 async function runNodeLoad(spec: LoadSpec): Promise<LoadResult> {
+  const argv = [...nodeArgsToRun(import.meta.url), "--child", JSON.stringify(spec)];
+  log(`  $ ${shellLine([process.execPath, ...argv])}`);
   const out = await new Promise<string>((resolve, reject) => {
-    const p = spawn(process.execPath, [...nodeArgsToRun(import.meta.url), "--child", JSON.stringify(spec)], { stdio: ["ignore", "pipe", "inherit"] });
+    const p = spawn(process.execPath, argv, { stdio: ["ignore", "pipe", "inherit"] });
     let s = "";
     p.stdout.on("data", (d) => (s += String(d)));
     p.once("error", reject);

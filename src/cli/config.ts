@@ -1,4 +1,7 @@
-// `serve` configuration from flags, then environment, then defaults.
+// `serve` configuration from flags, then environment, then defaults; and the
+// helpers every command uses to turn a bad flag or file into one line that
+// names the flag (exit 2).
+import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { CLIENT_POLICIES, type ClientPolicy } from "../ds/client-policy.js";
@@ -46,6 +49,14 @@ export interface ServeConfig {
   readonly outboxRetention: Partial<OutboxRetention>;
   /** Registration, quotas, connection limits, purge (hardening-config.ts). */
   readonly hardening: HardeningConfig;
+  /** Plain-HTTP listener for /metrics, /healthz, /readyz; absent = none. */
+  readonly metricsListen?: { readonly host: string; readonly port: number };
+  /** Start with an empty database although this data dir had one (start-up integrity). */
+  readonly allowEmptyDatabase: boolean;
+  /** Make missing key files beside an existing database (start-up integrity). */
+  readonly allowNewKeys: boolean;
+  /** Skip SQLite's quick_check at start (very large files). */
+  readonly skipQuickCheck: boolean;
 }
 
 export class ConfigError extends Error {
@@ -59,7 +70,10 @@ export const serveUsage = `usage: mimi-ds serve [options]
   --store URI       SQLite path or mongodb:// URI             (MIMI_DS_STORE, default <data-dir>/ds.sqlite)
   --tls-cert FILE   server certificate chain (PEM)            (MIMI_DS_TLS_CERT, required)
   --tls-key FILE    server private key (PEM)                  (MIMI_DS_TLS_KEY, required)
-  --tls-ca FILE     CA for peer DS client certificates (PEM)  (MIMI_DS_TLS_CA)
+  --tls-ca FILE     CA of this DS's own domain (PEM): client   (MIMI_DS_TLS_CA, default none)
+                    certificates it issued for --domain may use AdminService
+                    (operator commands). Never a peer's CA: peers' CAs go in
+                    the peers file, and only name their own domains.
   --log-level L     trace|debug|info|warn|error|fatal|silent  (MIMI_DS_LOG_LEVEL, default info)
   --rate-limit-client R   DSRequests per client, e.g. 20/s      (MIMI_DS_RATE_LIMIT_CLIENT, default none)
   --rate-limit-group R    DSRequests per group                  (MIMI_DS_RATE_LIMIT_GROUP, default none)
@@ -77,7 +91,13 @@ export const serveUsage = `usage: mimi-ds serve [options]
   --client-policy P       mimi | rfc9420: rfc9420 also serves standard MLS clients without
                           FanoutAuth tokens or signed requests (MIMI_DS_CLIENT_POLICY, default mimi;
                           docs/interop.md)
-${policyUsage}${hardeningUsage}`;
+${policyUsage}${hardeningUsage}
+  --metrics-listen H:P    plain-HTTP /metrics, /healthz, /readyz (MIMI_DS_METRICS_LISTEN, default off;
+                          keep it on loopback or a private network: docs/operations.md)
+  --allow-empty-database  start with an empty database although this data dir had one
+  --allow-new-keys        make missing key files although the database exists
+  --skip-quick-check      do not run SQLite's quick_check at start
+Every start-up problem is one line naming the flag to fix, and exit status 2.`;
 
 const logLevels = new Set(["trace", "debug", "info", "warn", "error", "fatal", "silent"]);
 
@@ -110,6 +130,10 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
         "client-policy": { type: "string" },
         ...policyArgOptions,
         ...hardeningArgOptions,
+        "metrics-listen": { type: "string" },
+        "allow-empty-database": { type: "boolean" },
+        "allow-new-keys": { type: "boolean" },
+        "skip-quick-check": { type: "boolean" },
       },
     }));
   } catch (err) {
@@ -122,6 +146,8 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
   const domain = pick(values.domain, "MIMI_DS_DOMAIN");
   if (domain === undefined) throw new ConfigError("--domain (or MIMI_DS_DOMAIN) is required");
   const { host, port } = parseListen(pick(values.listen, "MIMI_DS_LISTEN") ?? "127.0.0.1:8443");
+  const metricsText = pick(values["metrics-listen"], "MIMI_DS_METRICS_LISTEN");
+  const metricsListen = metricsText !== undefined ? parseListen(metricsText, "--metrics-listen") : undefined;
   const dataDir = resolve(pick(values["data-dir"], "MIMI_DS_DATA_DIR") ?? "data");
   const store = pick(values.store, "MIMI_DS_STORE") ?? join(dataDir, "ds.sqlite");
   const tlsCert = pick(values["tls-cert"], "MIMI_DS_TLS_CERT");
@@ -211,6 +237,10 @@ export function parseServeArgs(args: readonly string[], env: NodeJS.ProcessEnv):
     policy,
     outboxRetention,
     hardening: hardening.registrationKey !== undefined ? { ...hardening, registrationKey: resolve(hardening.registrationKey) } : hardening,
+    ...(metricsListen !== undefined ? { metricsListen } : {}),
+    allowEmptyDatabase: values["allow-empty-database"] === true,
+    allowNewKeys: values["allow-new-keys"] === true,
+    skipQuickCheck: values["skip-quick-check"] === true,
   };
 }
 
@@ -228,10 +258,49 @@ export function parseByteSize(text: string): number {
 }
 
 /** "host:port", "[v6]:port" or ":port" (all interfaces). */
-export function parseListen(listen: string): { host: string; port: number } {
+export function parseListen(listen: string, flag = "--listen"): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(listen);
   const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new ConfigError(`--listen wants host:port, got ${JSON.stringify(listen)}`);
+  if (!m || port > 65535) throw new ConfigError(`${flag} wants host:port, got ${JSON.stringify(listen)}`);
   const host = m[1] ?? (m[2] === "" ? "0.0.0.0" : m[2]!);
   return { host, port };
+}
+
+/** What an errno means to an operator, in a few words. */
+export function errnoText(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  switch (e.code) {
+    case "ENOENT":
+      return "no such file or directory";
+    case "EACCES":
+    case "EPERM":
+      return `permission denied (running as uid ${process.getuid?.() ?? "?"})`;
+    case "EISDIR":
+      return "is a directory, not a file";
+    case "ENOTDIR":
+      return "a part of the path is not a directory";
+    case "EROFS":
+      return "read-only file system";
+    case "ENOSPC":
+      return "no space left on the device";
+    default:
+      return e.message ?? String(err);
+  }
+}
+
+/** A file named by a flag, or a ConfigError naming the flag. */
+export async function readFlagFile(flag: string, path: string): Promise<Buffer> {
+  try {
+    return await readFile(path);
+  } catch (err) {
+    throw new ConfigError(`${flag} ${path}: cannot read it: ${errnoText(err)}`);
+  }
+}
+
+/** "0", "90s", "10m", "24h", "7d" (or plain milliseconds) -> milliseconds. */
+export function parseDuration(flag: string, text: string): number {
+  const m = /^(\d+)(ms|s|m|h|d)?$/.exec(text.trim());
+  if (m === null) throw new ConfigError(`${flag} wants a duration such as 0, 90s, 10m, 24h or 7d, got ${JSON.stringify(text)}`);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? "ms") as "ms" | "s" | "m" | "h" | "d"];
+  return Number(m[1]) * unit;
 }

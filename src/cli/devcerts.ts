@@ -1,9 +1,12 @@
 // Development TLS material: a local CA (ECDSA P-256) and, per domain, a
 // certificate valid for both serverAuth and clientAuth, so that the same files
-// serve a DS's port and its mutual-TLS calls to other DSs. Made once: existing
+// serve a DS's port and its mutual-TLS calls to other DSs. Its DNS names are
+// the domain first (peers take a DS's domain from the first DNS name of its
+// client certificate), then the extra names asked for (the endpoint's host,
+// e.g. ds.a.example), then localhost; and IP 127.0.0.1. Made once: existing
 // files are kept, so a restarted DS keeps its identity and peers keep trusting it.
 // Built with PKI.js on WebCrypto (pure JS, no openssl binary needed).
-import { createHash, webcrypto } from "node:crypto";
+import { createHash, webcrypto, X509Certificate } from "node:crypto";
 import { access, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import * as asn1js from "asn1js";
@@ -25,8 +28,17 @@ export interface DevCertsResult {
   readonly caCert: string;
   readonly caKey: string;
   readonly caCreated: boolean;
-  /** Per domain: the cert.pem and key.pem paths, and whether they were made now. */
-  readonly domains: readonly { domain: string; cert: string; key: string; created: boolean }[];
+  /**
+   * Per domain: the cert.pem and key.pem paths, whether they were made now,
+   * the certificate's DNS names, and the extra names asked for that a kept
+   * certificate lacks.
+   */
+  readonly domains: readonly { domain: string; cert: string; key: string; created: boolean; names: readonly string[]; missing: readonly string[] }[];
+}
+
+export interface DevCertsOptions {
+  /** DNS names added after the domain (e.g. the host of the DS's endpoint). */
+  readonly extraNames?: readonly string[];
 }
 
 export class DevCertsError extends Error {
@@ -35,11 +47,13 @@ export class DevCertsError extends Error {
 
 const domainPattern = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
 
-export async function createDevCerts(outDir: string, domains: readonly string[]): Promise<DevCertsResult> {
+export async function createDevCerts(outDir: string, domains: readonly string[], options: DevCertsOptions = {}): Promise<DevCertsResult> {
   for (const d of domains) {
     // The domain becomes a directory name: only DNS names, never paths.
     if (!domainPattern.test(d)) throw new DevCertsError(`not a DNS domain name: ${JSON.stringify(d)}`);
   }
+  const extra = (options.extraNames ?? []).map((n) => n.toLowerCase());
+  for (const n of extra) if (!domainPattern.test(n)) throw new DevCertsError(`--san wants a DNS name, got ${JSON.stringify(n)}`);
   await mkdir(outDir, { recursive: true });
   const caCertPath = join(outDir, "ca.pem");
   const caKeyPath = join(outDir, "ca-key.pem");
@@ -71,12 +85,16 @@ export async function createDevCerts(outDir: string, domains: readonly string[])
     let created = false;
     if (!((await exists(cert)) && (await exists(key)))) {
       await mkdir(dir, { recursive: true });
-      const leaf = await makeCertificate({ commonName: domain, ca: false, days: 825, domain, issuer: ca });
+      const leaf = await makeCertificate({ commonName: domain, ca: false, days: 825, domain, extraNames: extra, issuer: ca });
       await writeFile(key, await exportKey(leaf.key), { mode: 0o600 });
       await writeFile(cert, pemEncode(leaf.cert.toSchema().toBER(false), "CERTIFICATE"));
       created = true;
     }
-    results.push({ domain, cert, key, created });
+    const names = (new X509Certificate(await readFile(cert)).subjectAltName ?? "")
+      .split(", ")
+      .filter((e) => e.startsWith("DNS:"))
+      .map((e) => e.slice(4));
+    results.push({ domain, cert, key, created, names, missing: extra.filter((n) => !names.includes(n)) });
   }
   return { caCert: caCertPath, caKey: caKeyPath, caCreated, domains: results };
 }
@@ -92,6 +110,8 @@ interface CertificateSpec {
   readonly days: number;
   /** Leaf only: the DS domain, first DNS name of the subjectAltName. */
   readonly domain?: string;
+  /** Leaf only: further DNS names, after the domain. */
+  readonly extraNames?: readonly string[];
   /** Absent: self-signed. */
   readonly issuer?: Issuer;
 }
@@ -136,7 +156,7 @@ async function makeCertificate(spec: CertificateSpec): Promise<Issuer> {
     extensions.push(
       extension("2.5.29.37", false, new pkijs.ExtKeyUsage({ keyPurposes: [oid.serverAuth, oid.clientAuth] }).toSchema()),
     );
-    const names = [...new Set([spec.domain ?? spec.commonName, "localhost"])].map(
+    const names = [...new Set([spec.domain ?? spec.commonName, ...(spec.extraNames ?? []), "localhost"])].map(
       (value) => new pkijs.GeneralName({ type: 2, value }), // dNSName
     );
     names.push(

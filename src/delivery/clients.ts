@@ -107,14 +107,17 @@ export interface BlockChange {
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString("hex");
 
+/** The client's auth data with `change` applied (blocks first, then unblocks). */
+export function withBlockChange(a: ClientAuthData, change: BlockChange): ClientAuthData {
+  const domains = new Set(a.blockedDomains);
+  for (const d of change.blockDomains ?? []) domains.add(d.toLowerCase());
+  for (const d of change.unblockDomains ?? []) domains.delete(d.toLowerCase());
+  const groups = new Map(a.blockedGroups.map((g) => [hex(g), g] as const));
+  for (const g of change.blockGroups ?? []) groups.set(hex(g), new Uint8Array(g));
+  for (const g of change.unblockGroups ?? []) groups.delete(hex(g));
+  return { ...a, blockedDomains: [...domains].sort(), blockedGroups: [...groups.values()] };
+}
+
 export function updateBlocks(store: Store, clientId: string, change: BlockChange): Promise<ClientAuthData> {
-  return updateClientAuth(store, clientId, (a) => {
-    const domains = new Set(a.blockedDomains);
-    for (const d of change.blockDomains ?? []) domains.add(d.toLowerCase());
-    for (const d of change.unblockDomains ?? []) domains.delete(d.toLowerCase());
-    const groups = new Map(a.blockedGroups.map((g) => [hex(g), g] as const));
-    for (const g of change.blockGroups ?? []) groups.set(hex(g), new Uint8Array(g));
-    for (const g of change.unblockGroups ?? []) groups.delete(hex(g));
-    return { ...a, blockedDomains: [...domains].sort(), blockedGroups: [...groups.values()] };
-  });
+  return updateClientAuth(store, clientId, (a) => withBlockChange(a, change));
 }

@@ -204,6 +204,11 @@ export class GroupRegistry {
     return this.get(key);
   }
 
+  /** How many groups are cached (metrics); `bytes` once the cache accounts for memory. */
+  cacheStats(): { readonly groups: number; readonly bytes?: number } {
+    return { groups: this.cache.size };
+  }
+
   /** Whether the group is in the cache (a get() would not touch the store). */
   has(key: string): boolean {
     return this.cache.has(key);

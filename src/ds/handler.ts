@@ -8,6 +8,8 @@ export interface RequestContext {
   readonly peerDomain?: string;
   /** Remote address, for logs and rate limits. */
   readonly remoteAddress?: string;
+  /** The call's id in every log line about it (the caller's x-request-id when well-formed). */
+  readonly requestId?: string;
 }
 
 /** Result of handling one DSRequest. */

@@ -87,6 +87,18 @@ export function firstDnsSan(subjectAltName: string): string | undefined {
   return undefined;
 }
 
+// Request ids: a random per-process prefix and a counter (unique, cheap, no
+// crypto per call); a caller's own x-request-id is kept when it is short and plain.
+const idPrefix = `${Math.random().toString(36).slice(2, 8)}-`;
+let idCounter = 0;
+const plainId = /^[A-Za-z0-9._:-]{1,64}$/;
+
+/** The id of a call: the caller's x-request-id if well-formed, else a new one. */
+export function requestIdOf(header: string | string[] | undefined): string {
+  if (typeof header === "string" && plainId.test(header)) return header;
+  return idPrefix + (++idCounter).toString(36);
+}
+
 export function buildRequestContext(req: IncomingMessage | Http2ServerRequest, trust?: DomainTrust): RequestContext {
   const socket = tlsSocketOf(req);
   const peerDomain = socket !== undefined ? peerDomainOf(socket, trust) : undefined;
@@ -94,5 +106,6 @@ export function buildRequestContext(req: IncomingMessage | Http2ServerRequest, t
   return {
     ...(peerDomain !== undefined ? { peerDomain } : {}),
     ...(remoteAddress !== undefined ? { remoteAddress } : {}),
+    requestId: requestIdOf(req.headers["x-request-id"]),
   };
 }

@@ -15,6 +15,8 @@ export interface HubDeps {
   readonly hubInfo?: HubInfoSource;
   /** Largest DSRequest accepted (bytes); larger ones get too_large. Default defaultMaxRequestBytes. */
   readonly maxRequestBytes?: number;
+  /** This build's version, in HubInfo. */
+  readonly version?: string;
   /** Called with unexpected handler failures (which clients see only as Internal). */
   readonly onInternalError: (err: unknown, ctx: HandlerContext, fields?: { readonly groupId?: string; readonly dsError?: string }) => void;
 }
@@ -58,7 +60,13 @@ export function registerHub(router: ConnectRouter, deps: HubDeps): void {
         if (typeof code === "number") throw new ConnectError((err as Error).message, statusForDsError(code));
         throw err;
       }
-      return { domain: deps.domain, externalSender: info.externalSender, protocolVersions: [...info.protocolVersions], fanoutSignatureKey: info.fanoutSignatureKey };
+      return {
+        domain: deps.domain,
+        externalSender: info.externalSender,
+        protocolVersions: [...info.protocolVersions],
+        fanoutSignatureKey: info.fanoutSignatureKey,
+        serverVersion: deps.version ?? "",
+      };
     },
   });
 }

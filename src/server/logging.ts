@@ -1,5 +1,6 @@
-// One structured log line per RPC: service, method, status code, duration and
-// the peer (verified domain, else address). Payloads and headers are never logged.
+// One structured log line per RPC: its request id (`rid`, also sent back in
+// the x-request-id header), service, method, status code, duration and the
+// peer (verified domain, else address). Payloads and headers are never logged.
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { requestContextKey } from "./context.js";
@@ -19,6 +20,7 @@ export function loggingInterceptor(logger: Logger): Interceptor {
       if (logged) return;
       logged = true;
       const fields = {
+        rid: rc.requestId,
         service: req.service.typeName,
         method: req.method.name,
         protocol: req.header.get("content-type")?.split(/[;+]/)[0],
@@ -29,8 +31,10 @@ export function loggingInterceptor(logger: Logger): Interceptor {
       };
       logger.info(fields, "rpc");
     };
+    const rid = rc.requestId;
     try {
       const res = await next(req);
+      if (rid !== undefined) res.header.set("x-request-id", rid);
       if (!res.stream) {
         log(0);
         return res;
@@ -52,8 +56,10 @@ export function loggingInterceptor(logger: Logger): Interceptor {
         })(),
       };
     } catch (err) {
-      log(ConnectError.from(err).code, err);
-      throw err;
+      const e = ConnectError.from(err);
+      log(e.code, err);
+      if (rid !== undefined) e.metadata.set("x-request-id", rid);
+      throw e;
     }
   };
 }

@@ -1,7 +1,8 @@
 // One HTTP/2 TLS port serving gRPC, Connect and gRPC-Web (connect-node), with
 // optional client certificates (mutual TLS between DSs), health, reflection,
 // per-RPC logs, CORS for configured browser origins, one request-size limit
-// answered with too_large, and a graceful shutdown.
+// answered with too_large, connection limits, plain HTTP GET probes
+// (/healthz, /readyz) and a graceful shutdown.
 import http2 from "node:http2";
 import type { Http2ServerRequest, Http2ServerResponse, Http2Session } from "node:http2";
 import type { TLSSocket } from "node:tls";
@@ -25,6 +26,7 @@ import { checkedMaxRequestBytes, connectReadMaxBytes, defaultMaxRequestBytes, gu
 import { HealthRegistry, registerHealth } from "./health.js";
 import { registerHub } from "./hub.js";
 import { loggingInterceptor } from "./logging.js";
+import { probeHandler, type Readiness } from "./probes.js";
 import { ReflectionIndex, reflectionServices, registerReflection } from "./reflection.js";
 
 /** A service served next to HubService (FanoutService, ClientService, ...). */
@@ -77,6 +79,12 @@ export interface ServerOptions {
   readonly domainTrust?: DomainTrust;
   /** Runs last in close(), after every connection is gone (closes the store). */
   readonly onClose?: () => void | Promise<void>;
+  /** This build's version, answered by HubInfo. */
+  readonly version?: string;
+  /** Whether the DS can serve (e.g. its store answers), for GET /readyz; draining is added here. */
+  readonly readiness?: Readiness;
+  /** Interceptors that run outside the logging one (metrics). */
+  readonly interceptors?: readonly Interceptor[];
 }
 
 /** What one connection may hold, and for how long (docs/security.md, "Connections"). */
@@ -177,10 +185,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     registerHub(router, {
       domain: options.domain,
       handler: options.handler,
+      ...(options.version !== undefined ? { version: options.version } : {}),
       ...(options.hubInfo !== undefined ? { hubInfo: options.hubInfo } : {}),
       maxRequestBytes,
       onInternalError: (err, ctx, fields) =>
-        logger.error({ err, service: ctx.service.typeName, method: ctx.method.name, ...fields }, "handler failed"),
+        logger.error({ err, rid: ctx.values.get(requestContextKey).requestId, service: ctx.service.typeName, method: ctx.method.name, ...fields }, "handler failed"),
     });
     registerHealth(router, health);
     registerReflection(router, reflection);
@@ -196,6 +205,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     compressMinBytes: Number.MAX_SAFE_INTEGER,
     shutdownSignal: shutdown.signal,
     interceptors: [
+      ...(options.interceptors ?? []),
       loggingInterceptor(logger),
       streamsEndUnavailable(shutdown.signal),
       unaryTimeout(options.unaryTimeoutMs ?? defaultUnaryTimeoutMs),
@@ -266,8 +276,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   // HTTP/1.1 connections: open calls and the idle timer of each.
   const h1Calls = new WeakMap<object, number>();
 
+  const probe = probeHandler(async () => (draining ? { ready: false, reason: "draining" } : (options.readiness?.() ?? { ready: true })));
 
   server.on("request", (req: Http2ServerRequest, res: Http2ServerResponse) => {
+    // Kubernetes-style HTTP GET probes on the TLS port; everything else is an RPC.
+    if (probe(req, res)) return;
     active++;
     const kind = methodKinds.get(req.url.split("?", 1)[0] ?? "");
     const streaming = kind === "server_streaming" || kind === "bidi_streaming";

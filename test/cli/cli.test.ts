@@ -1,7 +1,7 @@
 // The command line as a child process: dev-certs and serve (port from the log,
 // Ping, graceful exit on SIGTERM and SIGINT).
-import { execFile } from "node:child_process";
-import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { execFile, spawn } from "node:child_process";
+import { mkdir, mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import tls from "node:tls";
@@ -9,6 +9,7 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HubService } from "../../gen/mimi/ds/v1/hub_pb.js";
 import { client } from "../helpers/clients.js";
+import { makeDevCa } from "../helpers/devca.js";
 import { cliMain, spawnServe, tsxBin, type ServeProcess } from "../helpers/process.js";
 
 const run = (args: string[]) => promisify(execFile)(tsxBin, [cliMain, ...args], { cwd: process.cwd(), timeout: 60_000 });
@@ -88,6 +89,27 @@ describe("serve", () => {
     expect(s.lines.find((l) => l.msg === "rpc")).toMatchObject({ method: "Ping", code: "ok", domain: "a.example" });
     // The default store is created in the data directory.
     await stat(join(dir, `data-${signal}`, "ds.sqlite"));
+  });
+
+  it("bin/mimi-ds.js serves when started from another directory (its SQLite writer thread finds tsx)", async () => {
+    const elsewhere = join(dir, "elsewhere");
+    await mkdir(elsewhere);
+    const own = await makeDevCa(["a.example"]);
+    const tlsFlags = ["--tls-cert", own.domain("a.example").certPath, "--tls-key", own.domain("a.example").keyPath];
+    const bin = join(process.cwd(), "bin", "mimi-ds.js");
+    const child = spawn(process.execPath, [bin, "serve", "--domain", "a.example", "--listen", "127.0.0.1:0", "--data-dir", "data", ...tlsFlags], { cwd: elsewhere });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d) => (out += d));
+    child.stderr.on("data", (d) => (err += d));
+    const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+    const deadline = Date.now() + 60_000;
+    while (!out.includes('"listening"') && child.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    expect(out, err).toContain('"listening"');
+    child.kill("SIGTERM");
+    expect(await exited).toBe(0);
+    await stat(join(elsewhere, "data", "ds.sqlite"));
+    await own.cleanup();
   });
 
   it("exits 2 with a message when required settings are missing", async () => {

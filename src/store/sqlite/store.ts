@@ -141,6 +141,9 @@ export class SqliteStore implements Store {
   /** Calls are applied, and their promises settle, in call order. */
   readonly appliesInOrder = true;
 
+  /** Told after every committed group commit: how many apply calls it carried and how long it took (metrics). */
+  onGroupCommit: ((applies: number, ms: number) => void) | undefined;
+
   private constructor(db: Database.Database, writer: Writer, now: () => number, maxWindowMs: number) {
     this.#db = db;
     this.#writer = writer;
@@ -228,6 +231,7 @@ export class SqliteStore implements Store {
     }
     this.#lastCommitEnd = performance.now();
     this.#lastCommitMs = this.#lastCommitEnd - started;
+    this.onGroupCommit?.(items.length, this.#lastCommitMs);
     // Committed (and fsynced): wake readers once per queue, then answer every caller in order.
     const last = new Map<QueueId, bigint>();
     for (const o of outcomes) if ("ok" in o) for (const [queue, seq] of o.ok.appended) last.set(queue, seq);

@@ -122,14 +122,16 @@ export class WriterThread {
   /** Start the worker on `options.path` (its schema already migrated); resolves once it has opened the file. */
   static async start(options: ConnectionOptions): Promise<WriterThread> {
     const entry = new URL(import.meta.url).href;
-    // Run from source (tests, tsx) the worker needs the TypeScript loader too.
+    // Run from source (tests, tsx) the worker needs the TypeScript loader too, found
+    // from this module (an eval'd worker would resolve it from the working directory).
+    const tsx = entry.endsWith(".ts") ? import.meta.resolve("tsx/esm/api") : undefined;
     const worker = new Worker(
       `const { workerData } = require("node:worker_threads");
       (async () => {
-        if (workerData.entry.endsWith(".ts")) (await import("tsx/esm/api")).register();
+        if (workerData.tsx !== undefined) (await import(workerData.tsx)).register();
         await import(workerData.entry);
       })();`,
-      { eval: true, workerData: { role: ROLE, entry, options } },
+      { eval: true, workerData: { role: ROLE, entry, tsx, options } },
     );
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error) => reject(translate(err));

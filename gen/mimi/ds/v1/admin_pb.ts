@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/ds/v1/admin.proto.
  */
 export const file_mimi_ds_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChZtaW1pL2RzL3YxL2FkbWluLnByb3RvEgptaW1pLmRzLnYxIjwKFVByb3Bvc2VSZW1vdmFsUmVxdWVzdBIQCghncm91cF9pZBgBIAEoDBIRCgljbGllbnRfaWQYAiABKAkiLgoWUHJvcG9zZVJlbW92YWxSZXNwb25zZRIUCgxwcm9wb3NhbF9yZWYYASABKAwiPwoWUHJvcG9zZUFkZGl0aW9uUmVxdWVzdBIQCghncm91cF9pZBgBIAEoDBITCgtrZXlfcGFja2FnZRgCIAEoDCIvChdQcm9wb3NlQWRkaXRpb25SZXNwb25zZRIUCgxwcm9wb3NhbF9yZWYYASABKAwiJgoSVmVyaWZ5R3JvdXBSZXF1ZXN0EhAKCGdyb3VwX2lkGAEgASgMIocBChNWZXJpZnlHcm91cFJlc3BvbnNlEg0KBWVwb2NoGAEgASgEEhkKEWxpdmVfc3RhdGVfc2hhMjU2GAIgASgMEhwKFHJlYnVpbHRfc3RhdGVfc2hhMjU2GAMgASgMEigKB2hpc3RvcnkYBCADKAsyFy5taW1pLmRzLnYxLkVwb2NoRGlnZXN0IlcKC0Vwb2NoRGlnZXN0Eg0KBWVwb2NoGAEgASgEEhwKFGdyb3VwX2NvbnRleHRfc2hhMjU2GAIgASgMEhsKE3JhdGNoZXRfdHJlZV9zaGEyNTYYAyABKAwykwIKDEFkbWluU2VydmljZRJXCg5Qcm9wb3NlUmVtb3ZhbBIhLm1pbWkuZHMudjEuUHJvcG9zZVJlbW92YWxSZXF1ZXN0GiIubWltaS5kcy52MS5Qcm9wb3NlUmVtb3ZhbFJlc3BvbnNlEloKD1Byb3Bvc2VBZGRpdGlvbhIiLm1pbWkuZHMudjEuUHJvcG9zZUFkZGl0aW9uUmVxdWVzdBojLm1pbWkuZHMudjEuUHJvcG9zZUFkZGl0aW9uUmVzcG9uc2USTgoLVmVyaWZ5R3JvdXASHi5taW1pLmRzLnYxLlZlcmlmeUdyb3VwUmVxdWVzdBofLm1pbWkuZHMudjEuVmVyaWZ5R3JvdXBSZXNwb25zZUI/Cg5vcmcubWltaS5kcy52MVABWh5taW1pLWRzL2dlbi9nby9taW1pL2RzL3YxO2RzdjGqAgpNaW1pLkRzLlYxYgZwcm90bzM");
+  fileDesc("ChZtaW1pL2RzL3YxL2FkbWluLnByb3RvEgptaW1pLmRzLnYxIjwKFVByb3Bvc2VSZW1vdmFsUmVxdWVzdBIQCghncm91cF9pZBgBIAEoDBIRCgljbGllbnRfaWQYAiABKAkiLgoWUHJvcG9zZVJlbW92YWxSZXNwb25zZRIUCgxwcm9wb3NhbF9yZWYYASABKAwiPwoWUHJvcG9zZUFkZGl0aW9uUmVxdWVzdBIQCghncm91cF9pZBgBIAEoDBITCgtrZXlfcGFja2FnZRgCIAEoDCIvChdQcm9wb3NlQWRkaXRpb25SZXNwb25zZRIUCgxwcm9wb3NhbF9yZWYYASABKAwiJgoSVmVyaWZ5R3JvdXBSZXF1ZXN0EhAKCGdyb3VwX2lkGAEgASgMIocBChNWZXJpZnlHcm91cFJlc3BvbnNlEg0KBWVwb2NoGAEgASgEEhkKEWxpdmVfc3RhdGVfc2hhMjU2GAIgASgMEhwKFHJlYnVpbHRfc3RhdGVfc2hhMjU2GAMgASgMEigKB2hpc3RvcnkYBCADKAsyFy5taW1pLmRzLnYxLkVwb2NoRGlnZXN0IlcKC0Vwb2NoRGlnZXN0Eg0KBWVwb2NoGAEgASgEEhwKFGdyb3VwX2NvbnRleHRfc2hhMjU2GAIgASgMEhsKE3JhdGNoZXRfdHJlZV9zaGEyNTYYAyABKAwiRwoZUmV2b2tlRmFub3V0VG9rZW5zUmVxdWVzdBIRCgljbGllbnRfaWQYASABKAkSFwoPZ3JhY2VfcGVyaW9kX21zGAIgASgEIlIKGlJldm9rZUZhbm91dFRva2Vuc1Jlc3BvbnNlEhwKFHRva2Vuc19ub3RfYmVmb3JlX21zGAEgASgEEhYKDmdyYWNlX3VudGlsX21zGAIgASgEIoYBChNVcGRhdGVCbG9ja3NSZXF1ZXN0EhEKCWNsaWVudF9pZBgBIAEoCRIVCg1ibG9ja19kb21haW5zGAIgAygJEhcKD3VuYmxvY2tfZG9tYWlucxgDIAMoCRIUCgxibG9ja19ncm91cHMYBCADKAwSFgoOdW5ibG9ja19ncm91cHMYBSADKAwiRwoUVXBkYXRlQmxvY2tzUmVzcG9uc2USFwoPYmxvY2tlZF9kb21haW5zGAEgAygJEhYKDmJsb2NrZWRfZ3JvdXBzGAIgAygMMssDCgxBZG1pblNlcnZpY2USVwoOUHJvcG9zZVJlbW92YWwSIS5taW1pLmRzLnYxLlByb3Bvc2VSZW1vdmFsUmVxdWVzdBoiLm1pbWkuZHMudjEuUHJvcG9zZVJlbW92YWxSZXNwb25zZRJaCg9Qcm9wb3NlQWRkaXRpb24SIi5taW1pLmRzLnYxLlByb3Bvc2VBZGRpdGlvblJlcXVlc3QaIy5taW1pLmRzLnYxLlByb3Bvc2VBZGRpdGlvblJlc3BvbnNlEk4KC1ZlcmlmeUdyb3VwEh4ubWltaS5kcy52MS5WZXJpZnlHcm91cFJlcXVlc3QaHy5taW1pLmRzLnYxLlZlcmlmeUdyb3VwUmVzcG9uc2USYwoSUmV2b2tlRmFub3V0VG9rZW5zEiUubWltaS5kcy52MS5SZXZva2VGYW5vdXRUb2tlbnNSZXF1ZXN0GiYubWltaS5kcy52MS5SZXZva2VGYW5vdXRUb2tlbnNSZXNwb25zZRJRCgxVcGRhdGVCbG9ja3MSHy5taW1pLmRzLnYxLlVwZGF0ZUJsb2Nrc1JlcXVlc3QaIC5taW1pLmRzLnYxLlVwZGF0ZUJsb2Nrc1Jlc3BvbnNlQj8KDm9yZy5taW1pLmRzLnYxUAFaHm1pbWktZHMvZ2VuL2dvL21pbWkvZHMvdjE7ZHN2MaoCCk1pbWkuRHMuVjFiBnByb3RvMw");
 
 /**
  * @generated from message mimi.ds.v1.ProposeRemovalRequest
@@ -186,9 +186,132 @@ export const EpochDigestSchema: GenMessage<EpochDigest> = /*@__PURE__*/
   messageDesc(file_mimi_ds_v1_admin, 6);
 
 /**
+ * @generated from message mimi.ds.v1.RevokeFanoutTokensRequest
+ */
+export type RevokeFanoutTokensRequest = Message<"mimi.ds.v1.RevokeFanoutTokensRequest"> & {
+  /**
+   * A client identifier of this DS's domain, registered here.
+   *
+   * @generated from field: string client_id = 1;
+   */
+  clientId: string;
+
+  /**
+   * How long the revoked tokens stay valid, so that the client can put a
+   * fresh token into each of its groups (UpdateClient); 0 revokes at once.
+   *
+   * @generated from field: uint64 grace_period_ms = 2;
+   */
+  gracePeriodMs: bigint;
+};
+
+/**
+ * Describes the message mimi.ds.v1.RevokeFanoutTokensRequest.
+ * Use `create(RevokeFanoutTokensRequestSchema)` to create a new message.
+ */
+export const RevokeFanoutTokensRequestSchema: GenMessage<RevokeFanoutTokensRequest> = /*@__PURE__*/
+  messageDesc(file_mimi_ds_v1_admin, 7);
+
+/**
+ * @generated from message mimi.ds.v1.RevokeFanoutTokensResponse
+ */
+export type RevokeFanoutTokensResponse = Message<"mimi.ds.v1.RevokeFanoutTokensResponse"> & {
+  /**
+   * Tokens issued at or after this time (ms since the Unix epoch) are valid.
+   *
+   * @generated from field: uint64 tokens_not_before_ms = 1;
+   */
+  tokensNotBeforeMs: bigint;
+
+  /**
+   * The revoked tokens stop being valid at this time.
+   *
+   * @generated from field: uint64 grace_until_ms = 2;
+   */
+  graceUntilMs: bigint;
+};
+
+/**
+ * Describes the message mimi.ds.v1.RevokeFanoutTokensResponse.
+ * Use `create(RevokeFanoutTokensResponseSchema)` to create a new message.
+ */
+export const RevokeFanoutTokensResponseSchema: GenMessage<RevokeFanoutTokensResponse> = /*@__PURE__*/
+  messageDesc(file_mimi_ds_v1_admin, 8);
+
+/**
+ * @generated from message mimi.ds.v1.UpdateBlocksRequest
+ */
+export type UpdateBlocksRequest = Message<"mimi.ds.v1.UpdateBlocksRequest"> & {
+  /**
+   * A client identifier of this DS's domain, registered here.
+   *
+   * @generated from field: string client_id = 1;
+   */
+  clientId: string;
+
+  /**
+   * DS domains (DNS names) whose fanout the client refuses, or no longer refuses.
+   *
+   * @generated from field: repeated string block_domains = 2;
+   */
+  blockDomains: string[];
+
+  /**
+   * @generated from field: repeated string unblock_domains = 3;
+   */
+  unblockDomains: string[];
+
+  /**
+   * MLS group ids whose fanout the client refuses, or no longer refuses.
+   *
+   * @generated from field: repeated bytes block_groups = 4;
+   */
+  blockGroups: Uint8Array[];
+
+  /**
+   * @generated from field: repeated bytes unblock_groups = 5;
+   */
+  unblockGroups: Uint8Array[];
+};
+
+/**
+ * Describes the message mimi.ds.v1.UpdateBlocksRequest.
+ * Use `create(UpdateBlocksRequestSchema)` to create a new message.
+ */
+export const UpdateBlocksRequestSchema: GenMessage<UpdateBlocksRequest> = /*@__PURE__*/
+  messageDesc(file_mimi_ds_v1_admin, 9);
+
+/**
+ * @generated from message mimi.ds.v1.UpdateBlocksResponse
+ */
+export type UpdateBlocksResponse = Message<"mimi.ds.v1.UpdateBlocksResponse"> & {
+  /**
+   * The client's blocks after the change.
+   *
+   * @generated from field: repeated string blocked_domains = 1;
+   */
+  blockedDomains: string[];
+
+  /**
+   * @generated from field: repeated bytes blocked_groups = 2;
+   */
+  blockedGroups: Uint8Array[];
+};
+
+/**
+ * Describes the message mimi.ds.v1.UpdateBlocksResponse.
+ * Use `create(UpdateBlocksResponseSchema)` to create a new message.
+ */
+export const UpdateBlocksResponseSchema: GenMessage<UpdateBlocksResponse> = /*@__PURE__*/
+  messageDesc(file_mimi_ds_v1_admin, 10);
+
+/**
  * AdminService lets the operator of a DS make the hub act as the external
  * sender of a hosted group (draft Section 8): propose removing or adding a
- * client. It requires mutual TLS with a certificate for the DS's own domain.
+ * client; and manage the DS's own clients as their guest DS: revoke their
+ * FanoutAuthTokens, block fanout for them (draft Section 10). It requires
+ * mutual TLS with a certificate for the DS's own domain, issued by the CA
+ * given with `serve --tls-ca`.
  *
  * @generated from service mimi.ds.v1.AdminService
  */
@@ -220,6 +343,30 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof VerifyGroupRequestSchema;
     output: typeof VerifyGroupResponseSchema;
+  },
+  /**
+   * Revokes every FanoutAuthToken issued to a local client so far, once a
+   * grace period has passed (a lost device, a leaked token). Tokens the
+   * client gets from Register afterwards are valid.
+   *
+   * @generated from rpc mimi.ds.v1.AdminService.RevokeFanoutTokens
+   */
+  revokeFanoutTokens: {
+    methodKind: "unary";
+    input: typeof RevokeFanoutTokensRequestSchema;
+    output: typeof RevokeFanoutTokensResponseSchema;
+  },
+  /**
+   * Adds and removes a local client's blocks (hub domains, group ids whose
+   * fanout it refuses) and answers the blocks it then has; with no change,
+   * it only reads them.
+   *
+   * @generated from rpc mimi.ds.v1.AdminService.UpdateBlocks
+   */
+  updateBlocks: {
+    methodKind: "unary";
+    input: typeof UpdateBlocksRequestSchema;
+    output: typeof UpdateBlocksResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_mimi_ds_v1_admin, 0);
