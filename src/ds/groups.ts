@@ -206,7 +206,7 @@ export class GroupRegistry {
 
   /** How many groups are cached (metrics); `bytes` once the cache accounts for memory. */
   cacheStats(): { readonly groups: number; readonly bytes?: number } {
-    return { groups: this.cache.size };
+    return { groups: this.cache.size, bytes: this.cache.weight };
   }
 
   /** Whether the group is in the cache (a get() would not touch the store). */

@@ -19,6 +19,8 @@ export const corsExposedHeaders: readonly string[] = [
   "Trailer-Grpc-Status",
   "Trailer-Grpc-Message",
   "Trailer-Grpc-Status-Details-Bin",
+  // The request id of the call's log lines (docs/operations.md).
+  "X-Request-Id",
 ];
 
 export class CorsConfigError extends Error {

@@ -53,7 +53,9 @@ export async function startHub(
   const keyFile = join(dir, "hub-keys.json");
   const tokens = FanoutTokenKeys.generate();
   const ds = await createDeliveryService({ domain, store, keyFile, config, localClients: localClientDirectory({ store, tokens, domain }), ...options });
-  const clients = createClientService({ domain, store, tokens });
+  // Open registration (development mode): tests register their clients directly.
+  // (No per-address registration quota: every test client registers from this one address.)
+  const clients = createClientService({ domain, store, tokens, registration: { open: true }, registrationRate: { limit: 1_000_000, windowMs: 3_600_000 } });
   const server = await startTestServer(ca, domain, ds.handler, { hubInfo: ds.hubInfo, services: [adminRoute(ds.context), clients.route] });
   const transport = createDSTransport({ baseUrl: server.url, ca: ca.ca });
   const hub = new DSClient(transport);

@@ -22,7 +22,12 @@ const PER_CLIENT = 4;
 
 let fed: Federation;
 beforeAll(async () => {
-  fed = await Federation.start([A], ["--log-level", "debug"]);
+  // 2 MiB messages: above the default application-message limit (1 MiB), raised here on purpose.
+  // Six stalled streams of one connection each leave a 2 MiB entry in the server's send buffer:
+  // more than the default HTTP/2 session budget (10 MB), at which point HTTP/2 itself refuses
+  // new streams of that connection. The budget is raised so that the per-client limit is what
+  // this test sees.
+  fed = await Federation.start([A], ["--log-level", "debug", "--max-message-bytes", "4M", "--max-session-memory", "64"]);
 });
 afterAll(() => fed?.close());
 

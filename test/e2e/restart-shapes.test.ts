@@ -8,7 +8,7 @@ import { createClient } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AdminService } from "../../gen/mimi/ds/v1/admin_pb.js";
 import { createDSTransport, keyPackageMessage, type DSRequestError } from "../../src/client/index.js";
-import { DSErrorCode } from "../../src/wire/index.js";
+import { DSErrorCode, makeExternalJoinPolicyExtension } from "../../src/wire/index.js";
 import { Federation, type E2EClient } from "./harness.js";
 
 const A = "a.example";
@@ -51,9 +51,9 @@ describe("restart with every group shape", () => {
   it("rebuilds each group equal to its live state after SIGKILL, and each takes its next request", async () => {
     let t = operator();
     const shapes: Shape[] = [];
-    const make = async (name: string, n: number): Promise<{ groupId: Uint8Array; cs: E2EClient[] }> => {
+    const make = async (name: string, n: number, openJoins = false): Promise<{ groupId: Uint8Array; cs: E2EClient[] }> => {
       const cs = await Promise.all(Array.from({ length: n }, (_, i) => fed.client(`${name}${i}`, A)));
-      const groupId = await cs[0]!.member.createGroup(await fed.hubSender(A));
+      const groupId = await cs[0]!.member.createGroup(await fed.hubSender(A), openJoins ? [makeExternalJoinPolicyExtension("open")] : []);
       if (n > 1) {
         await cs[0]!.member.addClients(cs.slice(1).map((c) => c.id));
         for (const c of cs.slice(1)) await c.process(1);
@@ -84,13 +84,13 @@ describe("restart with every group shape", () => {
       await cs[0]!.process(1);
       await cs[2]!.process(1);
       const extra = await fed.client("hubx", A);
-      const [kp] = await fed.ds(A).keyPackages([extra.id], [1]);
+      const [kp] = await fed.ds(A).keyPackages([extra.id], [1], cs[0]!.member.registeredAuth());
       await admin.proposeAddition({ groupId, keyPackage: keyPackageMessage(kp!) });
       for (const c of cs.slice(0, 2)) await c.process(1);
       shapes.push({ name: "committed hub Remove, pending hub Add", groupId, members: cs.slice(0, 2) });
     }
     {
-      const { groupId, cs } = await make("ext", 2);
+      const { groupId, cs } = await make("ext", 2, true);
       const joiner = await fed.client("ext-joiner", A, 0);
       await joiner.member.externalJoin(groupId);
       for (const c of cs) await c.process(1);

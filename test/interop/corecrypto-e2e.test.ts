@@ -57,7 +57,8 @@ class CoreCryptoInbox {
     const cs = await getCiphersuiteImpl(getCiphersuiteFromName("MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519"));
     const bridgeKey = await cs.signature.keygen();
     const local = new LocalClientApi(fed.transport(domain), { clientId: client.clientId, signaturePrivateKey: bridgeKey.signKey, signature: cs.signature });
-    await local.register(bridgeKey.publicKey, 1);
+    // The provider's credential for this device's id and bridge key (the federation's issuer).
+    await local.register(bridgeKey.publicKey, 1, { registrationCredential: fed.registrationCredential(client.clientId, bridgeKey.publicKey) });
     const inbox = new CoreCryptoInbox(client, local, () => ({ kind: "registered", clientId: client.clientId, signaturePrivateKey: bridgeKey.signKey, signature: cs.signature }));
     inbox.pumping = (async () => {
       while (!inbox.abort.signal.aborted) {
@@ -112,7 +113,7 @@ class CoreCryptoInbox {
 async function tsClient(domain: string): Promise<E2EClient> {
   const t = fed.transport(domain);
   const member = await MimiMember.create({ clientId: userDeviceId(domain), hub: new DSClient(t), local: t });
-  await member.register();
+  await member.register({ registrationCredential: fed.registrationCredential(member.clientId, member.signatureKeyPair.publicKey) });
   await member.publishKeyPackages(2);
   const c = new E2EClient(member);
   c.startInbox();
