@@ -6,6 +6,7 @@ import { describe, expect, it } from "vitest";
 import { openStore } from "../../src/store/index.js";
 import { openMongoStore } from "../../src/store/mongo/store.js";
 import { runStoreContract, waitUntil } from "./contract.js";
+import { runScaleContract } from "./contract-scale.js";
 
 const uri = process.env.MONGODB_URI;
 
@@ -21,6 +22,12 @@ describe.skipIf(!uri)("MongoDB adapter", () => {
   };
 
   runStoreContract("mongodb", async () => {
+    const name = freshDb();
+    return { open: () => openStore(uri!, { mongoDatabase: name }), dispose: () => drop(name) };
+  });
+
+  // Issue 16: guest feed sets, shared entry prefixes, the clients version.
+  runScaleContract("mongodb", async () => {
     const name = freshDb();
     return { open: () => openStore(uri!, { mongoDatabase: name }), dispose: () => drop(name) };
   });

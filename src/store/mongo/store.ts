@@ -57,6 +57,8 @@ import type {
   WriteOp,
 } from "../port.js";
 import { clientQueue, DEFAULT_FEED_PULL_LIMIT, groupFeed, type FeedMembership } from "../port.js";
+// Issue 16 (guest feeds, shared entry prefixes, clients version): kept in its own module.
+import * as scale from "./scale-ops.js";
 
 export interface MongoStoreOptions {
   readonly uri: string;
@@ -116,6 +118,7 @@ export const MONGO_MIGRATIONS: readonly { name: string; up: (db: Db) => Promise<
       await db.collection("retained_snapshots").createIndex({ groupId: 1, epoch: 1 }, { unique: true });
     },
   },
+  scale.scaleMigration,
 ];
 
 export async function openMongoStore(options: MongoStoreOptions): Promise<MongoStore> {
@@ -190,6 +193,8 @@ export class MongoStore implements Store {
     processed: Collection<Doc>;
     rates: Collection<Doc>;
   };
+  readonly #scale: scale.ScaleCollections;
+  readonly #prefixReader: scale.PrefixReader;
   #stream: ChangeStream | undefined;
   #poller: NodeJS.Timeout | undefined;
   readonly #polled = new Map<QueueId, bigint>();
@@ -217,6 +222,8 @@ export class MongoStore implements Store {
       processed: c("processed"),
       rates: c("rate_limits"),
     };
+    this.#scale = scale.scaleCollections(db, this.#c.entries, this.#c.groups);
+    this.#prefixReader = new scale.PrefixReader(this.#scale);
   }
 
   async #tx<T>(f: (session: ClientSession) => Promise<T>): Promise<T> {
@@ -312,6 +319,7 @@ export class MongoStore implements Store {
           await c.log.insertOne({ groupId: op.groupId, epoch: next, entry: op.logEntry, createdAt: now }, o);
           if (op.snapshot) await this.#replaceSnapshot(op.groupId, next, op.snapshot, session);
           await c.proposals.deleteMany({ groupId: op.groupId, epoch: { $lt: next } }, o);
+          await scale.sweepPrefixes(this.#scale, op.groupId, next, session);
           epochs.push({ groupId: op.groupId, epoch: next });
           break;
         }
@@ -336,6 +344,7 @@ export class MongoStore implements Store {
           if (r.deletedCount === 0) throw new UnknownGroupError(op.groupId);
           await c.snapshots.deleteOne({ _id: op.groupId }, o);
           for (const coll of [c.log, c.proposals, c.history, c.tokens, c.retained]) await coll.deleteMany({ groupId: op.groupId }, o);
+          await scale.sweepPrefixes(this.#scale, op.groupId, undefined, session);
           break;
         }
         case "addProposal": {
@@ -394,10 +403,12 @@ export class MongoStore implements Store {
             { $set: { sigKey: op.signaturePublicKey, authData: op.authData ?? null, updatedAt: now }, $setOnInsert: { createdAt: now } },
             { ...o, upsert: true },
           );
+          await scale.bumpClientsVersion(this.#scale, session);
           break;
         case "removeClient":
           await c.clients.deleteOne({ _id: op.clientId }, o);
           await c.keyPackages.deleteMany({ clientId: op.clientId }, o);
+          await scale.bumpClientsVersion(this.#scale, session);
           break;
         case "publishKeyPackages": {
           if (!(await c.clients.findOne({ _id: op.clientId }, o))) throw new UnknownClientError(op.clientId);
@@ -449,7 +460,9 @@ export class MongoStore implements Store {
           );
           const seq = big(q!.lastSeq);
           const except = op.except !== undefined && op.except.length > 0 ? { except: [...op.except] } : {};
-          await c.entries.insertOne({ queue: op.queue, seq, payload: op.payload, enqueuedAt: now, ...except }, o);
+          if (op.prefix !== undefined && op.queue.startsWith("feed:")) throw new StoreError(`append to ${op.queue}: group feed entries take no prefix`);
+          const prefix = op.prefix !== undefined ? { prefixId: await scale.putPrefix(this.#scale, op.prefix, session) } : {};
+          await c.entries.insertOne({ queue: op.queue, seq, payload: op.payload, enqueuedAt: now, ...except, ...prefix }, o);
           appended.push({ queue: op.queue, seq });
           last.set(op.queue, seq);
           break;
@@ -491,6 +504,9 @@ export class MongoStore implements Store {
           }
           break;
         }
+        case "setFeedSet":
+          await scale.setFeedSet(this.#scale, op, session);
+          break;
         case "ack":
           await c.entries.deleteMany({ queue: op.queue, seq: { $lte: checkUint63("seq", op.uptoSeq) } }, o);
           break;
@@ -724,13 +740,11 @@ export class MongoStore implements Store {
     checkUint63("seq", afterSeq);
     const n = Math.max(0, Math.floor(limit));
     if (n === 0) return this.#run(async () => []);
-    return this.#run(async () =>
-      (await this.#c.entries.find({ queue, seq: { $gt: afterSeq } }, { sort: { seq: 1 }, limit: n }).toArray()).map((d) => ({
-        seq: big(d.seq),
-        payload: bytes(d.payload),
-        enqueuedAt: num(d.enqueuedAt),
-      })),
-    );
+    return this.#run(async () => {
+      const docs = await this.#c.entries.find({ queue, seq: { $gt: afterSeq } }, { sort: { seq: 1 }, limit: n }).toArray();
+      const payloads = await this.#prefixReader.payloads(docs);
+      return docs.map((d, i) => ({ seq: big(d.seq), payload: payloads[i]!, enqueuedAt: num(d.enqueuedAt) }));
+    });
   }
 
   async ack(queue: QueueId, uptoSeq: bigint): Promise<number> {
@@ -863,8 +877,18 @@ export class MongoStore implements Store {
       const historyEntries = (await this.#c.history.deleteMany({ expiresAt: { $lte: t } }, { session })).deletedCount;
       const keyPackages = (await this.#c.keyPackages.deleteMany({ expiresAt: { $ne: null, $lte: t } }, { session })).deletedCount;
       const rateLimits = (await this.#c.rates.deleteMany({ windowEnd: { $lte: t } }, { session })).deletedCount;
-      return { historyEntries, keyPackages, rateLimits };
+      const prefixes = await scale.purgePrefixes(this.#scale, session);
+      return { historyEntries, keyPackages, rateLimits, prefixes };
     });
+  }
+
+  // Issue 16 reads (scale-ops.ts).
+  async feedSet(groupId: string): Promise<string | undefined> {
+    return this.#run(() => scale.feedSetOf(this.#scale, groupId));
+  }
+
+  async clientsVersion(): Promise<bigint> {
+    return this.#run(() => scale.clientsVersionOf(this.#scale));
   }
 
   async ping(): Promise<void> {

@@ -30,6 +30,7 @@ import {
   EpochConflictError,
   GroupExistsError,
   StoreClosedError,
+  StoreError,
   UnknownClientError,
   UnknownGroupError,
 } from "../errors.js";
@@ -103,6 +104,8 @@ function inlineWriter(w: SqliteWriter): Writer {
   };
 }
 
+/** Entry prefixes a reader keeps (one per group epoch and guest domain in use). */
+const PREFIX_CACHE = 64;
 /** Most `apply` calls written in one group commit (bounds one commit's size and time). */
 const MAX_GROUP = 512;
 /** One queued `apply` call of a group commit. */
@@ -391,10 +394,28 @@ export class SqliteStore implements Store {
     return this.#run(() =>
       (this.#s.readQueue.all(queue, afterSeq, n) as Row[]).map((r) => ({
         seq: big(r.seq),
-        payload: bytes(r.payload),
+        payload: r.prefix_id == null ? bytes(r.payload) : this.#prefixed(big(r.prefix_id), r.payload as Buffer),
         enqueuedAt: num(r.enqueued_at),
       })),
     );
+  }
+
+  /** Prefixes by id (ids are never reused and a prefix never changes): a hub's stream reads each once. */
+  readonly #prefixes = new Map<bigint, Buffer>();
+
+  #prefixed(id: bigint, payload: Buffer): Uint8Array {
+    let prefix = this.#prefixes.get(id);
+    if (prefix === undefined) {
+      const row = this.#s.prefixData.get(id) as Row | undefined;
+      if (row === undefined) throw new StoreError(`queue entry names entry prefix ${id}, which is not stored`);
+      prefix = row.data as Buffer;
+      if (this.#prefixes.size >= PREFIX_CACHE) this.#prefixes.delete(this.#prefixes.keys().next().value!);
+      this.#prefixes.set(id, prefix);
+    }
+    const out = new Uint8Array(prefix.length + payload.length);
+    out.set(prefix);
+    out.set(payload, prefix.length);
+    return out;
   }
 
   /** Joins the group commit: acknowledgements (a guest DS's, a client's) share the other writes' fsync. */
@@ -430,6 +451,20 @@ export class SqliteStore implements Store {
 
   async feedMembers(groupId: string): Promise<string[]> {
     return this.#run(() => (this.#s.feedMembersOfGroup.all(groupId) as Row[]).map((r) => String(r.client_id)));
+  }
+
+  async feedSet(groupId: string): Promise<string | undefined> {
+    return this.#run(() => {
+      const r = this.#s.getFeedSet.get(groupId) as Row | undefined;
+      return r === undefined ? undefined : String(r.set_id);
+    });
+  }
+
+  async clientsVersion(): Promise<bigint> {
+    return this.#run(() => {
+      const r = this.#s.clientsVersion.get() as Row | undefined;
+      return r === undefined ? 0n : big(r.value);
+    });
   }
 
   subscribe(queue: QueueId, listener: AppendListener): Unsubscribe {

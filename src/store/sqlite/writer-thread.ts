@@ -6,6 +6,7 @@ import { isMainThread, parentPort, Worker, workerData } from "node:worker_thread
 import {
   DuplicateKeyPackageError,
   EpochConflictError,
+  FeedSetConflictError,
   GroupExistsError,
   StoreError,
   StoreRangeError,
@@ -30,6 +31,7 @@ type WireError =
   | { readonly type: "unknownClient"; readonly clientId: string }
   | { readonly type: "duplicateKeyPackage"; readonly ref: Uint8Array }
   | { readonly type: "duplicateBatch" }
+  | { readonly type: "feedSetConflict"; readonly groupId: string; readonly expected?: string; readonly current?: string }
   | { readonly type: "unavailable" | "range" | "store" | "other"; readonly message: string };
 
 type WireOutcome = { readonly ok: { result: unknown; appended: Map<QueueId, bigint> } } | { readonly err: WireError };
@@ -42,6 +44,9 @@ function toWire(e: unknown): WireError {
   if (err instanceof UnknownClientError) return { type: "unknownClient", clientId: err.clientId };
   if (err instanceof DuplicateKeyPackageError) return { type: "duplicateKeyPackage", ref: err.keyPackageRef };
   if (err instanceof DuplicateBatch) return { type: "duplicateBatch" };
+  if (err instanceof FeedSetConflictError) {
+    return { type: "feedSetConflict", groupId: err.groupId, ...(err.expected !== undefined ? { expected: err.expected } : {}), ...(err.current !== undefined ? { current: err.current } : {}) };
+  }
   const message = err instanceof Error ? err.message : String(err);
   if (err instanceof StoreUnavailableError) return { type: "unavailable", message };
   if (err instanceof StoreRangeError) return { type: "range", message };
@@ -63,6 +68,8 @@ function fromWire(w: WireError): Error {
       return new DuplicateKeyPackageError(w.ref);
     case "duplicateBatch":
       return new DuplicateBatch();
+    case "feedSetConflict":
+      return new FeedSetConflictError(w.groupId, w.expected, w.current);
     case "unavailable":
       return new StoreUnavailableError(w.message);
     case "range":

@@ -8,6 +8,7 @@ import { checkUint63, rateWindow } from "../common.js";
 import {
   DuplicateKeyPackageError,
   EpochConflictError,
+  FeedSetConflictError,
   GroupExistsError,
   StoreError,
   UnknownClientError,
@@ -96,7 +97,8 @@ export class SqliteWriter {
         const historyEntries = this.#s.purgeHistory.run(now).changes;
         const keyPackages = this.#s.purgeKeyPackages.run(now).changes;
         const rateLimits = this.#s.purgeRates.run(now).changes;
-        return { historyEntries, keyPackages, rateLimits };
+        const prefixes = this.#s.purgePrefixes.run().changes;
+        return { historyEntries, keyPackages, rateLimits, prefixes };
       })
       .immediate();
   }
@@ -139,6 +141,7 @@ export class SqliteWriter {
           s.insertLog.run(op.groupId, next, op.logEntry, now);
           if (op.snapshot) this.#replaceSnapshot(op.groupId, next, op.snapshot);
           s.clearOldProposals.run(op.groupId, next);
+          s.sweepPrefixesBefore.run(op.groupId, next);
           epochs.push({ groupId: op.groupId, epoch: next });
           break;
         }
@@ -158,6 +161,7 @@ export class SqliteWriter {
         case "deleteGroup": {
           requireEpoch(op.groupId, op.expectedEpoch);
           for (const del of s.deleteGroupAll) del.run(op.groupId);
+          s.sweepPrefixesOfGroup.run(op.groupId);
           break;
         }
         case "addProposal": {
@@ -191,10 +195,12 @@ export class SqliteWriter {
           break;
         case "putClient":
           s.upsertClient.run(op.clientId, op.signaturePublicKey, op.authData ?? null, now, now);
+          s.bumpClientsVersion.run();
           break;
         case "removeClient":
           s.deleteClient.run(op.clientId);
           s.deleteKeyPackagesOfClient.run(op.clientId);
+          s.bumpClientsVersion.run();
           break;
         case "publishKeyPackages": {
           if (!s.getClient.get(op.clientId)) throw new UnknownClientError(op.clientId);
@@ -221,7 +227,10 @@ export class SqliteWriter {
           const row = s.bumpQueue.get(op.queue) as Row;
           const seq = big(row.last_seq);
           const shared = sharedPayloads.get(op.payload);
-          if (isGroupFeed(op.queue)) {
+          if (op.prefix !== undefined) {
+            if (isGroupFeed(op.queue)) throw new StoreError(`append to ${op.queue}: group feed entries take no prefix`);
+            s.insertPrefixedEntry.run(op.queue, seq, op.payload, now, this.#prefixId(op.prefix));
+          } else if (isGroupFeed(op.queue)) {
             // Feed payloads always live in queue_payloads: members' copies point at them.
             const id = shared?.id ?? big((s.insertPayload.get(op.payload, shared?.refs ?? 1) as Row).id);
             if (shared !== undefined) shared.id = id;
@@ -262,6 +271,13 @@ export class SqliteWriter {
             pulled += n;
             budget -= n;
           }
+          break;
+        }
+        case "setFeedSet": {
+          const row = s.getFeedSet.get(op.groupId) as Row | undefined;
+          const current = row === undefined ? undefined : String(row.set_id);
+          if (current !== op.expected) throw new FeedSetConflictError(op.groupId, op.expected, current);
+          if (current !== op.setId) s.upsertFeedSet.run(op.groupId, op.setId);
           break;
         }
         case "ack":
@@ -309,6 +325,13 @@ export class SqliteWriter {
       s.pruneLog.run(groupId, epoch);
     }
     s.upsertSnapshot.run(groupId, epoch, state);
+  }
+
+  /** The stored prefix's id, inserting it if it is not stored (yet, or any more). */
+  #prefixId(prefix: { groupId: string; epoch: bigint; ref: string; bytes: Uint8Array }): bigint {
+    const row = this.#s.prefixId.get(prefix.groupId, prefix.ref) as Row | undefined;
+    if (row !== undefined) return big(row.id);
+    return big((this.#s.insertPrefix.get(prefix.groupId, prefix.ref, checkUint63("epoch", prefix.epoch), prefix.bytes) as Row).id);
   }
 
   #feedHead(groupId: string): bigint {
