@@ -30,6 +30,8 @@ interface DomainNode {
 /** A member of a group, with the stream of its own DS queue. */
 export class E2EClient {
   private readonly received: { sequence: bigint; mlsMessage: Uint8Array }[] = [];
+  /** Every queue sequence received, in arrival order (across reconnects). */
+  readonly sequences: bigint[] = [];
   private readonly abort = new AbortController();
   private acked = 0n;
   private wake: (() => void) | undefined;
@@ -50,6 +52,7 @@ export class E2EClient {
           const after = this.received.length > 0 ? this.received[this.received.length - 1]!.sequence : this.acked;
           for await (const m of local.receive(after, this.abort.signal)) {
             this.received.push(m);
+            this.sequences.push(m.sequence);
             this.wake?.();
           }
         } catch {
@@ -135,6 +138,16 @@ export class Federation {
 
   async stopDomain(domain: string): Promise<void> {
     await this.nodes.get(domain)!.server?.stop();
+  }
+
+  /** SIGKILL the domain's server (a crash) and wait for it to exit. */
+  async crashDomain(domain: string): Promise<void> {
+    await this.nodes.get(domain)!.server?.crash();
+  }
+
+  /** The domain's data directory (its SQLite store is `ds.sqlite` in it). */
+  dataDir(domain: string): string {
+    return this.nodes.get(domain)!.dataDir;
   }
 
   url(domain: string): string {
