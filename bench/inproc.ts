@@ -21,8 +21,13 @@ export interface InProcessHub {
   close(): Promise<void>;
 }
 
-export async function startInProcessHub(domain: string): Promise<InProcessHub> {
-  const dir = mkdtempSync(join(tmpdir(), "mimi-bench-inproc-"));
+export interface InProcessOptions {
+  /** Data directory (ds.sqlite, hub-keys.json) to use and keep, e.g. to restart on it; default a temp dir removed on close. */
+  readonly dir?: string;
+}
+
+export async function startInProcessHub(domain: string, options: InProcessOptions = {}): Promise<InProcessHub> {
+  const dir = options.dir ?? mkdtempSync(join(tmpdir(), "mimi-bench-inproc-"));
   const store = await openSqliteStore({ path: join(dir, "ds.sqlite"), synchronous: "FULL" });
   // The DS sees the store through a proxy that times apply (queueing, ops and the fsync).
   let applyMs = 0;
@@ -41,7 +46,7 @@ export async function startInProcessHub(domain: string): Promise<InProcessHub> {
       return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
     },
   });
-  const ds = await createDeliveryService({ domain, store: timed });
+  const ds = await createDeliveryService({ domain, store: timed, ...(options.dir !== undefined ? { keyFile: join(dir, "hub-keys.json") } : {}) });
   const transport = createRouterTransport((router) =>
     registerHub(router, {
       domain,
@@ -60,7 +65,7 @@ export async function startInProcessHub(domain: string): Promise<InProcessHub> {
     },
     async close() {
       await store.close();
-      rmSync(dir, { recursive: true, force: true });
+      if (options.dir === undefined) rmSync(dir, { recursive: true, force: true });
     },
   };
 }

@@ -431,24 +431,48 @@ function readExtension(r: Reader): Extension {
   return { extensionType: (extName.get(n) ?? n) as Extension["extensionType"], extensionData: r.bytes() };
 }
 
+// Leaves of one group mostly carry the same capabilities, lifetime and leaf
+// extensions, byte for byte (clients of one implementation): a tree of 100,000
+// leaves would hold 100,000 equal copies (six arrays and objects per leaf).
+// Decoded values are shared by their encoding instead (LeafNodes are never
+// modified). Bounded: the table starts over when it has seen many distinct encodings.
+const INTERN_MAX = 4096;
+const interned = new Map<string, unknown>();
+const latin1 = new TextDecoder("latin1");
+
+function intern<T>(kind: string, r: Reader, start: number, value: T): T {
+  const key = kind + latin1.decode(r.b.subarray(start, r.o));
+  const seen = interned.get(key);
+  if (seen !== undefined) return seen as T;
+  if (interned.size >= INTERN_MAX) interned.clear();
+  interned.set(key, value);
+  return value;
+}
+
 function readLeafNode(r: Reader): LeafNode {
   const hpkePublicKey = r.bytes();
   const signaturePublicKey = r.bytes();
   const credential = readCredential(r);
-  const capabilities = readCapabilities(r);
+  const capStart = r.o;
+  const capabilities = intern("c", r, capStart, readCapabilities(r));
   const source = r.u8();
   let leaf: LeafNode;
   if (source === 1) {
+    const ltStart = r.o;
     const notBefore = r.u64();
     const notAfter = r.u64();
-    const extensions = r.vec(readExtension);
-    leaf = { hpkePublicKey, signaturePublicKey, credential, capabilities, leafNodeSource: "key_package", lifetime: { notBefore, notAfter }, extensions, signature: r.bytes() };
+    const lifetime = intern("l", r, ltStart, { notBefore, notAfter });
+    const extStart = r.o;
+    const extensions = intern("e", r, extStart, r.vec(readExtension));
+    leaf = { hpkePublicKey, signaturePublicKey, credential, capabilities, leafNodeSource: "key_package", lifetime, extensions, signature: r.bytes() };
   } else if (source === 2) {
-    const extensions = r.vec(readExtension);
+    const extStart = r.o;
+    const extensions = intern("e", r, extStart, r.vec(readExtension));
     leaf = { hpkePublicKey, signaturePublicKey, credential, capabilities, leafNodeSource: "update", extensions, signature: r.bytes() };
   } else if (source === 3) {
     const parentHash = r.bytes();
-    const extensions = r.vec(readExtension);
+    const extStart = r.o;
+    const extensions = intern("e", r, extStart, r.vec(readExtension));
     leaf = { hpkePublicKey, signaturePublicKey, credential, capabilities, leafNodeSource: "commit", parentHash, extensions, signature: r.bytes() };
   } else return bad(`leaf_node_source ${source}`);
   return leaf;
