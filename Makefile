@@ -51,7 +51,7 @@ test-mongo: install
 # (apt-get install nghttp2-client), else a Node load generator.
 BENCH_ARGS ?=
 bench: build
-	node dist/bench/run.js $(BENCH_ARGS)
+	node --expose-gc dist/bench/run.js $(BENCH_ARGS)
 
 clean:
 	rm -rf dist node_modules/.install-stamp

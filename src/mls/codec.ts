@@ -392,21 +392,30 @@ class Reader {
     const out: T[] = [];
     while (this.o < v.end) out.push(item(this));
     this.end = outer;
-    return out;
+    // An array grown by push keeps spare capacity (17 slots after the first): the
+    // thousands of small lists of a tree are kept at their exact size.
+    return out.length === 0 ? out : out.slice();
   }
 }
 
 // ts-mls's enum mappings: open enums keep unknown values as decimal strings, closed ones reject them.
 const suiteName = new Map<number, string>(Object.entries(ciphersuites).map(([k, v]) => [v, k]));
 const extName = new Map<number, string>(Object.entries(defaultExtensionTypes).map(([k, v]) => [v, k]));
-const credName = (n: number): string => (n === 1 ? "basic" : n === 2 ? "x509" : String(n));
+/** Unknown code points as text (GREASE values in every ts-mls leaf): one string per value, not per leaf. */
+const numberNames = new Map<number, string>();
+const nameOf = (n: number): string => {
+  let s = numberNames.get(n);
+  if (s === undefined) numberNames.set(n, (s = String(n)));
+  return s;
+};
+const credName = (n: number): string => (n === 1 ? "basic" : n === 2 ? "x509" : nameOf(n));
 const readU16 = (r: Reader) => r.u16();
 const readU32 = (r: Reader) => r.u32();
 const readBytes = (r: Reader) => r.bytes();
 const readVersion = (r: Reader) => (r.u16() === 1 ? ("mls10" as const) : bad("unknown protocol version"));
 const readSuite = (r: Reader) => {
   const n = r.u16();
-  return (suiteName.get(n) ?? String(n)) as CiphersuiteName;
+  return (suiteName.get(n) ?? nameOf(n)) as CiphersuiteName;
 };
 const readCredType = (r: Reader) => credName(r.u16()) as Capabilities["credentials"][number];
 
