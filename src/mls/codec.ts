@@ -440,9 +440,9 @@ function readExtension(r: Reader): Extension {
   return { extensionType: (extName.get(n) ?? n) as Extension["extensionType"], extensionData: r.bytes() };
 }
 
-// Leaves of one group mostly carry the same capabilities, lifetime and leaf
-// extensions, byte for byte (clients of one implementation): a tree of 100,000
-// leaves would hold 100,000 equal copies (six arrays and objects per leaf).
+// Leaves of one group mostly carry the same lifetime and leaf extensions, byte
+// for byte (clients of one implementation): a tree of 100,000 leaves would
+// hold 100,000 equal copies.
 // Decoded values are shared by their encoding instead (LeafNodes are never
 // modified). Bounded: the table starts over when it has seen many distinct encodings.
 const INTERN_MAX = 4096;
@@ -462,8 +462,8 @@ function readLeafNode(r: Reader): LeafNode {
   const hpkePublicKey = r.bytes();
   const signaturePublicKey = r.bytes();
   const credential = readCredential(r);
-  const capStart = r.o;
-  const capabilities = intern("c", r, capStart, readCapabilities(r));
+  // Not shared: ts-mls puts random GREASE values in every leaf's capabilities, so they rarely repeat.
+  const capabilities = readCapabilities(r);
   const source = r.u8();
   let leaf: LeafNode;
   if (source === 1) {
