@@ -15,7 +15,7 @@
 //   confirmation and membership tags, the Welcome's encrypted parts and an
 //   application message's ciphertext. The DS cannot check those either.
 import { createPrivateKey, generateKeyPairSync, randomBytes, sign as nodeSign } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync } from "node:fs";
 import { join } from "node:path";
 import {
   decodeMlsMessage,
@@ -132,42 +132,55 @@ export async function bigMembers(n: number, domain: string, tag = "m"): Promise<
     : [];
   const file = join(CACHE, `${prefix}${sizes[0] ?? n}.bin`);
   if (existsSync(file)) {
-    const b = readFileSync(file);
-    const out: BigMember[] = [];
-    for (let o = 0; o < b.length; ) {
-      const next = () => {
-        const len = b.readUInt32BE(o);
-        const v = new Uint8Array(b.subarray(o + 4, o + 4 + len));
-        o += 4 + len;
-        return v;
-      };
-      const id = new TextDecoder().decode(next());
-      const kp = next();
-      out.push(new BigMember(id, kp, next()));
-    }
+    const out = readMembers(readFileSync(file));
     if (out.length >= n) return out.slice(0, n);
   }
+  // Generated in chunks appended to a partial file, so an interrupted run resumes where it stopped.
+  const partial = `${join(CACHE, `${prefix}${n}`)}.partial`;
+  mkdirSync(CACHE, { recursive: true });
+  const out: BigMember[] = existsSync(partial) ? readMembers(readFileSync(partial)) : [];
   const cs = await fastSuite();
   const t = performance.now();
-  const out: BigMember[] = [];
-  for (let i = 0; i < n; i++) {
-    const clientId = `mimi://${domain}/u/${tag}${i}/d/1`;
-    const sig = await cs.signature.keygen();
-    const { publicPackage } = await generateKeyPackageWithKey(
-      { credentialType: "basic", identity: new TextEncoder().encode(clientId) },
-      { ...defaultCapabilities(), extensions: [...MIMI_CAPABILITY_EXTENSIONS] },
-      defaultLifetime,
-      [makeFanoutAuthExtension({ token: randomBytes(16) })],
-      sig,
-      cs,
-      [makeDSSupportedVersionsExtension([DS_PROTOCOL_VERSION])],
-    );
-    out.push(new BigMember(clientId, encodeKeyPackage(publicPackage), sig.signKey));
-    if (i > 0 && i % 10_000 === 0) log(`  generated ${i}/${n} KeyPackages (${((performance.now() - t) / 1000).toFixed(0)} s)`);
+  const from = out.length;
+  while (out.length < n) {
+    const chunk: BigMember[] = [];
+    for (let i = out.length; i < Math.min(n, out.length + 5000); i++) {
+      const clientId = `mimi://${domain}/u/${tag}${i}/d/1`;
+      const sig = await cs.signature.keygen();
+      const { publicPackage } = await generateKeyPackageWithKey(
+        { credentialType: "basic", identity: new TextEncoder().encode(clientId) },
+        { ...defaultCapabilities(), extensions: [...MIMI_CAPABILITY_EXTENSIONS] },
+        defaultLifetime,
+        [makeFanoutAuthExtension({ token: randomBytes(16) })],
+        sig,
+        cs,
+        [makeDSSupportedVersionsExtension([DS_PROTOCOL_VERSION])],
+      );
+      chunk.push(new BigMember(clientId, encodeKeyPackage(publicPackage), sig.signKey));
+    }
+    appendFileSync(partial, encodeMembers(chunk));
+    out.push(...chunk);
+    log(`  generated ${out.length}/${n} KeyPackages (${((performance.now() - t) / 1000).toFixed(0)} s)`);
   }
-  mkdirSync(CACHE, { recursive: true });
-  writeFileSync(file, Buffer.concat(out.flatMap((m) => [lv(new TextEncoder().encode(m.clientId)), lv(m.keyPackageBytes), lv(m.signKey)])));
-  log(`  ${n} KeyPackages generated in ${((performance.now() - t) / 1000).toFixed(0)} s, cached in ${file}`);
+  renameSync(partial, file);
+  log(`  ${n - from} KeyPackages generated in ${((performance.now() - t) / 1000).toFixed(0)} s, cached in ${file}`);
+  return out;
+}
+
+const encodeMembers = (ms: readonly BigMember[]): Buffer =>
+  Buffer.concat(ms.flatMap((m) => [lv(new TextEncoder().encode(m.clientId)), lv(m.keyPackageBytes), lv(m.signKey)]));
+
+function readMembers(b: Buffer): BigMember[] {
+  const out: BigMember[] = [];
+  for (let o = 0; o + 4 <= b.length; ) {
+    const parts: Uint8Array[] = [];
+    for (let k = 0; k < 3; k++) {
+      const len = b.readUInt32BE(o);
+      parts.push(new Uint8Array(b.subarray(o + 4, o + 4 + len)));
+      o += 4 + len;
+    }
+    out.push(new BigMember(new TextDecoder().decode(parts[0]!), parts[1]!, parts[2]!));
+  }
   return out;
 }
 

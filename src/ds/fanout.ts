@@ -110,15 +110,20 @@ export async function planFanout(hub: HubIdentity, items: readonly FanoutItem[])
     const byDomain = new Map<string, Recipient[]>();
     if ("group" in item) {
       const group = item.group;
-      // The excluded leaves (the sender) by domain: few, so looked up one by one.
+      // The excluded leaves (the sender) by domain: few, so looked up one by one
+      // (a scan of the members would cost O(members) per message).
       const exceptIn = new Map<string, number[]>();
+      const exceptIds = new Map<string, string[]>();
       for (const leaf of item.exceptLeaves) {
-        const d = memberAt(group.state, leaf)?.domain ?? hub.domain;
+        const m = memberAt(group.state, leaf);
+        if (m === undefined) continue;
+        const d = m.domain ?? hub.domain;
         exceptIn.set(d, [...(exceptIn.get(d) ?? []), leaf].sort((a, b) => a - b));
+        exceptIds.set(d, [...(exceptIds.get(d) ?? []), m.clientId]);
       }
       for (const [domain, m] of group.byDomain(hub.domain)) {
         if (domain === hub.domain) {
-          const except = m.leafIndices.flatMap((leaf, i) => (item.exceptLeaves.has(leaf) ? [m.clientIds[i]!] : []));
+          const except = exceptIds.get(domain) ?? [];
           if (except.length < m.clientIds.length) ops.push({ kind: "append", queue: groupFeed(group.key), payload: item.message, except });
           continue;
         }

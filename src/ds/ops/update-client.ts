@@ -1,6 +1,7 @@
 // Update client (draft 9.6): a commit with an UpdatePath and no proposals by
 // value (stored ones by reference), optionally replacing the sender's
 // FanoutAuthToken.
+import { changedTokens } from "../token-map.js";
 import { memberAt } from "../../mls/index.js";
 import { DSErrorCode } from "../../wire/index.js";
 import { byValue, stageGroupUpdate } from "../commit.js";
@@ -23,9 +24,7 @@ export const updateClient: Operation = async (ctx, input) => {
   let next = s.next;
   const writes = [...s.writes];
   if (req.token !== undefined && s.sender !== undefined) {
-    const tokens = new Map(next.tokens);
-    tokens.set(s.sender.clientId, req.token.token);
-    next = next.with({ tokens });
+    next = next.with({ tokens: changedTokens(next.tokens, [], [[s.sender.clientId, req.token.token]]) });
     writes.push({ kind: "setFanoutToken", groupId: group.key, clientId: s.sender.clientId, token: req.token.token });
   }
   return { response: ok(), writes, fanout: s.fanout, group: { next } };
