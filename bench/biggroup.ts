@@ -14,7 +14,7 @@
 //   What it cannot make without secrets it fills with random bytes: the
 //   confirmation and membership tags, the Welcome's encrypted parts and an
 //   application message's ciphertext. The DS cannot check those either.
-import { createPrivateKey, generateKeyPairSync, randomBytes, sign as nodeSign } from "node:crypto";
+import { createPrivateKey, createPublicKey, randomBytes, sign as nodeSign } from "node:crypto";
 import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync } from "node:fs";
 import { join } from "node:path";
 import {
@@ -59,27 +59,37 @@ const CACHE = join(repoRoot, "bench", ".cache");
 const ED25519_PKCS8_PREFIX = Buffer.from("302e020100300506032b657004220420", "hex");
 
 /** ts-mls's ciphersuite with key generation and signing on node:crypto (verification is already there). */
+// Keys come from random seeds through createPrivateKey/createPublicKey and a DER
+// export: Node 20's generateKeyPairSync followed by a JWK export can deadlock
+// in a garbage collection (a KeyGenJob destructor waits on a lock), which
+// stopped 100,000-key runs after some 20,000 keys.
+const X25519_PKCS8_PREFIX = Buffer.from("302e020100300506032b656e04220420", "hex");
+
+function keyPair(prefix: Buffer): { publicKey: Uint8Array; privateKey: Uint8Array } {
+  const seed = randomBytes(32);
+  const priv = createPrivateKey({ key: Buffer.concat([prefix, seed]), format: "der", type: "pkcs8" });
+  const spki = createPublicKey(priv).export({ format: "der", type: "spki" });
+  return { publicKey: new Uint8Array(spki.subarray(spki.length - 32)), privateKey: new Uint8Array(seed) };
+}
+
+/** ts-mls's ciphersuite with key generation and signing on node:crypto (verification is already there). */
 export async function fastSuite(): Promise<CiphersuiteImpl> {
   const base = await getCiphersuiteImpl(getCiphersuiteFromName(SUITE), nodeCryptoProvider);
   const keys = new Map<string, ReturnType<typeof createPrivateKey>>();
-  const raw = (k: { export(o: { format: "jwk" }): { x?: string; d?: string } }, f: "x" | "d") => new Uint8Array(Buffer.from(k.export({ format: "jwk" })[f]!, "base64url"));
   return {
     ...base,
     hpke: {
       ...base.hpke,
       // Raw X25519 keys stand for ts-mls's key objects: only exported here.
-      generateKeyPair: async () => {
-        const k = generateKeyPairSync("x25519");
-        return { publicKey: raw(k.publicKey, "x"), privateKey: raw(k.privateKey, "d") } as never;
-      },
+      generateKeyPair: async () => keyPair(X25519_PKCS8_PREFIX) as never,
       exportPublicKey: async (k: unknown) => k as Uint8Array,
       exportPrivateKey: async (k: unknown) => k as Uint8Array,
     },
     signature: {
       ...base.signature,
       keygen: async () => {
-        const k = generateKeyPairSync("ed25519");
-        return { publicKey: raw(k.publicKey, "x"), signKey: raw(k.privateKey, "d") };
+        const k = keyPair(ED25519_PKCS8_PREFIX);
+        return { publicKey: k.publicKey, signKey: k.privateKey };
       },
       sign: async (signKey: Uint8Array, message: Uint8Array) => {
         const id = Buffer.from(signKey).toString("base64");
