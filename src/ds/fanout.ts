@@ -121,12 +121,11 @@ export async function planFanout(hub: HubIdentity, items: readonly FanoutItem[])
         exceptIn.set(d, [...(exceptIn.get(d) ?? []), leaf].sort((a, b) => a - b));
         exceptIds.set(d, [...(exceptIds.get(d) ?? []), m.clientId]);
       }
-      for (const [domain, m] of group.byDomain(hub.domain)) {
-        if (domain === hub.domain) {
-          const except = exceptIds.get(domain) ?? [];
-          if (except.length < m.clientIds.length) ops.push({ kind: "append", queue: groupFeed(group.key), payload: item.message, except });
-          continue;
-        }
+      // The hub's own members: one feed entry (only their number matters here).
+      const locals = group.domainCounts(hub.domain).get(hub.domain) ?? 0;
+      const exceptLocal = exceptIds.get(hub.domain) ?? [];
+      if (exceptLocal.length < locals) ops.push({ kind: "append", queue: groupFeed(group.key), payload: item.message, except: exceptLocal });
+      for (const [domain, m] of group.remoteDomains(hub.domain)) {
         const excluded = exceptIn.get(domain) ?? [];
         if (excluded.length >= m.clientIds.length) continue; // nobody of that domain receives it
         const section = sectionFor(hub, group, domain, excluded, () => {
