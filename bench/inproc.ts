@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createRouterTransport } from "@connectrpc/connect";
 import { DSClient } from "../src/client/index.js";
+import type { DSConfig } from "../src/ds/context.js";
 import { createDeliveryService, type DeliveryService } from "../src/ds/service.js";
 import { registerHub } from "../src/server/hub.js";
 import { openSqliteStore, type SqliteStore } from "../src/store/sqlite/store.js";
@@ -24,6 +25,8 @@ export interface InProcessHub {
 export interface InProcessOptions {
   /** Data directory (ds.sqlite, hub-keys.json) to use and keep, e.g. to restart on it; default a temp dir removed on close. */
   readonly dir?: string;
+  /** DS configuration (e.g. snapshotInterval). */
+  readonly config?: Partial<Omit<DSConfig, "domain">>;
 }
 
 export async function startInProcessHub(domain: string, options: InProcessOptions = {}): Promise<InProcessHub> {
@@ -46,7 +49,12 @@ export async function startInProcessHub(domain: string, options: InProcessOption
       return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
     },
   });
-  const ds = await createDeliveryService({ domain, store: timed, ...(options.dir !== undefined ? { keyFile: join(dir, "hub-keys.json") } : {}) });
+  const ds = await createDeliveryService({
+    domain,
+    store: timed,
+    ...(options.dir !== undefined ? { keyFile: join(dir, "hub-keys.json") } : {}),
+    ...(options.config !== undefined ? { config: options.config } : {}),
+  });
   const transport = createRouterTransport((router) =>
     registerHub(router, {
       domain,
