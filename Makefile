@@ -74,7 +74,7 @@ soak: install
 # (apt-get install nghttp2-client), else a Node load generator.
 BENCH_ARGS ?=
 bench: build
-	node dist/bench/run.js $(BENCH_ARGS)
+	node --expose-gc dist/bench/run.js $(BENCH_ARGS)
 
 # Long fuzzing run of the wire decoders and the engine (test/fuzz/run.ts); the
 # test suite runs the same fuzzers with a fixed seed and a small budget.

@@ -3,6 +3,14 @@
 //   npx tsx --expose-gc bench/engine.ts            # 100 and 1,000 members
 //   npx tsx --expose-gc --stack-size=7800 bench/engine.ts --big   # also 10,000 members (cached in bench/.cache/)
 //   npx tsx --expose-gc bench/engine.ts --sizes=100,500
+//   npx tsx --expose-gc bench/engine.ts --sizes=100000     # 100,000 members (bench/biggroup.ts)
+//
+// Groups above 10,000 members are not built with ts-mls (a ts-mls member
+// needs seconds per commit at 10,000 members): their KeyPackages come from
+// bench/biggroup.ts (ts-mls's KeyPackage code on node:crypto, cached in
+// bench/.cache/), the tree is the one a single Add commit of everyone makes,
+// and the creator's add-1 commits are signed by its key (bench/biggroup.ts
+// Committer). The ts-mls columns and the path-update commit are not measured there.
 //
 // Built groups (ts-mls states + engine snapshot) are cached in bench/.cache/
 // too: the first --big run takes ~5 minutes, later ones about one.
@@ -41,12 +49,15 @@ import { nodeCryptoProvider } from "../src/mls/crypto.js";
 import { merge, processMessage, seedFromGroupInfo, type GroupState } from "../src/mls/group.js";
 import { ratchetTreeBytes, encodeGroupState, decodeGroupState } from "../src/mls/state.js";
 import { leafSignatureJobs, signatureFloor } from "./sigfloor.js";
+import { bigMembers, Committer, SPARE_MEMBERS } from "./biggroup.js";
 
 const SUITE = "MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519" as const;
 const args = process.argv.slice(2);
 const big = args.includes("--big");
 const sizesArg = args.find((a) => a.startsWith("--sizes="));
-const sizes = sizesArg !== undefined ? sizesArg.slice(8).split(",").map(Number) : big ? [100, 1000, 10000] : [100, 1000];
+const huge = args.includes("--huge");
+const sizes =
+  sizesArg !== undefined ? sizesArg.slice(8).split(",").map(Number) : [100, 1000, ...(big ? [10000] : []), ...(huge ? [100000] : [])];
 const CACHE = new URL("./.cache/", import.meta.url).pathname;
 
 const median = (xs: number[]): number => {
@@ -139,7 +150,45 @@ function heapUsed(): number {
   return m.heapUsed + m.arrayBuffers;
 }
 
+/** Above 10,000 members: the synthetic group of bench/biggroup.ts (no ts-mls member). */
+async function runSynthetic(n: number): Promise<Row> {
+  console.error(`\n== ${n} members (synthetic: bench/biggroup.ts)`);
+  const tb = performance.now();
+  const people = await bigMembers(n + SPARE_MEMBERS, "bench.example");
+  const creator = await Committer.create(people[0]!, new TextEncoder().encode(`bench-${n}`));
+  const { groupInfo: gi, ratchetTree: treeBytes } = await creator.seed(people.slice(0, n), []);
+  const buildS = (performance.now() - tb) / 1000;
+  console.error(`  group ready in ${buildS.toFixed(1)} s`);
+  const engine = creator.state!;
+
+  // seeding from GroupInfo + tree (full verification), alternating with the signature floor
+  const jobs = leafSignatureJobs(engine.tree, engine.groupContext.groupId);
+  await signatureFloor(jobs);
+  const seeds: number[] = [];
+  const floors: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    floors.push(await signatureFloor(jobs));
+    seeds.push((await time(() => seedFromGroupInfo(gi, treeBytes)))[0]);
+  }
+  const snapshot = encodeGroupState(engine);
+  const restore = await timeMany(3, () => decodeGroupState(snapshot));
+
+  // add-1 commit by the creator (no path), processed by the engine
+  const add = await creator.addCommit([people[n]!.keyPackage]);
+  const engineAdd = await timeMany(50, async () => merge(engine, await processMessage(engine, add.commitBytes)), 10);
+
+  // heap of one parsed group
+  const before = heapUsed();
+  let held: GroupState | undefined = await seedFromGroupInfo(gi, treeBytes.slice(), { verify: "trusted" });
+  const after = heapUsed();
+  const heapMB = (after - before) / (1024 * 1024);
+  if (held.tree.memberCount !== n) throw new Error("unexpected member count");
+  held = undefined;
+  return { n, engineAdd, tsAdd: Number.NaN, enginePath: Number.NaN, tsPath: Number.NaN, seed: median(seeds), floor: median(floors), restore, heapMB, buildS, pathCiphertexts: 0 };
+}
+
 async function runSize(n: number, cs: CiphersuiteImpl): Promise<Row> {
+  if (n > 10_000) return runSynthetic(n);
   console.error(`\n== ${n} members`);
   const tb = performance.now();
   const kps = await keyPackages(n + 1, cs); // n-1 joiners, 1 spare to add, 1 creator
@@ -242,8 +291,9 @@ for (const n of sizes) rows.push(await runSize(n, cs));
 
 console.log(`\nPublic group engine vs ts-mls member (${SUITE}), medians in ms`);
 console.log("members | add-1: engine  ts-mls  speedup | path-update: engine  ts-mls  speedup (ciphertexts) | seed GroupInfo+tree (sig floor) | snapshot restore | heap MB");
+const opt = (x: number, f: (v: number) => string = fmt): string => (Number.isNaN(x) ? "-" : f(x));
 for (const r of rows) {
   console.log(
-    `${String(r.n).padStart(7)} | ${fmt(r.engineAdd).padStart(13)} ${fmt(r.tsAdd).padStart(7)} ${(r.tsAdd / r.engineAdd).toFixed(0).padStart(7)}x | ${fmt(r.enginePath).padStart(19)} ${fmt(r.tsPath).padStart(7)} ${(r.tsPath / r.enginePath).toFixed(0).padStart(7)}x (${r.pathCiphertexts}) | ${`${fmt(r.seed)} (${fmt(r.floor)})`.padStart(31)} | ${fmt(r.restore).padStart(16)} | ${r.heapMB.toFixed(1)}`,
+    `${String(r.n).padStart(7)} | ${fmt(r.engineAdd).padStart(13)} ${opt(r.tsAdd).padStart(7)} ${opt(r.tsAdd / r.engineAdd, (v) => `${v.toFixed(0)}x`).padStart(8)} | ${opt(r.enginePath).padStart(19)} ${opt(r.tsPath).padStart(7)} ${opt(r.tsPath / r.enginePath, (v) => `${v.toFixed(0)}x`).padStart(8)} (${r.pathCiphertexts}) | ${`${fmt(r.seed)} (${fmt(r.floor)}, ${(r.seed / r.floor).toFixed(2)}x)`.padStart(31)} | ${fmt(r.restore).padStart(16)} | ${r.heapMB.toFixed(1)}`,
   );
 }

@@ -1,55 +1,65 @@
-// Federation: one application message to a big group spread over several
+// Federation: application messages to a big group spread over several
 // domains. Real `serve` processes, one per domain (a.bench is the hub), on
 // loopback with one development CA, peers configured, mutual TLS, SQLite
 // stores with synchronous=FULL in temp dirs.
 //
-//   node dist/bench/federation.js [--quick] [--configs=1000x3,100x3,1000x2,67x2]
+//   node dist/bench/federation.js [--quick] [--configs=1000x3,100x3,10000x3,1000x2,67x2]
 //        [--reps=N] [--messages=M] [--sequential=K] [--concurrency=W] [--samples=S]
-//        [--fed-log-level=warn] [--fed-server-node-args="--cpu-prof --cpu-prof-dir=DIR"]
+//        [--online=N] [--fed-log-level=warn] [--fed-server-node-args="--cpu-prof --cpu-prof-dir=DIR"]
 //
-// Defaults: configurations 1000x3, 100x3, 1000x2, 67x2 (quick: the first
-// three), 3 repetitions (quick 2) of M = 200 (100) pipelined messages with
-// W = 16 in flight, M Pings, and K = 30 (20) messages one at a time.
+// Defaults: configurations 1000x3, 100x3, 10000x3, 1000x2, 67x2 (quick: 1000x3,
+// 100x3), 3 repetitions (quick 2) of M = 200 (100) pipelined messages with
+// W = 16 in flight, M Pings, K = 30 (20) messages one at a time and N = 1,000
+// online recipients (at most the members).
 //
 // Per configuration (members x domains), members spread evenly over the
 // domains, each registered with its own DS and its KeyPackage published there;
 // the creator (on the hub) adds everyone in a few big add_clients commits (the
-// hub fetches the guests' KeyPackages from their DSs). One receiver per domain
-// keeps a Receive stream open at its own DS. Per repetition:
+// hub fetches the guests' KeyPackages from their DSs). Delivery is measured in
+// two parts, per repetition:
 //
-//   - pipelined: the creator sends M distinct 1 KB application messages
-//     (send_message), W in flight; messages/s end to end = M / (time until
-//     the receiver of every domain has all M);
+//   - into the stores: the creator sends M distinct 1 KB application messages
+//     (send_message), W in flight, with no Receive stream open anywhere;
+//     messages/s = M / (time until every guest DS has stored the last one:
+//     its at-most-once mark for the hub's stream, read through the Store port
+//     on its SQLite file, reaches the hub's last outbox sequence). Stored
+//     there means durable and ready for every recipient (a guest writes one
+//     feed entry per message);
 //   - Ping: the same hub answers M HubService/Ping with W in flight (baseline);
-//   - one at a time: K messages, each sent when the previous one reached every
-//     receiver (latency to each domain).
+//   - one at a time: K messages, each sent when the previous one is in every
+//     guest's store and at one online recipient per domain: latency to the
+//     last domain's store and to the last domain's client;
+//   - online: N recipients (spread over the domains) keep Receive streams open
+//     (they first catch up on the messages above, untimed); M more messages,
+//     W in flight; messages/s until every online recipient has all of them,
+//     and CPU per delivered message (message x online recipient).
 //
 // Around each phase the CPU time (utime + stime from /proc/<pid>/stat) of
 // every server process, the bytes it wrote to storage (/proc/<pid>/io
 // write_bytes) and the net number of rows in its SQLite file (all tables,
-// counted by name) are read: per message and per Ping. Nothing depends on the
-// DS's internals: public RPCs, /proc, and row counts of whatever tables exist;
-// the guests' per-member queues are read through the Store port (queueInfo).
+// counted by name) are read.
 //
 // Delivery checks (every repetition; any failure aborts the bench):
-//   - every receiver got every message of the repetition exactly once, the
-//     receivers of all domains in the same order, and the one-at-a-time
-//     messages in the order sent;
+//   - every online recipient got every message of the repetition exactly
+//     once, all in the same order (the hub's), the one-at-a-time messages in
+//     the order sent;
 //   - `samples` further members per domain (the hub's own domain included)
 //     read their queue through ClientService/Receive afterwards: every message
-//     exactly once, in the receivers' order;
-//   - every member of every guest domain: its queue at its own DS got exactly
-//     M + K appends (Store.queueInfo lastSeq).
-// Then every member acknowledges its queue (ClientService/AcknowledgeMessages),
-// as an online client would, so the stores do not grow over the repetitions.
+//     exactly once, in that order;
+//   - every guest DS: its feed for the group got exactly one entry per message;
+//     every member of every guest domain that was not reading has exactly
+//     those entries pending for it (Store.feedMemberships: its cursor did not
+//     move, the feed's head moved by the number of messages).
+// Online recipients acknowledge what they received, as clients would.
 import { mkdirSync, readFileSync, rmSync, writeFileSync, mkdtempSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { buildDSRequest, createDSTransport, DSClient, MimiMember, type DSTransport } from "../src/client/index.js";
+import { fanoutSource, guestFeedId } from "../src/delivery/guest.js";
 import { HubIdentity } from "../src/ds/hub-identity.js";
-import { clientQueue, openStore, type Store } from "../src/store/index.js";
+import { openStore, outboxQueue, type Store } from "../src/store/index.js";
 import { decodeDSResponse, encodeDSRequest, encodeMLSMessage } from "../src/wire/index.js";
 import { devCerts, fmt, freePort, hubSender, log, median, quantile, sleep, startServe, type ServeProcess } from "./lib.js";
 
@@ -62,7 +72,7 @@ export interface FederationOptions {
   readonly quick?: boolean;
   readonly configs?: readonly FedConfig[];
   readonly reps?: number;
-  /** Pipelined messages (and Pings) per repetition. */
+  /** Pipelined messages (and Pings) per repetition, in each of the two pipelined phases. */
   readonly messages?: number;
   /** One-at-a-time messages per repetition. */
   readonly sequential?: number;
@@ -70,6 +80,8 @@ export interface FederationOptions {
   readonly concurrency?: number;
   /** Members per domain whose queues are read back through Receive after each repetition. */
   readonly samples?: number;
+  /** Recipients with an open Receive stream in the online phase (spread over the domains). */
+  readonly online?: number;
   /** The servers' --log-level (default warn: no line per RPC). */
   readonly logLevel?: string;
   /** Extra node flags for the server processes (e.g. --cpu-prof --cpu-prof-dir=DIR). */
@@ -95,29 +107,42 @@ export interface PhaseResult {
   readonly benchCpuMs: number;
 }
 
-export interface PipelinedResult extends PhaseResult {
-  /** Until every send_message was answered. */
+export interface StoresResult extends PhaseResult {
+  /** Until every send_message was answered (the hub's own store has them). */
   readonly acceptedMs: number;
-  /** Per domain: until its receiver had every message. */
+  /** Per guest domain: until its store had the last message. */
   readonly domainDoneMs: Record<string, number>;
 }
 
 export interface SequentialResult extends PhaseResult {
   /** send_message round trips, ms. */
   readonly submitMs: number[];
-  /** Per domain: from the send to the receiver's arrival, ms. */
-  readonly latencyMs: Record<string, number[]>;
-  /** Per message: until the last domain's receiver had it, ms. */
-  readonly lastDomainMs: number[];
+  /** Per guest domain: from the send until its store had the message, ms. */
+  readonly storeLatencyMs: Record<string, number[]>;
+  /** Per message: until the last guest store had it, ms. */
+  readonly lastStoreMs: number[];
+  /** Per domain: from the send until its online recipient had it, ms. */
+  readonly clientLatencyMs: Record<string, number[]>;
+  /** Per message: until the last domain's online recipient had it, ms. */
+  readonly lastClientMs: number[];
+}
+
+export interface OnlineResult extends PhaseResult {
+  /** Recipients with an open Receive stream. */
+  readonly recipients: number;
+  /** Messages x recipients. */
+  readonly delivered: number;
 }
 
 export interface FedRep {
-  readonly pipelined: PipelinedResult;
+  readonly stores: StoresResult;
   readonly ping: PhaseResult;
   readonly sequential: SequentialResult;
+  readonly online: OnlineResult;
 }
 
 export interface FedSummary {
+  /** Into the guests' stores. */
   readonly e2eMsgsPerS: number;
   readonly acceptedMsgsPerS: number;
   readonly hubCpuMsPerMsg: number;
@@ -128,14 +153,27 @@ export interface FedSummary {
   readonly guestRowsPerMsg: number[];
   readonly hubWriteKBPerMsg: number;
   readonly guestWriteKBPerMsg: number[];
-  /** The load generator (sender and receivers, this process). */
+  /** The load generator (sender, this process). */
   readonly benchCpuMsPerMsg: number;
   /** Every server process and the load generator: what the 2 cores had to do per message. */
   readonly allCpuMsPerMsg: number;
   readonly pingsPerS: number;
-  readonly latencyP50Ms: number;
-  readonly latencyP99Ms: number;
+  /** One at a time, to the last guest store. */
+  readonly storeLatencyP50Ms: number;
+  readonly storeLatencyP99Ms: number;
+  /** One at a time, to the last domain's online recipient. */
+  readonly clientLatencyP50Ms: number;
+  readonly clientLatencyP99Ms: number;
   readonly submitP50Ms: number;
+  /** Online phase. */
+  readonly onlineRecipients: number;
+  readonly onlineMsgsPerS: number;
+  readonly onlineDeliveriesPerS: number;
+  /** Every server process's CPU per delivered message (message x online recipient). */
+  readonly onlineServerCpuMsPerDelivery: number;
+  readonly onlineHubCpuMsPerMsg: number;
+  readonly onlineGuestCpuMsPerMsg: number[];
+  readonly onlineBenchCpuMsPerDelivery: number;
 }
 
 export interface FedConfigResult {
@@ -158,6 +196,7 @@ export interface FederationResult {
   readonly sequential: number;
   readonly concurrency: number;
   readonly samples: number;
+  readonly online: number;
   readonly logLevel: string;
   readonly clockTicksPerS: number;
   readonly configs: FedConfigResult[];
@@ -200,18 +239,21 @@ function fitHubCpu(configs: readonly FedConfigResult[]): HubCpuModel | undefined
 }
 
 const MESSAGE_BYTES = 1024;
-/** Largest add_clients commit while building (KeyPackages per commit). */
+/** Largest add_clients commit while building (KeyPackages per commit); groups above 2,000 members use bigger ones. */
 const ADD_BATCH = 340;
+const BIG_ADD_BATCH = 2000;
 const DOMAIN_NAMES = ["a.bench", "b.bench", "c.bench", "d.bench", "e.bench"];
 const SETTLE_MS = 300;
 /**
- * (a) 1,000 members over 3 domains, (b) 100 over 3, (c) 1,000 over 2, and (d) 67 over 2: the
- * same 34 members on the hub as (b) (34/33), so (b) - (d) is the cost of one more guest domain
- * alone, as (a) - (b) is that of 300 more members on each domain.
+ * (a) 1,000 members over 3 domains, (b) 100 over 3, (e) 10,000 over 3, (c) 1,000 over 2, and
+ * (d) 67 over 2: the same 34 members on the hub as (b) (34/33), so (b) - (d) is the cost of one
+ * more guest domain alone, as (a) - (b) is that of 300 more members on each domain.
  */
-const DEFAULT_CONFIGS = "1000x3,100x3,1000x2,67x2";
-const QUICK_CONFIGS = "1000x3,100x3,1000x2";
-const WAIT_MS = 180_000;
+const DEFAULT_CONFIGS = "1000x3,100x3,10000x3,1000x2,67x2";
+const QUICK_CONFIGS = "1000x3,100x3";
+const WAIT_MS = 300_000;
+
+// ---------------------------------------------------------------- process statistics (Linux /proc)
 
 // ---------------------------------------------------------------- process statistics (Linux /proc)
 
@@ -322,6 +364,36 @@ class Fed {
     return this.nodes[0]!;
   }
 
+  /** The hub's last outbox sequence for each guest domain. */
+  async outboxHeads(): Promise<bigint[]> {
+    return Promise.all(this.nodes.slice(1).map(async (g) => (await this.hub.store.queueInfo(outboxQueue(g.domain))).lastSeq));
+  }
+
+  /**
+   * Waits until each guest's store has processed the hub's stream up to
+   * `targets[k]` (its at-most-once mark, read through the Store port on its
+   * SQLite file every millisecond); the time each got there.
+   */
+  async waitStored(targets: readonly bigint[]): Promise<number[]> {
+    const guests = this.nodes.slice(1);
+    const at: number[] = guests.map(() => Number.NaN);
+    const source = fanoutSource(this.hub.domain);
+    const deadline = performance.now() + WAIT_MS;
+    for (;;) {
+      const now = performance.now();
+      for (let k = 0; k < guests.length; k++) if (Number.isNaN(at[k]!) && (await guests[k]!.store.isProcessed(source, targets[k]!))) at[k] = now;
+      if (at.every((t) => !Number.isNaN(t))) return at;
+      if (now > deadline) throw new Error(`timed out after ${WAIT_MS} ms waiting for the guests' stores (outbox sequences ${targets.join(", ")})`);
+      await sleep(1);
+    }
+  }
+
+  /** Waits until every guest stored everything the hub's outbox holds for it now; when each did, by domain. */
+  async guestsCaughtUp(): Promise<Record<string, number>> {
+    const at = await this.waitStored(await this.outboxHeads());
+    return Object.fromEntries(this.nodes.slice(1).map((g, k) => [g.domain, at[k]!]));
+  }
+
   snapshot(): Snapshot {
     return {
       t: performance.now(),
@@ -365,22 +437,27 @@ function cpuUsageMs(): number {
 
 // ---------------------------------------------------------------- messages and receivers
 
+// ---------------------------------------------------------------- messages and receivers
+
 /** MLSMessage: version (uint16) then wire_format (uint16); 2 = mls_private_message. */
 const isPrivateMessage = (b: Uint8Array): boolean => b.length >= 4 && b[2] === 0 && b[3] === 2;
 
-/** The messages of one repetition and who received which, when. */
+interface Waiter {
+  /** Slots still missing what is waited for. */
+  readonly missing: Set<number>;
+  /** What a slot must have: n distinct messages, or message i. */
+  readonly done: (slot: number) => boolean;
+  readonly resolve: () => void;
+}
+
+/** The messages of one repetition and which receiver (slot) got which, when. */
 class RunTracker {
   private readonly byKey = new Map<string, number>();
-  /** Per receiver slot. */
   readonly counts: Uint8Array[];
   readonly order: number[][];
   readonly arrivals: Float64Array[];
   readonly distinct: number[];
-  readonly doneAt: number[];
-  /** How many receivers have message i. */
-  private readonly reached: Uint8Array;
-  private waiters: { check: () => boolean; resolve: () => void }[] = [];
-  doneTarget = 0;
+  private waiters: Waiter[] = [];
 
   constructor(
     readonly messages: readonly Uint8Array[],
@@ -391,8 +468,6 @@ class RunTracker {
     this.order = Array.from({ length: slots }, () => []);
     this.arrivals = Array.from({ length: slots }, () => new Float64Array(messages.length).fill(Number.NaN));
     this.distinct = new Array<number>(slots).fill(0);
-    this.doneAt = new Array<number>(slots).fill(Number.NaN);
-    this.reached = new Uint8Array(messages.length);
   }
 
   indexOf(bytes: Uint8Array): number | undefined {
@@ -404,61 +479,51 @@ class RunTracker {
     const c = this.counts[slot]!;
     c[i] = Math.min(255, c[i]! + 1);
     this.order[slot]!.push(i);
-    if (c[i] === 1) {
-      this.arrivals[slot]![i] = t;
-      this.distinct[slot]!++;
-      this.reached[i]!++;
-      if (this.distinct[slot] === this.doneTarget) this.doneAt[slot] = t;
-    }
-    if (this.waiters.length > 0) {
-      const still = [];
-      for (const w of this.waiters) {
-        if (w.check()) w.resolve();
-        else still.push(w);
-      }
-      this.waiters = still;
-    }
+    if (c[i] !== 1) return;
+    this.arrivals[slot]![i] = t;
+    this.distinct[slot]!++;
+    if (this.waiters.length === 0) return;
+    this.waiters = this.waiters.filter((w) => {
+      if (!w.missing.has(slot) || !w.done(slot)) return true;
+      w.missing.delete(slot);
+      if (w.missing.size > 0) return true;
+      w.resolve();
+      return false;
+    });
   }
 
-  private wait(check: () => boolean, what: () => string): Promise<void> {
-    if (check()) return Promise.resolve();
+  private wait(slots: readonly number[], done: (slot: number) => boolean, what: () => string): Promise<void> {
+    const missing = new Set(slots.filter((s) => !done(s)));
+    if (missing.size === 0) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiters = this.waiters.filter((w) => w !== entry);
-        reject(new Error(`timed out after ${WAIT_MS} ms waiting for ${what()}`));
+        reject(new Error(`timed out after ${WAIT_MS} ms waiting for ${what()} (${missing.size} receivers missing it)`));
       }, WAIT_MS);
-      const entry = { check, resolve: () => (clearTimeout(timer), resolve()) };
+      const entry: Waiter = { missing, done, resolve: () => (clearTimeout(timer), resolve()) };
       this.waiters.push(entry);
     });
   }
 
-  /** Every receiver has `n` distinct messages. */
-  waitDistinct(n: number): Promise<void> {
-    return this.wait(
-      () => this.distinct.every((d) => d >= n),
-      () => `${n} messages at every receiver (have ${this.distinct.join(", ")})`,
-    );
+  /** Every one of `slots` has `n` distinct messages (messages beyond n are not sent yet). */
+  waitDistinct(slots: readonly number[], n: number): Promise<void> {
+    return this.wait(slots, (s) => this.distinct[s]! >= n, () => `${n} messages`);
   }
 
-  /** Every receiver has message i. */
-  waitMessage(i: number): Promise<void> {
-    return this.wait(
-      () => this.reached[i] === this.slots,
-      () => `message ${i} at every receiver (${this.reached[i]} of ${this.slots})`,
-    );
+  /** Every one of `slots` has message i. */
+  waitMessage(slots: readonly number[], i: number): Promise<void> {
+    return this.wait(slots, (s) => this.counts[s]![i]! > 0, () => `message ${i}`);
   }
 }
 
-/** A member with an open Receive stream at its own DS. */
+/** A member that keeps a Receive stream open at its own DS while started. */
 class Receiver {
   lastSeq = 0n;
-  setupEntries = 0;
   reconnects = 0;
   readonly errors: string[] = [];
   tracker: RunTracker | undefined;
-  private readonly abort = new AbortController();
+  private abort = new AbortController();
   private loop: Promise<void> | undefined;
-  private setupWaiter: (() => void) | undefined;
 
   constructor(
     readonly slot: number,
@@ -466,16 +531,23 @@ class Receiver {
     readonly member: MimiMember,
   ) {}
 
+  get running(): boolean {
+    return this.loop !== undefined;
+  }
+
   start(): void {
+    if (this.loop !== undefined) return;
     const local = this.member.local!;
+    this.abort = new AbortController();
+    const signal = this.abort.signal;
     this.loop = (async () => {
-      while (!this.abort.signal.aborted) {
+      while (!signal.aborted) {
         try {
           // Resuming after the last entry seen (which acknowledges everything up to it).
-          for await (const e of local.receive(this.lastSeq, this.abort.signal)) this.onEntry(e.sequence, e.mlsMessage);
-          if (this.abort.signal.aborted) return;
+          for await (const e of local.receive(this.lastSeq, signal)) this.onEntry(e.sequence, e.mlsMessage);
+          if (signal.aborted) return;
         } catch {
-          if (this.abort.signal.aborted) return;
+          if (signal.aborted) return;
         }
         this.reconnects++;
         await sleep(100);
@@ -490,26 +562,12 @@ class Receiver {
     const i = this.tracker?.indexOf(bytes);
     if (i !== undefined) this.tracker!.arrive(this.slot, i, t);
     else if (isPrivateMessage(bytes)) this.errors.push(`${this.member.clientId}: an application message that was not sent in this repetition (sequence ${seq})`);
-    else {
-      this.setupEntries++;
-      this.setupWaiter?.();
-    }
-  }
-
-  async waitSetup(n: number): Promise<void> {
-    const deadline = Date.now() + WAIT_MS;
-    while (this.setupEntries < n) {
-      if (Date.now() > deadline) throw new Error(`${this.member.clientId}: ${this.setupEntries} of ${n} group-building messages`);
-      await new Promise<void>((r) => {
-        this.setupWaiter = r;
-        setTimeout(r, 200);
-      });
-    }
   }
 
   async stop(): Promise<void> {
     this.abort.abort();
     await this.loop;
+    this.loop = undefined;
   }
 }
 
@@ -546,7 +604,7 @@ async function readBack(member: MimiMember, after: bigint, tracker: RunTracker, 
   if (distinct !== tracker.messages.length) throw new Error(`${member.clientId}: ${distinct} of ${tracker.messages.length} messages in its queue`);
   const dup = counts.findIndex((c) => c !== 1);
   if (dup >= 0) throw new Error(`${member.clientId}: message ${dup} ${counts[dup]} times in its queue`);
-  if (seen.some((x, k) => x !== order[k])) throw new Error(`${member.clientId}: its queue holds the messages in another order than the receivers got them`);
+  if (seen.some((x, k) => x !== order[k])) throw new Error(`${member.clientId}: its queue holds the messages in another order than the online recipients got them`);
   return last;
 }
 
@@ -559,6 +617,7 @@ async function pool<T>(items: readonly T[], width: number, f: (x: T, i: number) 
   );
 }
 
+
 // ---------------------------------------------------------------- one configuration
 
 interface Built {
@@ -569,14 +628,16 @@ interface Built {
   readonly senderTransport: DSTransport;
   /** Every member but the sender, with its domain index. */
   readonly members: { member: MimiMember; d: number }[];
+  /** Slot d < domains: one online recipient per domain (also in the one-at-a-time phase); the rest: online only. */
   readonly receivers: Receiver[];
   /** Members read back through Receive after each repetition, by domain. */
   readonly samples: { member: MimiMember; d: number; lastSeq: bigint }[];
   readonly membersPerDomain: number[];
   readonly addCommits: number;
+  readonly groupId: Uint8Array;
 }
 
-async function build(c: FedConfig, samplesPerDomain: number, logLevel: string, nodeArgs: readonly string[]): Promise<Built> {
+async function build(c: FedConfig, samplesPerDomain: number, online: number, logLevel: string, nodeArgs: readonly string[]): Promise<Built> {
   const domains = DOMAIN_NAMES.slice(0, c.domains);
   const fed = await Fed.start(domains, logLevel, nodeArgs);
   try {
@@ -608,38 +669,49 @@ async function build(c: FedConfig, samplesPerDomain: number, logLevel: string, n
     const t = performance.now();
     await pool(plan, 16, async (p, i) => {
       members[i] = { member: await newMember(p.d, p.name), d: p.d };
+      if (i > 0 && i % 2000 === 0) log(`  ${i} members registered (${((performance.now() - t) / 1000).toFixed(0)} s)`);
     });
     log(`  ${c.members} members registered with their DSs, KeyPackages published (${((performance.now() - t) / 1000).toFixed(1)} s)`);
-    // Receivers and samples: the first members of each domain (all in the first add_clients commit).
+    // Per domain: the first member is its one-at-a-time recipient, the next ones are samples, then online recipients.
     const receivers: Receiver[] = [];
     const samples: Built["samples"] = [];
+    const mine = domains.map((_, d) => members.filter((m) => m.d === d));
     for (let d = 0; d < c.domains; d++) {
-      const mine = members.filter((m) => m.d === d);
-      receivers.push(new Receiver(d, domains[d]!, mine[0]!.member));
-      for (const m of mine.slice(1, 1 + samplesPerDomain)) samples.push({ ...m, lastSeq: 0n });
+      receivers.push(new Receiver(d, domains[d]!, mine[d]![0]!.member));
+      for (const m of mine[d]!.slice(1, 1 + samplesPerDomain)) samples.push({ ...m, lastSeq: 0n });
     }
-    for (const r of receivers) r.start();
+    const extra = Math.max(0, online - c.domains);
+    for (let k = 0, added = 0; added < extra; k++) {
+      const d = k % c.domains;
+      const m = mine[d]![1 + samplesPerDomain + Math.floor(k / c.domains)];
+      if (m === undefined) {
+        if (mine.every((x) => x.length <= 1 + samplesPerDomain + Math.floor(k / c.domains))) break;
+        continue;
+      }
+      receivers.push(new Receiver(receivers.length, domains[d]!, m.member));
+      added++;
+    }
 
-    await sender.createGroup(await hubSender(senderDs));
+    const groupId = await sender.createGroup(await hubSender(senderDs));
+    const batch = c.members > 2000 ? BIG_ADD_BATCH : ADD_BATCH;
     let addCommits = 0;
-    for (let k = 0; k < members.length; k += ADD_BATCH) {
-      const ids = members.slice(k, k + ADD_BATCH).map((m) => m.member.clientId);
+    for (let k = 0; k < members.length; k += batch) {
+      const ids = members.slice(k, k + batch).map((m) => m.member.clientId);
       const tb = performance.now();
       // KeyPackages through the hub (which asks the guests for theirs), then one commit adding them all.
       await sender.addClients(ids);
       addCommits++;
       log(`  add_clients commit ${addCommits}: ${ids.length} members (${((performance.now() - tb) / 1000).toFixed(1)} s)`);
     }
-    // Every receiver got its Welcome and the later commits: the guests have processed the whole build.
-    await Promise.all(receivers.map((r) => r.waitSetup(addCommits)));
-    return { fed, sender, senderDs, senderTransport, members, receivers, samples, membersPerDomain: perDomain, addCommits };
+    // Every guest has stored what the build sent it.
+    await fed.guestsCaughtUp();
+    return { fed, sender, senderDs, senderTransport, members, receivers, samples, membersPerDomain: perDomain, addCommits, groupId };
   } catch (err) {
     await fed.close();
     throw err;
   }
 }
 
-/** `count` send_message requests of distinct 1 KB application messages, signed by the sender. */
 async function prepareMessages(sender: MimiMember, count: number, overhead: number): Promise<{ requests: Uint8Array[]; messages: Uint8Array[] }> {
   const requests: Uint8Array[] = [];
   const messages: Uint8Array[] = [];
@@ -663,169 +735,202 @@ async function submitOk(ds: DSClient, request: Uint8Array): Promise<void> {
   if (body.responseType !== "ok") throw new Error(`send_message answered ${body.responseType}${body.responseType === "error" ? `: ${body.error.message}` : ""}`);
 }
 
+
 async function runConfig(c: FedConfig, o: Required<Omit<FederationOptions, "quick" | "configs">>): Promise<FedConfigResult> {
   const tb = performance.now();
   log(`federation ${c.members} members over ${c.domains} domains: starting ${c.domains} serve processes, building the group`);
-  const b = await build(c, o.samples, o.logLevel, o.serverNodeArgs);
+  const b = await build(c, o.samples, o.online, o.logLevel, o.serverNodeArgs);
   const { fed, sender, senderDs, receivers } = b;
   const checks: string[] = [];
+  const D = c.domains;
+  const perDomainSlots = receivers.slice(0, D).map((r) => r.slot);
+  const allSlots = receivers.map((r) => r.slot);
+  const guests = fed.nodes.slice(1);
+  const feeds = guests.map(() => guestFeedId(fed.hub.domain, b.groupId));
   try {
     const buildS = (performance.now() - tb) / 1000;
-    log(`  built in ${buildS.toFixed(1)} s`);
+    log(`  built in ${buildS.toFixed(1)} s; ${receivers.length} online recipients in the online phase`);
     const probe = await sender.prepareSend(new Uint8Array(MESSAGE_BYTES));
     const overhead = encodeMLSMessage(probe.message).length - MESSAGE_BYTES;
     sender.state = probe.newState;
-    const guests = b.members.filter((m) => m.d > 0);
-    const guestSeq = async (): Promise<bigint[]> => Promise.all(guests.map(async (m) => (await fed.nodes[m.d]!.store.queueInfo(clientQueue(m.member.clientId))).lastSeq));
+    const readers = new Set([...receivers.map((r) => r.member.clientId), ...b.samples.map((s) => s.member.clientId)]);
+    const quietGuests = b.members.filter((m) => m.d > 0 && !readers.has(m.member.clientId));
 
     // One warm-up message (JIT, connections, statements), checked like the others but not timed.
     {
       const w = await prepareMessages(sender, 1, overhead);
       const tracker = new RunTracker(w.messages, receivers.length);
-      tracker.doneTarget = 1;
       for (const r of receivers) r.tracker = tracker;
       await submitOk(senderDs, w.requests[0]!);
-      await tracker.waitDistinct(1);
+      await fed.guestsCaughtUp();
+      for (const r of receivers) r.start();
+      await tracker.waitDistinct(allSlots, 1);
+      for (const r of receivers) await r.stop();
       for (const s of b.samples) s.lastSeq = await readBack(s.member, s.lastSeq, tracker, tracker.order[0]!);
     }
 
     const reps: FedRep[] = [];
     for (let rep = 0; rep < o.reps; rep++) {
-      const { requests, messages } = await prepareMessages(sender, o.messages + o.sequential, overhead);
+      const M = o.messages;
+      const K = o.sequential;
+      const { requests, messages } = await prepareMessages(sender, M + K + M, overhead);
       const tracker = new RunTracker(messages, receivers.length);
-      tracker.doneTarget = o.messages;
       for (const r of receivers) r.tracker = tracker;
-      const seqBefore = await guestSeq();
+      const feedBefore = await Promise.all(guests.map(async (g, k) => (await g.store.queueInfo(`feed:${feeds[k]}`)).lastSeq));
+      const cursorsBefore = await Promise.all(quietGuests.map(async (m) => cursorOf(fed.nodes[m.d]!.store, m.member.clientId, feeds[m.d - 1]!)));
 
-      const pipelined = async (): Promise<PipelinedResult> => {
-        const rows0 = fed.rows();
-        const s0 = fed.snapshot();
-        let next = 0;
-        let acceptedAt = 0;
+      const pipelined = async (from: number, to: number): Promise<number> => {
+        let next = from;
         await Promise.all(
           Array.from({ length: o.concurrency }, async () => {
-            for (let i = next++; i < o.messages; i = next++) await submitOk(senderDs, requests[i]!);
+            for (let i = next++; i < to; i = next++) await submitOk(senderDs, requests[i]!);
           }),
-        ).then(() => (acceptedAt = performance.now()));
-        await tracker.waitDistinct(o.messages);
-        const done = performance.now();
+        );
+        return performance.now();
+      };
+
+      // ---- into the stores (no stream open)
+      const stores = async (): Promise<StoresResult> => {
+        const rows0 = fed.rows();
+        const s0 = fed.snapshot();
+        const acceptedAt = await pipelined(0, M);
+        const domainDone = await fed.guestsCaughtUp();
+        const done = Math.max(acceptedAt, ...Object.values(domainDone));
         await sleep(SETTLE_MS); // the guests' acknowledgements, the last group commits
         const s1 = fed.snapshot();
         const rows1 = fed.rows();
         const domainDoneMs: Record<string, number> = {};
-        receivers.forEach((r) => (domainDoneMs[r.domain] = tracker.doneAt[r.slot]! - s0.t));
-        return {
-          count: o.messages,
-          elapsedMs: done - s0.t,
-          acceptedMs: acceptedAt - s0.t,
-          domainDoneMs,
-          processes: fed.deltas(s0, s1, rows0, rows1),
-          benchCpuMs: s1.benchCpu - s0.benchCpu,
-        };
+        for (const [d, t] of Object.entries(domainDone)) domainDoneMs[d] = t - s0.t;
+        return { count: M, elapsedMs: done - s0.t, acceptedMs: acceptedAt - s0.t, domainDoneMs, processes: fed.deltas(s0, s1, rows0, rows1), benchCpuMs: s1.benchCpu - s0.benchCpu };
       };
       const ping = async (): Promise<PhaseResult> => {
         const s0 = fed.snapshot();
         let next = 0;
         await Promise.all(
           Array.from({ length: o.concurrency }, async () => {
-            for (let i = next++; i < o.messages; i = next++) await senderDs.hub.ping({});
+            for (let i = next++; i < M; i = next++) await senderDs.hub.ping({});
           }),
         );
         const done = performance.now();
         await sleep(SETTLE_MS);
         const s1 = fed.snapshot();
-        return { count: o.messages, elapsedMs: done - s0.t, processes: fed.deltas(s0, s1), benchCpuMs: s1.benchCpu - s0.benchCpu };
+        return { count: M, elapsedMs: done - s0.t, processes: fed.deltas(s0, s1), benchCpuMs: s1.benchCpu - s0.benchCpu };
       };
-
       // Alternate the order so that neither always runs on a warmer (or busier) process.
-      let p: PipelinedResult;
+      let st: StoresResult;
       let q: PhaseResult;
       if (rep % 2 === 0) {
         q = await ping();
-        p = await pipelined();
+        st = await stores();
       } else {
-        p = await pipelined();
+        st = await stores();
         q = await ping();
       }
 
-      // One at a time: each message sent when the previous one reached every receiver.
-      const s0 = fed.snapshot();
+      // ---- one at a time: each message sent when the previous one is in every guest store and at every domain's recipient
+      for (const d of perDomainSlots) receivers[d]!.start();
+      await tracker.waitDistinct(perDomainSlots, M); // catching up, untimed
+      const seqS0 = fed.snapshot();
       const submitMs: number[] = [];
-      const latencyMs: Record<string, number[]> = Object.fromEntries(receivers.map((r) => [r.domain, []]));
-      const lastDomainMs: number[] = [];
-      for (let i = o.messages; i < o.messages + o.sequential; i++) {
+      const storeLatencyMs: Record<string, number[]> = Object.fromEntries(guests.map((g) => [g.domain, []]));
+      const clientLatencyMs: Record<string, number[]> = Object.fromEntries(receivers.slice(0, D).map((r) => [r.domain, []]));
+      const lastStoreMs: number[] = [];
+      const lastClientMs: number[] = [];
+      let targets = await fed.outboxHeads();
+      for (let i = M; i < M + K; i++) {
         const t0 = performance.now();
         await submitOk(senderDs, requests[i]!);
         submitMs.push(performance.now() - t0);
-        await tracker.waitMessage(i);
-        let last = 0;
-        for (const r of receivers) {
+        targets = targets.map((x) => x + 1n); // one outbox entry per guest domain and message
+        const at = await fed.waitStored(targets);
+        let lastStore = 0;
+        guests.forEach((g, k) => {
+          storeLatencyMs[g.domain]!.push(at[k]! - t0);
+          lastStore = Math.max(lastStore, at[k]! - t0);
+        });
+        lastStoreMs.push(lastStore);
+        await tracker.waitMessage(perDomainSlots, i);
+        let lastClient = 0;
+        for (const r of receivers.slice(0, D)) {
           const l = tracker.arrivals[r.slot]![i]! - t0;
-          latencyMs[r.domain]!.push(l);
-          last = Math.max(last, l);
+          clientLatencyMs[r.domain]!.push(l);
+          lastClient = Math.max(lastClient, l);
         }
-        lastDomainMs.push(last);
+        lastClientMs.push(lastClient);
       }
-      const seqElapsed = performance.now() - s0.t;
+      const seqElapsed = performance.now() - seqS0.t;
       await sleep(SETTLE_MS);
-      const s1 = fed.snapshot();
+      const seqS1 = fed.snapshot();
       const sequential: SequentialResult = {
-        count: o.sequential,
+        count: K,
         elapsedMs: seqElapsed,
-        processes: fed.deltas(s0, s1),
-        benchCpuMs: s1.benchCpu - s0.benchCpu,
+        processes: fed.deltas(seqS0, seqS1),
+        benchCpuMs: seqS1.benchCpu - seqS0.benchCpu,
         submitMs,
-        latencyMs,
-        lastDomainMs,
+        storeLatencyMs,
+        lastStoreMs,
+        clientLatencyMs,
+        lastClientMs,
+      };
+
+      // ---- online: every online recipient's stream open (caught up first, untimed), M more messages
+      for (const r of receivers) r.start();
+      await tracker.waitDistinct(allSlots, M + K);
+      const onS0 = fed.snapshot();
+      await pipelined(M + K, M + K + M);
+      await tracker.waitDistinct(allSlots, M + K + M);
+      const onDone = performance.now();
+      await sleep(SETTLE_MS);
+      const onS1 = fed.snapshot();
+      for (const r of receivers) await r.stop();
+      const online: OnlineResult = {
+        count: M,
+        elapsedMs: onDone - onS0.t,
+        processes: fed.deltas(onS0, onS1),
+        benchCpuMs: onS1.benchCpu - onS0.benchCpu,
+        recipients: receivers.length,
+        delivered: M * receivers.length,
       };
 
       // ---- delivery checks
       const n = messages.length;
+      const order = tracker.order[0]!;
       for (const r of receivers) {
         if (r.errors.length > 0) throw new Error(`receiver ${r.member.clientId}: ${r.errors.join("; ")}`);
         const dup = tracker.counts[r.slot]!.findIndex((x) => x !== 1);
         if (dup >= 0) throw new Error(`receiver ${r.member.clientId} got message ${dup} ${tracker.counts[r.slot]![dup]} times`);
         const ord = tracker.order[r.slot]!;
-        if (ord.length !== n || ord.some((x, k) => x !== tracker.order[0]![k])) throw new Error(`receiver ${r.member.clientId}: another order than ${receivers[0]!.member.clientId}`);
+        if (ord.length !== n || ord.some((x, k) => x !== order[k])) throw new Error(`receiver ${r.member.clientId}: another order than ${receivers[0]!.member.clientId}`);
       }
-      const seqOrder = tracker.order[0]!.slice(o.messages);
-      if (seqOrder.some((x, k) => x !== o.messages + k)) throw new Error("the one-at-a-time messages arrived in another order than sent");
+      if (order.slice(M, M + K).some((x, k) => x !== M + k)) throw new Error("the one-at-a-time messages arrived in another order than sent");
       await pool(b.samples, 8, async (s) => {
-        s.lastSeq = await readBack(s.member, s.lastSeq, tracker, tracker.order[0]!);
+        s.lastSeq = await readBack(s.member, s.lastSeq, tracker, order);
       });
-      const seqAfter = await guestSeq();
-      const wrong = guests.filter((_, k) => seqAfter[k]! - seqBefore[k]! !== BigInt(n));
-      if (wrong.length > 0) {
-        const k = guests.indexOf(wrong[0]!);
-        throw new Error(`${wrong.length} guest members' queues did not get exactly ${n} appends (e.g. ${wrong[0]!.member.clientId}: ${seqAfter[k]! - seqBefore[k]!})`);
-      }
+      const feedAfter = await Promise.all(guests.map(async (g, k) => (await g.store.queueInfo(`feed:${feeds[k]}`)).lastSeq));
+      guests.forEach((g, k) => {
+        if (feedAfter[k]! - feedBefore[k]! !== BigInt(n)) throw new Error(`${g.domain}: its feed got ${feedAfter[k]! - feedBefore[k]!} entries for ${n} messages`);
+      });
+      const cursorsAfter = await Promise.all(quietGuests.map(async (m) => cursorOf(fed.nodes[m.d]!.store, m.member.clientId, feeds[m.d - 1]!)));
+      quietGuests.forEach((m, k) => {
+        const a = cursorsBefore[k]!;
+        const z = cursorsAfter[k]!;
+        if (a === undefined || z === undefined || z.cursor !== a.cursor || z.head - a.head !== BigInt(n) || z.until !== undefined)
+          throw new Error(`${m.member.clientId}: its feed membership does not hold exactly the ${n} messages (${JSON.stringify({ before: a, after: z }, (_, v) => (typeof v === "bigint" ? v.toString() : v))})`);
+      });
       if (rep === 0) {
         checks.push(
-          `receivers (${receivers.map((r) => r.domain).join(", ")}): each of the ${n} messages exactly once, all in the same order, one-at-a-time ones in send order`,
-          `${b.samples.length} more members (${o.samples} per domain) read back through Receive: every message once, in the receivers' order`,
-          `${guests.length} guest members: exactly ${n} appends to each queue at its own DS`,
+          `${receivers.length} online recipients (${D} of them also one at a time): each of the ${n} messages exactly once, all in the same order, one-at-a-time ones in send order`,
+          `${b.samples.length} more members (${o.samples} per domain) read back through Receive: every message once, in that order`,
+          `guest feeds: exactly ${n} entries each; ${quietGuests.length} guest members not reading: exactly those ${n} pending for each (cursor unmoved, head + ${n})`,
         );
       }
 
-      // ---- every member acknowledges its queue (not timed)
-      for (const r of receivers) await r.member.local!.acknowledge(r.lastSeq);
-      const acked = new Set([...receivers.map((r) => r.member), ...b.samples.map((s) => s.member)]);
-      await pool(
-        b.members.filter((m) => !acked.has(m.member)),
-        32,
-        async (m) => {
-          const info = await fed.nodes[m.d]!.store.queueInfo(clientQueue(m.member.clientId));
-          if (info.length > 0) await m.member.local!.acknowledge(info.lastSeq);
-        },
-      );
-
-      reps.push({ pipelined: p, ping: q, sequential });
-      const hubCpu = p.processes[0]!.cpuMs / p.count;
+      reps.push({ stores: st, ping: q, sequential, online });
       log(
-        `  rep ${rep + 1}/${o.reps}: ${fmt((p.count * 1000) / p.elapsedMs)} msg/s end to end (${o.concurrency} in flight); CPU ms/msg: hub ${fmt(hubCpu)} (Ping ${fmt(q.processes[0]!.cpuMs / q.count)}), guests ${p.processes
+        `  rep ${rep + 1}/${o.reps}: into the stores ${fmt((st.count * 1000) / st.elapsedMs)} msg/s (${o.concurrency} in flight); CPU ms/msg: hub ${fmt(st.processes[0]!.cpuMs / st.count)} (Ping ${fmt(q.processes[0]!.cpuMs / q.count)}), guests ${st.processes
           .slice(1)
-          .map((d) => fmt(d.cpuMs / p.count))
-          .join(" / ")}, load generator ${fmt(p.benchCpuMs / p.count)}; one at a time ${fmt(median(lastDomainMs))} ms to the last domain`,
+          .map((d) => fmt(d.cpuMs / st.count))
+          .join(" / ")}; one at a time ${fmt(median(lastStoreMs))} ms to the last store, ${fmt(median(lastClientMs))} ms to the last client; online (${receivers.length}) ${fmt((online.count * 1000) / online.elapsedMs)} msg/s, ${fmt(online.processes.reduce((a, p) => a + p.cpuMs, 0) / online.delivered, 3)} server CPU ms per delivery`,
       );
     }
     return {
@@ -846,32 +951,49 @@ async function runConfig(c: FedConfig, o: Required<Omit<FederationOptions, "quic
   }
 }
 
+/** A member's place in a guest feed (Store.feedMemberships). */
+async function cursorOf(store: Store, clientId: string, feed: string): Promise<{ cursor: bigint; head: bigint; until?: bigint } | undefined> {
+  const m = (await store.feedMemberships(clientId)).find((x) => x.groupId === feed);
+  return m === undefined ? undefined : { cursor: m.cursor, head: m.head, ...(m.until !== undefined ? { until: m.until } : {}) };
+}
+
 function summarize(reps: readonly FedRep[]): FedSummary {
   const per = (f: (r: FedRep) => number): number => median(reps.map(f));
-  const domains = reps[0]!.pipelined.processes.length;
+  const domains = reps[0]!.stores.processes.length;
   const guestIdx = Array.from({ length: domains - 1 }, (_, k) => k + 1);
   const rowsOf = (d: ProcessDelta): number => Object.values(d.rows).reduce((a, b) => a + b, 0);
-  const allLatency = reps.flatMap((r) => r.sequential.lastDomainMs);
+  const cpuAll = (p: PhaseResult): number => p.processes.reduce((a, d) => a + d.cpuMs, 0);
+  const lastStore = reps.flatMap((r) => r.sequential.lastStoreMs);
+  const lastClient = reps.flatMap((r) => r.sequential.lastClientMs);
   return {
-    e2eMsgsPerS: per((r) => (r.pipelined.count * 1000) / r.pipelined.elapsedMs),
-    acceptedMsgsPerS: per((r) => (r.pipelined.count * 1000) / r.pipelined.acceptedMs),
-    hubCpuMsPerMsg: per((r) => r.pipelined.processes[0]!.cpuMs / r.pipelined.count),
+    e2eMsgsPerS: per((r) => (r.stores.count * 1000) / r.stores.elapsedMs),
+    acceptedMsgsPerS: per((r) => (r.stores.count * 1000) / r.stores.acceptedMs),
+    hubCpuMsPerMsg: per((r) => r.stores.processes[0]!.cpuMs / r.stores.count),
     hubCpuMsPerPing: per((r) => r.ping.processes[0]!.cpuMs / r.ping.count),
     hubCpuMsPerMsgSequential: per((r) => r.sequential.processes[0]!.cpuMs / r.sequential.count),
-    guestCpuMsPerMsg: guestIdx.map((g) => per((r) => r.pipelined.processes[g]!.cpuMs / r.pipelined.count)),
-    hubRowsPerMsg: per((r) => rowsOf(r.pipelined.processes[0]!) / r.pipelined.count),
-    guestRowsPerMsg: guestIdx.map((g) => per((r) => rowsOf(r.pipelined.processes[g]!) / r.pipelined.count)),
-    hubWriteKBPerMsg: per((r) => r.pipelined.processes[0]!.writeBytes / 1024 / r.pipelined.count),
-    guestWriteKBPerMsg: guestIdx.map((g) => per((r) => r.pipelined.processes[g]!.writeBytes / 1024 / r.pipelined.count)),
-    benchCpuMsPerMsg: per((r) => r.pipelined.benchCpuMs / r.pipelined.count),
-    allCpuMsPerMsg: per((r) => (r.pipelined.benchCpuMs + r.pipelined.processes.reduce((a, d) => a + d.cpuMs, 0)) / r.pipelined.count),
+    guestCpuMsPerMsg: guestIdx.map((g) => per((r) => r.stores.processes[g]!.cpuMs / r.stores.count)),
+    hubRowsPerMsg: per((r) => rowsOf(r.stores.processes[0]!) / r.stores.count),
+    guestRowsPerMsg: guestIdx.map((g) => per((r) => rowsOf(r.stores.processes[g]!) / r.stores.count)),
+    hubWriteKBPerMsg: per((r) => r.stores.processes[0]!.writeBytes / 1024 / r.stores.count),
+    guestWriteKBPerMsg: guestIdx.map((g) => per((r) => r.stores.processes[g]!.writeBytes / 1024 / r.stores.count)),
+    benchCpuMsPerMsg: per((r) => r.stores.benchCpuMs / r.stores.count),
+    allCpuMsPerMsg: per((r) => (r.stores.benchCpuMs + cpuAll(r.stores)) / r.stores.count),
     pingsPerS: per((r) => (r.ping.count * 1000) / r.ping.elapsedMs),
-    latencyP50Ms: quantile(allLatency, 0.5),
-    latencyP99Ms: quantile(allLatency, 0.99),
+    storeLatencyP50Ms: quantile(lastStore, 0.5),
+    storeLatencyP99Ms: quantile(lastStore, 0.99),
+    clientLatencyP50Ms: quantile(lastClient, 0.5),
+    clientLatencyP99Ms: quantile(lastClient, 0.99),
     submitP50Ms: quantile(
       reps.flatMap((r) => r.sequential.submitMs),
       0.5,
     ),
+    onlineRecipients: reps[0]!.online.recipients,
+    onlineMsgsPerS: per((r) => (r.online.count * 1000) / r.online.elapsedMs),
+    onlineDeliveriesPerS: per((r) => (r.online.delivered * 1000) / r.online.elapsedMs),
+    onlineServerCpuMsPerDelivery: per((r) => cpuAll(r.online) / r.online.delivered),
+    onlineHubCpuMsPerMsg: per((r) => r.online.processes[0]!.cpuMs / r.online.count),
+    onlineGuestCpuMsPerMsg: guestIdx.map((g) => per((r) => r.online.processes[g]!.cpuMs / r.online.count)),
+    onlineBenchCpuMsPerDelivery: per((r) => r.online.benchCpuMs / r.online.delivered),
   };
 }
 
@@ -886,6 +1008,7 @@ export async function runFederationBench(o: FederationOptions = {}): Promise<Fed
     sequential: o.sequential ?? (quick ? 20 : 30),
     concurrency: o.concurrency ?? 16,
     samples: o.samples ?? 3,
+    online: o.online ?? 1000,
     logLevel: o.logLevel ?? "warn",
     serverNodeArgs: o.serverNodeArgs ?? [],
   };
@@ -910,8 +1033,10 @@ export function parseConfigs(s: string): FedConfig[] {
 export function federationTable(r: FederationResult): string {
   const name = (c: FedConfigResult): string => `${c.members} x ${c.domains.length}`.padStart(17);
   const lines = [
-    `Federation: one 1 KB application message to a group spread over domains (hub a.bench; ${r.reps} reps of ${r.messages} messages with ${r.concurrency} in flight, then ${r.sequential} one at a time; medians; CPU = utime+stime of each process)`,
-    "members x domains | per domain  | e2e msg/s | hub CPU ms/msg | hub CPU ms/Ping | hub ms/msg one at a time | guest CPU ms/msg | one at a time to last domain p50 / p99 ms",
+    `Federation: 1 KB application messages to a group spread over domains (hub a.bench; ${r.reps} reps of ${r.messages} messages into the stores with ${r.concurrency} in flight, ${r.sequential} one at a time, ${r.messages} to ${r.online} online recipients; medians; CPU = utime+stime of each process)`,
+    "",
+    "Into the guests' stores (no stream open; targets at 1,000 x 3: >= 500 msg/s, hub and guest CPU <= 1.5 ms/msg, 100 x 3 and 10,000 x 3 within 2x)",
+    "members x domains | per domain  | msg/s into stores | accepted/s | hub CPU ms/msg | hub CPU ms/Ping | guest CPU ms/msg | hub ms/msg one at a time",
   ];
   for (const c of r.configs) {
     const s = c.summary;
@@ -919,16 +1044,17 @@ export function federationTable(r: FederationResult): string {
       [
         name(c),
         c.membersPerDomain.join("/").padEnd(11),
-        fmt(s.e2eMsgsPerS).padStart(9),
+        fmt(s.e2eMsgsPerS).padStart(17),
+        fmt(s.acceptedMsgsPerS).padStart(10),
         fmt(s.hubCpuMsPerMsg).padStart(14),
         fmt(s.hubCpuMsPerPing).padStart(15),
-        fmt(s.hubCpuMsPerMsgSequential).padStart(24),
         s.guestCpuMsPerMsg.map((x) => fmt(x)).join(" / ").padStart(16),
-        `${fmt(s.latencyP50Ms)} / ${fmt(s.latencyP99Ms)}`,
+        fmt(s.hubCpuMsPerMsgSequential).padStart(24),
       ].join(" | "),
     );
   }
-  lines.push("", "members x domains | hub rows/msg | hub KB written/msg | guest rows/msg | guest KB written/msg | load generator CPU ms/msg | all processes CPU ms/msg | send_message accepted/s | Ping/s");
+  lines.push("", "Writes per message into the stores (targets: guest <= 5 KB, hub <= 10 KB), latency one at a time (target: last domain <= 30 ms p99)");
+  lines.push("members x domains | hub rows/msg | hub KB written/msg | guest rows/msg | guest KB written/msg | to last store p50 / p99 ms | to last client p50 / p99 ms | all processes CPU ms/msg | Ping/s");
   for (const c of r.configs) {
     const s = c.summary;
     lines.push(
@@ -938,10 +1064,27 @@ export function federationTable(r: FederationResult): string {
         fmt(s.hubWriteKBPerMsg).padStart(18),
         s.guestRowsPerMsg.map((x) => fmt(x)).join(" / ").padStart(14),
         s.guestWriteKBPerMsg.map((x) => fmt(x)).join(" / ").padStart(20),
-        fmt(s.benchCpuMsPerMsg).padStart(25),
+        `${fmt(s.storeLatencyP50Ms)} / ${fmt(s.storeLatencyP99Ms)}`.padStart(26),
+        `${fmt(s.clientLatencyP50Ms)} / ${fmt(s.clientLatencyP99Ms)}`.padStart(27),
         fmt(s.allCpuMsPerMsg).padStart(24),
-        fmt(s.acceptedMsgsPerS).padStart(23),
         fmt(s.pingsPerS),
+      ].join(" | "),
+    );
+  }
+  lines.push("", "To online recipients (Receive streams open, spread over the domains)");
+  lines.push("members x domains | online | msg/s | deliveries/s | server CPU ms/delivery | hub CPU ms/msg | guest CPU ms/msg | load generator CPU ms/delivery");
+  for (const c of r.configs) {
+    const s = c.summary;
+    lines.push(
+      [
+        name(c),
+        String(s.onlineRecipients).padStart(6),
+        fmt(s.onlineMsgsPerS).padStart(5),
+        fmt(s.onlineDeliveriesPerS).padStart(12),
+        fmt(s.onlineServerCpuMsPerDelivery, 3).padStart(22),
+        fmt(s.onlineHubCpuMsPerMsg).padStart(14),
+        s.onlineGuestCpuMsPerMsg.map((x) => fmt(x)).join(" / ").padStart(16),
+        fmt(s.onlineBenchCpuMsPerDelivery, 3).padStart(30),
       ].join(" | "),
     );
   }
@@ -965,6 +1108,7 @@ export function parseFederationArgs(args: readonly string[]): FederationOptions 
   if (num("sequential") !== undefined) o.sequential = num("sequential");
   if (num("concurrency") !== undefined) o.concurrency = num("concurrency");
   if (num("samples") !== undefined) o.samples = num("samples");
+  if (num("online") !== undefined) o.online = num("online");
   if (val("fed-log-level") !== undefined) o.logLevel = val("fed-log-level");
   if (val("fed-server-node-args") !== undefined) o.serverNodeArgs = val("fed-server-node-args")!.split(" ");
   return o;

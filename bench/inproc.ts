@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createRouterTransport } from "@connectrpc/connect";
 import { DSClient } from "../src/client/index.js";
+import type { DSConfig } from "../src/ds/context.js";
 import { createDeliveryService, type DeliveryService } from "../src/ds/service.js";
 import { registerHub } from "../src/server/hub.js";
 import { openSqliteStore, type SqliteStore } from "../src/store/sqlite/store.js";
@@ -21,8 +22,15 @@ export interface InProcessHub {
   close(): Promise<void>;
 }
 
-export async function startInProcessHub(domain: string): Promise<InProcessHub> {
-  const dir = mkdtempSync(join(tmpdir(), "mimi-bench-inproc-"));
+export interface InProcessOptions {
+  /** Data directory (ds.sqlite, hub-keys.json) to use and keep, e.g. to restart on it; default a temp dir removed on close. */
+  readonly dir?: string;
+  /** DS configuration (e.g. snapshotInterval). */
+  readonly config?: Partial<Omit<DSConfig, "domain">>;
+}
+
+export async function startInProcessHub(domain: string, options: InProcessOptions = {}): Promise<InProcessHub> {
+  const dir = options.dir ?? mkdtempSync(join(tmpdir(), "mimi-bench-inproc-"));
   const store = await openSqliteStore({ path: join(dir, "ds.sqlite"), synchronous: "FULL" });
   // The DS sees the store through a proxy that times apply (queueing, ops and the fsync).
   let applyMs = 0;
@@ -43,7 +51,13 @@ export async function startInProcessHub(domain: string): Promise<InProcessHub> {
   });
   // Members are unregistered clients with made-up tokens (bench/lib.ts benchMember): the
   // in-process hub does not check them against a registration (docs/security.md).
-  const ds = await createDeliveryService({ domain, store: timed, config: { policy: { localClients: "unchecked", maxGroupsPerCreator: 100_000_000 } } });
+  const policy = { localClients: "unchecked" as const, maxGroupsPerCreator: 100_000_000, ...options.config?.policy };
+  const ds = await createDeliveryService({
+    domain,
+    store: timed,
+    ...(options.dir !== undefined ? { keyFile: join(dir, "hub-keys.json") } : {}),
+    config: { ...options.config, policy },
+  });
   const transport = createRouterTransport((router) =>
     registerHub(router, {
       domain,
@@ -62,7 +76,7 @@ export async function startInProcessHub(domain: string): Promise<InProcessHub> {
     },
     async close() {
       await store.close();
-      rmSync(dir, { recursive: true, force: true });
+      if (options.dir === undefined) rmSync(dir, { recursive: true, force: true });
     },
   };
 }

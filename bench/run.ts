@@ -1,7 +1,7 @@
 // `make bench`: every benchmark, one table, and a JSON record in
 // bench/results/<timestamp>.json (gitignored).
 //
-//   node dist/bench/run.js                 # full: rpc (5 x 5 s per log level), commit (100, 1000 members), engine, federation
+//   node dist/bench/run.js                 # full: rpc (5 x 5 s per log level), commit (100, 1,000, 100,000 members), engine (100, 1,000, 100,000), federation
 //   node dist/bench/run.js --quick         # shorter runs, fewer repetitions
 //   node dist/bench/run.js --only=rpc,commit,federation
 //   (options of the single benches pass through: --reps=N --duration=S --sizes=100,1000 --loadgen=node
@@ -33,7 +33,8 @@ interface EngineResult {
 async function runEngine(): Promise<EngineResult> {
   const built = join(repoRoot, "dist", "bench", "engine.js");
   if (!existsSync(join(repoRoot, "bench", "engine.ts")) || !existsSync(built)) return { ran: false, note: "bench/engine.ts not present in this build" };
-  const extra = quick ? ["--sizes=100"] : [];
+  // The full run includes the 100,000-member synthetic group (bench/biggroup.ts; its KeyPackages are cached).
+  const extra = quick ? ["--sizes=100"] : ["--huge"];
   return new Promise((resolve) => {
     const p = spawn(process.execPath, ["--expose-gc", built, ...extra], { cwd: repoRoot, stdio: ["ignore", "pipe", "inherit"] });
     let out = "";

@@ -1,70 +1,96 @@
 // The guest DS side of fanout (draft Section 6.2): check a hub's
-// DSFanoutRequest and queue its MLSMessage for our recipients, at most once
+// DSFanoutRequest and store its MLSMessage for our recipients, at most once
 // per (hub, sequence); and the consumer that subscribes to every configured
 // hub over mutual TLS and acknowledges what it processed.
+//
+// Delivery by feed (as on the hub, docs/storage.md "Group feeds"): a request
+// for a group becomes one entry of the guest feed of (hub, group) for all its
+// accepted recipients; each recipient's Receive stream pulls it into its own
+// queue. The feed's membership follows the accepted recipient set: when the
+// set changes, the clients that left it leave the feed and the new ones join,
+// in the same transaction (a compare-and-set on the set, setFeedSet, keeps
+// instances sharing a store consistent). Messages without a group id in
+// clear (Welcome) still go to each recipient's queue.
+//
+// The consumer keeps several requests in flight: decoding, the signature
+// check (on the threadpool) and the recipient checks (once per recipient
+// set, src/delivery/recipients.ts) of later requests run while earlier ones
+// are written; the writes go to the store in stream order, several requests
+// per transaction, and their acknowledgements follow in stream order.
 import { createClient, type Client } from "@connectrpc/connect";
 import type { MLSMessage } from "ts-mls";
 import type { Logger } from "pino";
 import { FanoutService } from "../../gen/mimi/ds/v1/fanout_pb.js";
-import { verifyFanoutSignature } from "../ds/hub-identity.js";
-import { domainOf } from "../mls/index.js";
-import { clientQueue, type RateLimitRule, type Store, type WriteOp } from "../store/port.js";
+import { verifyFanoutSignatureAsync } from "../ds/hub-identity.js";
+import { FeedSetConflictError } from "../store/errors.js";
+import { clientQueue, groupFeed, type RateLimitRule, type Store, type WriteOp } from "../store/port.js";
 import {
   type ClientID,
-  type Codec,
+  DEFAULT_LIMITS,
+  Decoder,
   DS_PROTOCOL_VERSION,
   DSFanoutErrorCode,
   type DSFanoutErrorCodeName,
   type DSFanoutResponse,
-  type FanoutAuthToken,
-  SignatureLabel,
   dsFanoutRequestHeadFields,
-  decodeWith,
   encodeDSFanoutResponse,
   mlsMessageCodec,
-  opaqueV,
-  struct,
   mlsMessageGroupId,
+  opaqueV,
+  WireDecodeError,
 } from "../wire/index.js";
-import { checkToken, loadLocalClient } from "./clients.js";
 import { type OwnTls, type PeerDirectory, createPeerTransport, type Peer, type PeerTransportOptions } from "./peers.js";
+import { RecipientChecks, type RecipientCheckStats, type RecipientVerdict } from "./recipients.js";
 import type { FanoutTokenKeys } from "./tokens.js";
 
-// ---------------------------------------------------------------- decoding with slices
+// ---------------------------------------------------------------- decoding
 
-interface Sliced {
-  readonly message: MLSMessage;
-  readonly start: number;
-  readonly end: number;
-}
-// The MLSMessage is forwarded as received: remember where it lies in the input.
-const slicedMessage: Codec<Sliced> = {
-  encode: () => {
-    throw new Error("decode only");
-  },
-  decode: (d) => {
-    const start = d.offset;
-    const message = mlsMessageCodec.decode(d);
-    return { message, start, end: d.offset };
-  },
-};
-
+/**
+ * A DSFanoutRequest cut into its parts without decoding the recipient list:
+ * the list is only decoded when its bytes are not a list already checked.
+ */
 interface ReceivedFanout {
   readonly protocolVersion: number;
   readonly hubDomain: string;
-  readonly recipientIds: readonly ClientID[];
-  readonly fanoutAuthTokens: readonly FanoutAuthToken[];
-  readonly mlsMessage: Sliced;
+  /** Everything before mls_message (what the signature covers with the message). */
+  readonly head: Uint8Array;
+  /** recipient_ids<V> || fanout_auth_tokens<V>, a view into the input. */
+  readonly section: Uint8Array;
+  readonly message: MLSMessage;
+  /** The MLSMessage as received (forwarded unchanged), a view into the input. */
+  readonly messageBytes: Uint8Array;
   readonly signature: Uint8Array;
 }
-const receivedFanoutCodec = struct<ReceivedFanout>([
-  ...dsFanoutRequestHeadFields,
-  ["mls_message", "mlsMessage", slicedMessage],
-  ["signature", "signature", opaqueV],
-]);
 
+const [[, , protocolVersionCodec], [, , hubDomainCodec]] = dsFanoutRequestHeadFields;
 
-// ---------------------------------------------------------------- processing one request
+function parseFanout(bytes: Uint8Array): ReceivedFanout {
+  if (bytes.length > DEFAULT_LIMITS.maxMessageSize) {
+    throw new WireDecodeError("oversized", "DSFanoutRequest", 0, `message of ${bytes.length} bytes exceeds the limit of ${DEFAULT_LIMITS.maxMessageSize}`);
+  }
+  const d = new Decoder(bytes, "DSFanoutRequest");
+  const protocolVersion = d.field("protocol_version", protocolVersionCodec);
+  const hubDomain = d.field("hub_domain", hubDomainCodec);
+  const sectionStart = d.offset;
+  d.field("recipient_ids", { encode: () => undefined, decode: (x) => x.vector(() => x.skip(x.remaining)) });
+  d.field("fanout_auth_tokens", { encode: () => undefined, decode: (x) => x.vector(() => x.skip(x.remaining)) });
+  const messageStart = d.offset;
+  const message = d.field("mls_message", mlsMessageCodec);
+  const messageEnd = d.offset;
+  const signature = d.field("signature", opaqueV);
+  d.expectEnd();
+  return {
+    protocolVersion,
+    hubDomain,
+    head: bytes.subarray(0, messageStart),
+    section: bytes.subarray(sectionStart, messageStart),
+    message,
+    messageBytes: bytes.subarray(messageStart, messageEnd),
+    signature,
+  };
+}
+
+// ---------------------------------------------------------------- processing
 
 export interface GuestDeps {
   /** This DS's domain. */
@@ -78,6 +104,11 @@ export interface GuestDeps {
   readonly now?: () => number;
   readonly logger?: Logger;
   /**
+   * The recipient checks' cache. Default: one per deps object (processFanoutRequest)
+   * or per consumer. Shared by everything that processes fanout for one store.
+   */
+  readonly recipientChecks?: RecipientChecks;
+  /**
    * The rfc9420 client policy (docs/interop.md): a recipient with an empty
    * FanoutAuthToken is accepted when it is a registered client of ours. The
    * hub is then trusted on its mutual-TLS identity and signature alone for
@@ -89,9 +120,9 @@ export interface GuestDeps {
 export interface FanoutOutcome {
   /** What to acknowledge the entry with. */
   readonly response: DSFanoutResponse;
-  /** True when (hub, sequence) had been processed before: nothing was queued again. */
+  /** True when (hub, sequence) had been processed before: nothing was stored again. */
   readonly duplicate: boolean;
-  /** Recipients whose queue got the message. */
+  /** Recipients the message was stored for (their feed or queue). */
   readonly delivered: readonly string[];
   /**
    * Set for rate_limited: the entry is not processed (not marked, not to be
@@ -109,126 +140,232 @@ function errorResponse(code: DSFanoutErrorCodeName, message: string, rejected: r
   };
 }
 
-const utf8 = new TextDecoder("utf-8", { fatal: true });
-const keyOf = (b: Uint8Array): string => Buffer.from(b).toString("hex");
-
 /** The at-most-once source name of a hub's stream (store markProcessed). */
 export const fanoutSource = (hubDomain: string): string => hubDomain.toLowerCase();
 
 /**
+ * The guest feed of a hub's group: `fanout:<hub>:<base64url group id>` (hub
+ * group keys are base64url, so the names never meet).
+ */
+export const guestFeedId = (hubDomain: string, groupId: Uint8Array): string =>
+  `fanout:${hubDomain.toLowerCase()}:${Buffer.from(groupId).toString("base64url")}`;
+
+/** One request, checked and ready to be written (or rejected as a whole). */
+type Prepared =
+  | { readonly sequence: bigint; readonly kind: "reject"; readonly code: DSFanoutErrorCodeName; readonly reason: string }
+  | {
+      readonly sequence: bigint;
+      readonly kind: "deliver";
+      readonly message: Uint8Array;
+      /** The guest feed, for messages with a group id in clear. */
+      readonly feed: string | undefined;
+      readonly verdict: RecipientVerdict;
+    };
+
+/** A guest feed's membership as last written by this process: the accepted set it follows. */
+interface FeedState {
+  readonly setId: string | undefined;
+  readonly members: ReadonlySet<string>;
+}
+
+/** Most feed members remembered over all feeds (their states are re-read from the store when dropped). */
+const MAX_FEED_MEMBERS_CACHED = 500_000;
+
+/**
+ * Checks and writes the requests of hubs' streams. prepare() may run for many
+ * requests at once; write() must be called in stream order, one call at a
+ * time per hub (the consumer does).
+ */
+export class FanoutProcessor {
+  readonly checks: RecipientChecks;
+  readonly #feeds = new Map<string, FeedState>();
+
+  constructor(readonly deps: GuestDeps) {
+    this.checks = deps.recipientChecks ?? new RecipientChecks();
+  }
+
+  /** Decode, verify, check the recipients: everything but the write. */
+  async prepare(hubDomain: string, sequence: bigint, bytes: Uint8Array): Promise<Prepared> {
+    const hub = hubDomain.toLowerCase();
+    const reject = (code: DSFanoutErrorCodeName, reason: string): Prepared => ({ sequence, kind: "reject", code, reason });
+    let req: ReceivedFanout;
+    try {
+      req = parseFanout(bytes);
+    } catch (err) {
+      if (err instanceof WireDecodeError) return reject("malformed", `DSFanoutRequest does not decode: ${err.message}`);
+      throw err;
+    }
+    if (req.protocolVersion !== DS_PROTOCOL_VERSION) {
+      return reject("unsupported_version", `protocol version ${req.protocolVersion} is not supported (want ${DS_PROTOCOL_VERSION})`);
+    }
+    if (req.hubDomain.toLowerCase() !== hub) return reject("bad_signature", `hub_domain ${req.hubDomain} is not the authenticated hub ${hub}`);
+    const peer = this.deps.peers.get(hub);
+    if (peer === undefined) return reject("bad_signature", `no DS signature key is configured for ${hub}`);
+    if (!(await verifyFanoutSignatureAsync(peer.dsSignatureKey, [req.head, req.messageBytes], req.signature))) {
+      return reject("bad_signature", `signature does not verify with the DS signature key of ${hub}`);
+    }
+    const groupId = mlsMessageGroupId(req.message);
+    const now = this.deps.now?.() ?? Date.now();
+    const verdict = await this.checks.verdict(this.deps, hub, groupId, req.section, now);
+    if ("malformed" in verdict) return reject("malformed", verdict.malformed);
+    return {
+      sequence,
+      kind: "deliver",
+      message: new Uint8Array(req.messageBytes),
+      feed: groupId !== undefined ? guestFeedId(hub, groupId) : undefined,
+      verdict,
+    };
+  }
+
+  /**
+   * Writes prepared requests of `hubDomain`'s stream, in order, in one
+   * transaction with their at-most-once marks. With a rate limit, stops at the
+   * first request over it: the outcomes cover the requests before it and
+   * `retryAt` says when to call again with the rest.
+   */
+  async write(hubDomain: string, items: readonly Prepared[]): Promise<{ outcomes: FanoutOutcome[]; retryAt?: number }> {
+    const hub = hubDomain.toLowerCase();
+    let admitted = items;
+    let retryAt: number | undefined;
+    if (this.deps.rateLimit !== undefined) {
+      const rule = this.deps.rateLimit;
+      for (let i = 0; i < items.length; i++) {
+        const r = await this.deps.store.rateLimit(`fanout:${hub}`, rule, this.deps.now?.() ?? Date.now());
+        if (!r.allowed) {
+          this.deps.logger?.warn({ hub, sequence: items[i]!.sequence.toString(), resetAt: r.resetAt }, "fanout rate limit reached");
+          admitted = items.slice(0, i);
+          retryAt = r.resetAt;
+          break;
+        }
+      }
+    }
+    const outcomes = admitted.length === 0 ? [] : await this.#writeAll(hub, admitted);
+    return retryAt !== undefined ? { outcomes, retryAt } : { outcomes };
+  }
+
+  async #writeAll(hub: string, items: readonly Prepared[]): Promise<FanoutOutcome[]> {
+    const source = fanoutSource(hub);
+    for (let attempt = 0; ; attempt++) {
+      const feeds = new Map<string, FeedState>();
+      const ops: WriteOp[] = [];
+      for (const item of items) ops.push(...(await this.#opsOf(source, item, feeds)));
+      try {
+        const applied = await this.deps.store.apply({ ops });
+        if (applied.duplicate) {
+          // Some were processed before (another instance on the store): one by one, each gets its own answer.
+          if (items.length > 1) {
+            const out: FanoutOutcome[] = [];
+            for (const item of items) out.push(...(await this.#writeAll(hub, [item])));
+            return out;
+          }
+          return [{ response: okResponse, duplicate: true, delivered: [] }];
+        }
+        for (const [feed, state] of feeds) this.#remember(feed, state);
+        return items.map((item) => this.#outcome(hub, item));
+      } catch (err) {
+        // Another instance moved a feed to another set (or our state is old): re-read it and redo the batch.
+        if (!(err instanceof FeedSetConflictError) || attempt >= 8) throw err;
+        for (const feed of feeds.keys()) this.#feeds.delete(feed);
+        this.#feeds.delete(err.groupId);
+      }
+    }
+  }
+
+  /** The ops of one request, moving `feeds` (the batch's working copy) to the state after it. */
+  async #opsOf(source: string, item: Prepared, feeds: Map<string, FeedState>): Promise<WriteOp[]> {
+    const ops: WriteOp[] = [{ kind: "markProcessed", source, sequence: item.sequence }];
+    if (item.kind === "reject") return ops;
+    const { accepted } = item.verdict;
+    if (accepted.length === 0) return ops;
+    if (item.feed === undefined) {
+      for (const clientId of accepted) ops.push({ kind: "append", queue: clientQueue(clientId), payload: item.message });
+      return ops;
+    }
+    const feed = item.feed;
+    const before = feeds.get(feed) ?? this.#feeds.get(feed) ?? (await this.#load(feed));
+    ops.push({ kind: "setFeedSet", groupId: feed, ...(before.setId !== undefined ? { expected: before.setId } : {}), setId: item.verdict.setId });
+    let after = before;
+    if (before.setId !== item.verdict.setId) {
+      const next = new Set(accepted);
+      // Those not in the new set stop before this entry; new ones receive it.
+      for (const c of before.members) if (!next.has(c)) ops.push({ kind: "leaveFeed", groupId: feed, clientId: c });
+      for (const c of accepted) if (!before.members.has(c)) ops.push({ kind: "joinFeed", groupId: feed, clientId: c });
+      after = { setId: item.verdict.setId, members: next };
+    }
+    feeds.set(feed, after);
+    ops.push({ kind: "append", queue: groupFeed(feed), payload: item.message });
+    return ops;
+  }
+
+  async #load(feed: string): Promise<FeedState> {
+    const [setId, members] = await Promise.all([this.deps.store.feedSet(feed), this.deps.store.feedMembers(feed)]);
+    return { setId, members: new Set(members) };
+  }
+
+  #remember(feed: string, state: FeedState): void {
+    this.#feeds.delete(feed);
+    this.#feeds.set(feed, state);
+    let total = 0;
+    for (const s of this.#feeds.values()) total += s.members.size;
+    for (const [k, s] of this.#feeds) {
+      if (total <= MAX_FEED_MEMBERS_CACHED || k === feed) break;
+      total -= s.members.size;
+      this.#feeds.delete(k);
+    }
+  }
+
+  #outcome(hub: string, item: Prepared): FanoutOutcome {
+    const logger = this.deps.logger;
+    if (item.kind === "reject") {
+      logger?.warn({ hub, sequence: item.sequence.toString(), code: item.code, reason: item.reason }, "fanout rejected");
+      return { response: errorResponse(item.code, item.reason), duplicate: false, delivered: [] };
+    }
+    const { accepted, unknown, badToken, blocked, distinct } = item.verdict;
+    const rejected = [...unknown, ...badToken, ...blocked];
+    if (rejected.length === 0) return { response: okResponse, duplicate: false, delivered: accepted };
+    // One code per response: the first kind of rejection found, in this order;
+    // rejected_recipients lists every refused recipient.
+    const code: DSFanoutErrorCodeName = unknown.length > 0 ? "unknown_recipient" : badToken.length > 0 ? "invalid_token" : "blocked";
+    const parts = [
+      unknown.length > 0 ? `${unknown.length} not a client of ${this.deps.domain}` : "",
+      badToken.length > 0 ? `${badToken.length} with an invalid FanoutAuthToken` : "",
+      blocked.length > 0 ? `${blocked.length} blocking this sender` : "",
+    ].filter((p) => p !== "");
+    const text = `${rejected.length} of ${distinct} recipients refused (${parts.join(", ")}); delivered to ${accepted.length}`;
+    logger?.warn(
+      { hub, sequence: item.sequence.toString(), code, rejected: rejected.map((r) => Buffer.from(r).toString("utf8")) },
+      "fanout recipients refused",
+    );
+    return { response: errorResponse(code, text, rejected), duplicate: false, delivered: accepted };
+  }
+}
+
+const processors = new WeakMap<GuestDeps, FanoutProcessor>();
+
+/**
  * Checks one DSFanoutRequest from `hubDomain` (the mutual-TLS-authenticated
- * hub) at `sequence` of its stream and queues its MLSMessage for every
+ * hub) at `sequence` of its stream and stores its MLSMessage for every
  * accepted recipient, in one store transaction with the at-most-once mark.
  * Rejections (final: the entry is acknowledged with them) are also marked
  * processed; a rate-limited entry is not (see `retryAt`). Store failures throw.
+ * The GuestConsumer does the same for many entries at once.
  */
 export async function processFanoutRequest(deps: GuestDeps, hubDomain: string, sequence: bigint, bytes: Uint8Array): Promise<FanoutOutcome> {
-  const hub = hubDomain.toLowerCase();
-  const source = fanoutSource(hub);
-  const now = deps.now?.() ?? Date.now();
-  const { store, logger } = deps;
-
-  if (await store.isProcessed(source, sequence)) return { response: okResponse, duplicate: true, delivered: [] };
-
-  if (deps.rateLimit !== undefined) {
-    const r = await store.rateLimit(`fanout:${hub}`, deps.rateLimit, now);
-    if (!r.allowed) {
-      logger?.warn({ hub, sequence: sequence.toString(), resetAt: r.resetAt }, "fanout rate limit reached");
-      return {
-        response: errorResponse("rate_limited", `more than ${deps.rateLimit.limit} fanout requests in ${deps.rateLimit.windowMs} ms`),
-        duplicate: false,
-        delivered: [],
-        retryAt: r.resetAt,
-      };
-    }
+  let processor = processors.get(deps);
+  if (processor === undefined) processors.set(deps, (processor = new FanoutProcessor(deps)));
+  if (await deps.store.isProcessed(fanoutSource(hubDomain), sequence)) return { response: okResponse, duplicate: true, delivered: [] };
+  const prepared = await processor.prepare(hubDomain, sequence, bytes);
+  const r = await processor.write(hubDomain, [prepared]);
+  if (r.retryAt !== undefined) {
+    const rule = deps.rateLimit!;
+    return {
+      response: errorResponse("rate_limited", `more than ${rule.limit} fanout requests in ${rule.windowMs} ms`),
+      duplicate: false,
+      delivered: [],
+      retryAt: r.retryAt,
+    };
   }
-
-  /** A final rejection of the whole request: marked processed so it is never looked at again. */
-  const reject = async (code: DSFanoutErrorCodeName, message: string, rejected: readonly ClientID[] = []): Promise<FanoutOutcome> => {
-    const applied = await store.apply({ ops: [{ kind: "markProcessed", source, sequence }] });
-    logger?.warn({ hub, sequence: sequence.toString(), code, reason: message }, "fanout rejected");
-    return applied.duplicate
-      ? { response: okResponse, duplicate: true, delivered: [] }
-      : { response: errorResponse(code, message, rejected), duplicate: false, delivered: [] };
-  };
-
-  let req: ReceivedFanout;
-  try {
-    req = decodeWith(receivedFanoutCodec, bytes, "DSFanoutRequest");
-  } catch (err) {
-    return reject("malformed", `DSFanoutRequest does not decode: ${(err as Error).message}`);
-  }
-  if (req.protocolVersion !== DS_PROTOCOL_VERSION) {
-    return reject("unsupported_version", `protocol version ${req.protocolVersion} is not supported (want ${DS_PROTOCOL_VERSION})`);
-  }
-  if (req.hubDomain.toLowerCase() !== hub) {
-    return reject("bad_signature", `hub_domain ${req.hubDomain} is not the authenticated hub ${hub}`);
-  }
-  const peer = deps.peers.get(hub);
-  if (peer === undefined) return reject("bad_signature", `no DS signature key is configured for ${hub}`);
-  const tbs = bytes.subarray(0, req.mlsMessage.end);
-  if (!(await verifyFanoutSignature(peer.dsSignatureKey, SignatureLabel.DSFanoutRequest, tbs, req.signature))) {
-    return reject("bad_signature", `signature does not verify with the DS signature key of ${hub}`);
-  }
-  if (req.recipientIds.length !== req.fanoutAuthTokens.length) {
-    return reject("malformed", `${req.recipientIds.length} recipients but ${req.fanoutAuthTokens.length} tokens`);
-  }
-
-  const groupId = mlsMessageGroupId(req.mlsMessage.message);
-  const unknown: ClientID[] = [];
-  const badToken: ClientID[] = [];
-  const blocked: ClientID[] = [];
-  const accepted: string[] = [];
-  const seen = new Set<string>();
-  for (const [i, raw] of req.recipientIds.entries()) {
-    let clientId: string;
-    try {
-      clientId = utf8.decode(raw);
-    } catch {
-      unknown.push(raw);
-      continue;
-    }
-    if (seen.has(clientId)) continue;
-    seen.add(clientId);
-    if (domainOf(clientId) !== deps.domain.toLowerCase()) {
-      unknown.push(raw);
-      continue;
-    }
-    const client = await loadLocalClient(store, clientId);
-    const token = req.fanoutAuthTokens[i]!.token;
-    const check = token.length === 0 && deps.acceptTokenless === true && client !== undefined ? "ok" : checkToken(deps.tokens, client, clientId, token, now);
-    if (check === "unknown_client") unknown.push(raw);
-    else if (check === "invalid_token") badToken.push(raw);
-    else if (
-      client!.auth.blockedDomains.includes(hub) ||
-      (groupId !== undefined && client!.auth.blockedGroups.some((g) => keyOf(g) === keyOf(groupId)))
-    ) {
-      blocked.push(raw);
-    } else accepted.push(clientId);
-  }
-
-  const message = bytes.slice(req.mlsMessage.start, req.mlsMessage.end);
-  const ops: WriteOp[] = [{ kind: "markProcessed", source, sequence }];
-  for (const clientId of accepted) ops.push({ kind: "append", queue: clientQueue(clientId), payload: message });
-  const applied = await store.apply({ ops });
-  if (applied.duplicate) return { response: okResponse, duplicate: true, delivered: [] };
-
-  const rejected = [...unknown, ...badToken, ...blocked];
-  if (rejected.length === 0) return { response: okResponse, duplicate: false, delivered: accepted };
-  // One code per response: the first kind of rejection found, in this order;
-  // rejected_recipients lists every refused recipient.
-  const code: DSFanoutErrorCodeName = unknown.length > 0 ? "unknown_recipient" : badToken.length > 0 ? "invalid_token" : "blocked";
-  const parts = [
-    unknown.length > 0 ? `${unknown.length} not a client of ${deps.domain}` : "",
-    badToken.length > 0 ? `${badToken.length} with an invalid FanoutAuthToken` : "",
-    blocked.length > 0 ? `${blocked.length} blocking this sender` : "",
-  ].filter((p) => p !== "");
-  const text = `${rejected.length} of ${seen.size} recipients refused (${parts.join(", ")}); delivered to ${accepted.length}`;
-  logger?.warn(
-    { hub, sequence: sequence.toString(), code, rejected: rejected.map((r) => Buffer.from(r).toString("utf8")) },
-    "fanout recipients refused",
-  );
-  return { response: errorResponse(code, text, rejected), duplicate: false, delivered: accepted };
+  return r.outcomes[0]!;
 }
 
 // ---------------------------------------------------------------- where to resume
@@ -267,6 +404,10 @@ export interface GuestConsumerOptions extends GuestDeps {
   /** Reconnect delay after an error: doubles from initialMs up to maxMs (default 200 ms .. 30 s). */
   readonly backoff?: { readonly initialMs?: number; readonly maxMs?: number };
   readonly transport?: PeerTransportOptions;
+  /** Requests of one hub's stream read ahead and checked while earlier ones are written (default 32). */
+  readonly inFlight?: number;
+  /** Most requests written in one store transaction (default 64). */
+  readonly batch?: number;
 }
 
 export interface HubStatus {
@@ -345,8 +486,16 @@ export class GuestConsumer {
   private readonly loops: Promise<void>[] = [];
   private readonly state = new Map<string, { connected: boolean; processed: bigint | undefined; lastError?: string }>();
   private started = false;
+  private readonly processor: FanoutProcessor;
 
-  constructor(private readonly options: GuestConsumerOptions) {}
+  constructor(private readonly options: GuestConsumerOptions) {
+    this.processor = new FanoutProcessor(options);
+  }
+
+  /** The recipient checks' counters (hits, misses, recipients verified). */
+  get recipientStats(): Readonly<RecipientCheckStats> {
+    return this.processor.checks.stats;
+  }
 
   start(): void {
     if (this.started) throw new Error("GuestConsumer already started");
@@ -392,24 +541,18 @@ export class GuestConsumer {
         st.processed ??= await processedHighWater(store, fanoutSource(peer.domain));
         acks = new AckPipeline(client, signal, () => call.abort());
         const stream = client.subscribe({ resumeAfter: st.processed }, { signal });
-        for await (const entry of stream) {
-          if (!st.connected) logger?.info({ hub: peer.domain, resumeAfter: st.processed.toString() }, "subscribed to hub");
+        const onEntry = (): void => {
+          if (!st.connected) logger?.info({ hub: peer.domain, resumeAfter: st.processed!.toString() }, "subscribed to hub");
           st.connected = true;
           delete st.lastError;
           delay = initial;
-          let outcome = await processFanoutRequest(this.options, peer.domain, entry.sequence, entry.dsFanoutRequest);
-          // Rate limited: hold the stream (the hub keeps the entry) until the window ends.
-          while (outcome.retryAt !== undefined && !signal.aborted) {
-            await sleep(outcome.retryAt - (this.options.now?.() ?? Date.now()), signal);
-            if (signal.aborted) break;
-            outcome = await processFanoutRequest(this.options, peer.domain, entry.sequence, entry.dsFanoutRequest);
-          }
-          if (outcome.retryAt !== undefined) break;
-          st.processed = entry.sequence;
-          acks.push(entry.sequence, outcome.response);
-        }
+        };
+        const completed = await this.pipeline(peer.domain, stream, signal, onEntry, (sequence, response) => {
+          st.processed = sequence;
+          acks!.push(sequence, response);
+        });
         await acks.flush();
-        if (!stop.aborted) throw new Error("the hub ended the stream");
+        if (completed && !stop.aborted) throw new Error("the hub ended the stream");
       } catch (err) {
         if (stop.aborted) break;
         // An aborted stream after a failed Acknowledge: report the Acknowledge's error.
@@ -422,6 +565,95 @@ export class GuestConsumer {
       }
       await sleep(delay, stop);
       delay = Math.min(delay * 2, max);
+    }
+  }
+
+  /**
+   * One subscription: reads ahead up to `inFlight` entries, prepares them
+   * concurrently, writes them in stream order in batches and reports each
+   * outcome in order (`done`). Returns true when the stream ended, false when
+   * it was stopped (signal, or a rate limit wait cut short).
+   */
+  private async pipeline(
+    hub: string,
+    stream: AsyncIterable<{ sequence: bigint; dsFanoutRequest: Uint8Array }>,
+    signal: AbortSignal,
+    onEntry: () => void,
+    done: (sequence: bigint, response: DSFanoutResponse) => void,
+  ): Promise<boolean> {
+    const width = Math.max(1, this.options.inFlight ?? 32);
+    const batchMax = Math.max(1, this.options.batch ?? 64);
+    const st = this.state.get(hub)!;
+    interface Slot {
+      readonly sequence: bigint;
+      readonly prepared: Promise<Prepared>;
+      result?: Prepared;
+    }
+    const slots: Slot[] = [];
+    let ended = false;
+    let readError: unknown;
+    // The reader waits for room, the writer for entries: anything that changes either wakes both.
+    let waiters: (() => void)[] = [];
+    const poke = (): void => {
+      const w = waiters;
+      waiters = [];
+      for (const f of w) f();
+    };
+    const nextEvent = (): Promise<void> => new Promise((r) => waiters.push(r));
+    signal.addEventListener("abort", poke, { once: true });
+
+    const reader = (async () => {
+      try {
+        for await (const entry of stream) {
+          onEntry();
+          // Already processed (a resume after an unacknowledged batch): acknowledged again, not redone.
+          if (entry.sequence <= (st.processed ?? 0n) && slots.length === 0) {
+            done(entry.sequence, okResponse);
+            continue;
+          }
+          const slot: Slot = { sequence: entry.sequence, prepared: this.processor.prepare(hub, entry.sequence, entry.dsFanoutRequest) };
+          slot.prepared.then((p) => ((slot.result = p), poke()), poke);
+          slots.push(slot);
+          poke();
+          while (slots.length >= width && !signal.aborted) await nextEvent();
+          if (signal.aborted) break;
+        }
+      } catch (err) {
+        readError = err;
+      } finally {
+        ended = true;
+        poke();
+      }
+    })();
+
+    try {
+      for (;;) {
+        while (slots.length === 0 && !ended) await nextEvent();
+        if (slots.length === 0) {
+          if (readError !== undefined && !signal.aborted) throw readError;
+          return !signal.aborted;
+        }
+        // The first in line, and every later one already prepared, up to a batch.
+        const first = await slots[0]!.prepared;
+        let n = 1;
+        while (n < slots.length && n < batchMax && slots[n]!.result !== undefined) n++;
+        let items = [first, ...slots.slice(1, n).map((x) => x.result!)];
+        for (;;) {
+          const r = await this.processor.write(hub, items);
+          r.outcomes.forEach((o, i) => done(items[i]!.sequence, o.response));
+          slots.splice(0, r.outcomes.length);
+          poke();
+          if (r.retryAt === undefined) break;
+          // Rate limited: hold the stream (the hub keeps the entries) until the window ends.
+          items = items.slice(r.outcomes.length);
+          await sleep(r.retryAt - (this.options.now?.() ?? Date.now()), signal);
+          if (signal.aborted) return false;
+        }
+      }
+    } finally {
+      // The reader ends with the call, which the caller aborts on the way out (and that wakes it).
+      poke();
+      if (signal.aborted || ended) await reader;
     }
   }
 }

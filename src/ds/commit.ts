@@ -30,6 +30,7 @@ import {
 import { checkGroupInfoExtensions } from "./group-info.js";
 import { authenticateMessageSender, servesStandardClients } from "./client-policy.js";
 import { admitLeaves, incomingLeaves } from "./admission.js";
+import { changedTokens } from "./token-map.js";
 import type { DSContext } from "./context.js";
 import { failWith } from "./errors.js";
 import { membershipChange, type HostedGroup } from "./groups.js";
@@ -150,16 +151,11 @@ export async function stageGroupUpdate(
   const writes: WriteOp[] = [];
   const added = joinerTokens(staged.added, operation, !servesStandardClients(ctx.config));
   const removedWithToken = staged.removed.filter((r) => group.tokens.has(r.clientId));
-  // Copied only when it changes: most commits (updates) leave every token as it is.
-  const tokens = added.size > 0 || removedWithToken.length > 0 ? new Map(group.tokens) : undefined;
-  for (const r of removedWithToken) {
-    tokens!.delete(r.clientId);
-    writes.push({ kind: "removeFanoutToken", groupId: group.key, clientId: r.clientId });
-  }
-  for (const [clientId, token] of added) {
-    tokens!.set(clientId, token);
-    writes.push({ kind: "setFanoutToken", groupId: group.key, clientId, token });
-  }
+  // Changed only when it changes (most commits, updates, leave every token as it is),
+  // sharing the untouched part (src/ds/token-map.ts).
+  const tokens = added.size > 0 || removedWithToken.length > 0 ? changedTokens(group.tokens, removedWithToken.map((r) => r.clientId), added) : undefined;
+  for (const r of removedWithToken) writes.push({ kind: "removeFanoutToken", groupId: group.key, clientId: r.clientId });
+  for (const [clientId, token] of added) writes.push({ kind: "setFanoutToken", groupId: group.key, clientId, token });
 
   const snapshot = group.logLength + 1 >= ctx.config.snapshotInterval;
   writes.unshift({

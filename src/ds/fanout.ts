@@ -5,6 +5,15 @@
 // outbox of every other domain, however many of its clients are in the group:
 // the hub's work per message grows with the number of domains, not members.
 // Explicitly named recipients (Welcomes) get an entry in their own queue.
+//
+// The recipient section of a group message's DSFanoutRequest (every
+// recipient of one domain with its FanoutAuthToken: about 100 bytes per
+// recipient) is the same for every message of an epoch. It is encoded once
+// per (group state, domain, excluded recipients of that domain) and stored
+// once as the outbox entries' shared prefix (AppendOp.prefix), so an outbox
+// entry holds the message and the signature: its size does not grow with the
+// members. The signature still covers the whole request (docs/protocol.md).
+import { createHash } from "node:crypto";
 import type { WriteOp } from "../store/port.js";
 import { clientQueue, groupFeed, outboxQueue } from "../store/port.js";
 import {
@@ -12,13 +21,12 @@ import {
   dsFanoutRequestHeadFields,
   encodeWith,
   opaqueV,
-  SignatureLabel,
   struct,
   type FanoutAuthToken,
 } from "../wire/index.js";
-import { FANOUT_SIGNATURE_SUITE, type HubIdentity } from "./hub-identity.js";
+import type { HubIdentity } from "./hub-identity.js";
 import type { HostedGroup } from "./groups.js";
-import { domainOf } from "../mls/index.js";
+import { domainOf, memberAt } from "../mls/index.js";
 
 /** A recipient named explicitly (Welcome routing, removed members). */
 export interface Recipient {
@@ -42,23 +50,57 @@ const fanoutHeadCodec = struct<FanoutHead>(dsFanoutRequestHeadFields);
 
 const utf8 = new TextEncoder();
 
-/** A signed DSFanoutRequest (docs/protocol.md) for one destination domain. */
-export async function signedFanoutRequest(hub: HubIdentity, recipients: readonly Recipient[], message: Uint8Array): Promise<Uint8Array> {
-  const head = encodeWith(fanoutHeadCodec, {
+/** The DSFanoutRequest fields before mls_message, for one destination domain's recipients. */
+export function fanoutHead(hub: HubIdentity, recipients: readonly Recipient[]): Uint8Array {
+  return encodeWith(fanoutHeadCodec, {
     protocolVersion: DS_PROTOCOL_VERSION,
     hubDomain: hub.domain,
     recipientIds: recipients.map((r) => utf8.encode(r.clientId)),
     fanoutAuthTokens: recipients.map((r) => ({ token: r.token ?? new Uint8Array() })),
   });
-  const tbs = new Uint8Array(head.length + message.length);
-  tbs.set(head);
-  tbs.set(message, head.length);
-  const signature = await hub.sign(FANOUT_SIGNATURE_SUITE, SignatureLabel.DSFanoutRequest, tbs);
-  const sig = encodeWith(opaqueV, signature);
-  const out = new Uint8Array(tbs.length + sig.length);
-  out.set(tbs);
-  out.set(sig, tbs.length);
+}
+
+/** What follows the head in a signed DSFanoutRequest: the message and `signature<V>` over head || message. */
+export async function signedTail(hub: HubIdentity, head: Uint8Array, message: Uint8Array): Promise<Uint8Array> {
+  const sig = encodeWith(opaqueV, await hub.signFanout([head, message]));
+  const out = new Uint8Array(message.length + sig.length);
+  out.set(message);
+  out.set(sig, message.length);
   return out;
+}
+
+/** A signed DSFanoutRequest (docs/protocol.md) for one destination domain. */
+export async function signedFanoutRequest(hub: HubIdentity, recipients: readonly Recipient[], message: Uint8Array): Promise<Uint8Array> {
+  const head = fanoutHead(hub, recipients);
+  const tail = await signedTail(hub, head, message);
+  const out = new Uint8Array(head.length + tail.length);
+  out.set(head);
+  out.set(tail, head.length);
+  return out;
+}
+
+/** A domain's recipient section of one group state: the encoded head and the digest that names it in the store. */
+interface Section {
+  readonly head: Uint8Array;
+  readonly ref: string;
+}
+
+/** Sections of a group state, by "<domain> <excluded leaves of that domain>"; at most this many per state. */
+const SECTIONS_PER_STATE = 16;
+const sectionCache = new WeakMap<HostedGroup, Map<string, Section>>();
+
+function sectionFor(hub: HubIdentity, group: HostedGroup, domain: string, except: readonly number[], build: () => Recipient[]): Section {
+  let byKey = sectionCache.get(group);
+  if (byKey === undefined) sectionCache.set(group, (byKey = new Map()));
+  const key = `${domain} ${except.join(",")}`;
+  let section = byKey.get(key);
+  if (section === undefined) {
+    const head = fanoutHead(hub, build());
+    section = { head, ref: createHash("sha256").update(head).digest("base64url") };
+    if (byKey.size >= SECTIONS_PER_STATE) byKey.delete(byKey.keys().next().value!);
+    byKey.set(key, section);
+  }
+  return section;
 }
 
 /** The queue appends for a request's fanout, grouped by destination. */
@@ -67,20 +109,41 @@ export async function planFanout(hub: HubIdentity, items: readonly FanoutItem[])
   for (const item of items) {
     const byDomain = new Map<string, Recipient[]>();
     if ("group" in item) {
-      for (const [domain, m] of item.group.byDomain(hub.domain)) {
-        if (domain === hub.domain) {
-          const except = m.leafIndices.flatMap((leaf, i) => (item.exceptLeaves.has(leaf) ? [m.clientIds[i]!] : []));
-          if (except.length < m.clientIds.length) ops.push({ kind: "append", queue: groupFeed(item.group.key), payload: item.message, except });
-          continue;
-        }
-        const list: Recipient[] = [];
-        for (let i = 0; i < m.clientIds.length; i++) {
-          if (item.exceptLeaves.has(m.leafIndices[i]!)) continue;
-          const clientId = m.clientIds[i]!;
-          const token = item.group.tokens.get(clientId);
-          list.push(token !== undefined ? { clientId, token } : { clientId });
-        }
-        if (list.length > 0) byDomain.set(domain, list);
+      const group = item.group;
+      // The excluded leaves (the sender) by domain: few, so looked up one by one
+      // (a scan of the members would cost O(members) per message).
+      const exceptIn = new Map<string, number[]>();
+      const exceptIds = new Map<string, string[]>();
+      for (const leaf of item.exceptLeaves) {
+        const m = memberAt(group.state, leaf);
+        if (m === undefined) continue;
+        const d = m.domain ?? hub.domain;
+        exceptIn.set(d, [...(exceptIn.get(d) ?? []), leaf].sort((a, b) => a - b));
+        exceptIds.set(d, [...(exceptIds.get(d) ?? []), m.clientId]);
+      }
+      // The hub's own members: one feed entry (only their number matters here).
+      const locals = group.domainCounts(hub.domain).get(hub.domain) ?? 0;
+      const exceptLocal = exceptIds.get(hub.domain) ?? [];
+      if (exceptLocal.length < locals) ops.push({ kind: "append", queue: groupFeed(group.key), payload: item.message, except: exceptLocal });
+      for (const [domain, m] of group.remoteDomains(hub.domain)) {
+        const excluded = exceptIn.get(domain) ?? [];
+        if (excluded.length >= m.clientIds.length) continue; // nobody of that domain receives it
+        const section = sectionFor(hub, group, domain, excluded, () => {
+          const list: Recipient[] = [];
+          for (let i = 0; i < m.clientIds.length; i++) {
+            if (item.exceptLeaves.has(m.leafIndices[i]!)) continue;
+            const clientId = m.clientIds[i]!;
+            const token = group.tokens.get(clientId);
+            list.push(token !== undefined ? { clientId, token } : { clientId });
+          }
+          return list;
+        });
+        ops.push({
+          kind: "append",
+          queue: outboxQueue(domain),
+          payload: await signedTail(hub, section.head, item.message),
+          prefix: { groupId: group.key, epoch: group.epoch, ref: section.ref, bytes: section.head },
+        });
       }
     } else {
       for (const r of item.recipients) {

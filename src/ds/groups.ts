@@ -49,11 +49,22 @@ export function membershipChange(staged: StagedCommit): MembershipChange {
 
 interface ByDomain {
   readonly fallback: string;
-  readonly map: ReadonlyMap<string, DomainMembers>;
+  /** Members per domain, every domain (the fallback one included). */
+  readonly counts: ReadonlyMap<string, number>;
+  /**
+   * The members of every other domain than the fallback (the hub's own), kept
+   * up to date commit by commit: fanout lists them in each DSFanoutRequest.
+   * The hub's own members are one feed entry whatever their number; only
+   * their count is needed, so their list (100,000 entries in the biggest
+   * groups) is not copied on every commit.
+   */
+  readonly remote: ReadonlyMap<string, DomainMembers>;
 }
 
 export class HostedGroup {
   private byDomainCache?: ByDomain;
+  /** The fallback domain's list, made on demand for this state only. */
+  private localList?: DomainMembers;
 
   constructor(
     readonly key: string,
@@ -74,20 +85,48 @@ export class HostedGroup {
     return epochOf(this.state);
   }
 
-  /** Members grouped by domain (fanout costs per domain, not per member); kept up to date commit by commit. */
+  /** Members per domain (members without a domain count for `fallbackDomain`); kept up to date commit by commit. */
+  domainCounts(fallbackDomain: string): ReadonlyMap<string, number> {
+    return this.grouping(fallbackDomain).counts;
+  }
+
+  /** Members of the domains other than `fallbackDomain`, in leaf order; kept up to date commit by commit. */
+  remoteDomains(fallbackDomain: string): ReadonlyMap<string, DomainMembers> {
+    return this.grouping(fallbackDomain).remote;
+  }
+
+  /** Members grouped by domain, in leaf order (the fallback domain's list is made for this call's state). */
   byDomain(fallbackDomain: string): ReadonlyMap<string, DomainMembers> {
-    if (this.byDomainCache === undefined || this.byDomainCache.fallback !== fallbackDomain) {
-      const m = new Map<string, { clientIds: string[]; leafIndices: number[] }>();
-      for (const member of members(this.state)) {
-        const d = member.domain ?? fallbackDomain;
-        let e = m.get(d);
-        if (e === undefined) m.set(d, (e = { clientIds: [], leafIndices: [] }));
-        e.clientIds.push(member.clientId);
-        e.leafIndices.push(member.leafIndex);
-      }
-      this.byDomainCache = { fallback: fallbackDomain, map: m };
+    const g = this.grouping(fallbackDomain);
+    const out = new Map<string, DomainMembers>();
+    for (const d of g.counts.keys()) {
+      if (d !== fallbackDomain) out.set(d, g.remote.get(d)!);
+      else out.set(d, (this.localList ??= this.scan(fallbackDomain).local));
     }
-    return this.byDomainCache.map;
+    return out;
+  }
+
+  private grouping(fallbackDomain: string): ByDomain {
+    if (this.byDomainCache === undefined || this.byDomainCache.fallback !== fallbackDomain) {
+      const { counts, remote, local } = this.scan(fallbackDomain);
+      this.byDomainCache = { fallback: fallbackDomain, counts, remote };
+      this.localList = local;
+    }
+    return this.byDomainCache;
+  }
+
+  private scan(fallbackDomain: string): { counts: Map<string, number>; remote: Map<string, DomainMembers>; local: DomainMembers } {
+    const lists = new Map<string, { clientIds: string[]; leafIndices: number[] }>();
+    for (const member of members(this.state)) {
+      const d = member.domain ?? fallbackDomain;
+      let e = lists.get(d);
+      if (e === undefined) lists.set(d, (e = { clientIds: [], leafIndices: [] }));
+      e.clientIds.push(member.clientId);
+      e.leafIndices.push(member.leafIndex);
+    }
+    const counts = new Map([...lists].map(([d, e]) => [d, e.clientIds.length] as const));
+    const remote = new Map([...lists].filter(([d]) => d !== fallbackDomain));
+    return { counts, remote, local: lists.get(fallbackDomain) ?? { clientIds: [], leafIndices: [] } };
   }
 
   with(next: {
@@ -104,37 +143,45 @@ export class HostedGroup {
     return new HostedGroup(this.key, next.state ?? this.state, next.metadata ?? this.metadata, next.tokens ?? this.tokens, next.logLength ?? this.logLength, byDomain, proposedAt);
   }
 
-  /** The grouping after a commit: only the domains it touched are rebuilt (cost of the change, not of the group). */
+  /** The grouping after a commit: counts, and the lists of the remote domains it touched (cost of the change, not of the group). */
   private byDomainAfter(before: ByDomain, change: MembershipChange | undefined): ByDomain {
     if (change === undefined || (change.added.length === 0 && change.removed.length === 0)) return before;
-    const map = new Map(before.map);
+    const counts = new Map(before.counts);
+    const remote = new Map(before.remote);
     const touched = new Map<string, { clientIds: string[]; leafIndices: number[] }>();
-    const entry = (clientId: string) => {
-      const d = domainOf(clientId) ?? before.fallback;
+    const domain = (clientId: string) => domainOf(clientId) ?? before.fallback;
+    const entry = (d: string) => {
       let e = touched.get(d);
       if (e === undefined) {
-        const old = map.get(d);
+        const old = remote.get(d);
         touched.set(d, (e = { clientIds: [...(old?.clientIds ?? [])], leafIndices: [...(old?.leafIndices ?? [])] }));
       }
       return e;
     };
     for (const r of change.removed) {
-      const e = entry(r.clientId);
+      const d = domain(r.clientId);
+      counts.set(d, (counts.get(d) ?? 0) - 1);
+      if (d === before.fallback) continue;
+      const e = entry(d);
       const i = e.leafIndices.indexOf(r.leafIndex);
       if (i >= 0) (e.leafIndices.splice(i, 1), e.clientIds.splice(i, 1));
     }
     for (const a of change.added) {
-      const e = entry(a.clientId);
+      const d = domain(a.clientId);
+      counts.set(d, (counts.get(d) ?? 0) + 1);
+      if (d === before.fallback) continue;
+      const e = entry(d);
       let i = e.leafIndices.length;
       while (i > 0 && e.leafIndices[i - 1]! > a.leafIndex) i--; // keep leaf order
       e.leafIndices.splice(i, 0, a.leafIndex);
       e.clientIds.splice(i, 0, a.clientId);
     }
+    for (const [d, n] of counts) if (n <= 0) counts.delete(d);
     for (const [d, e] of touched) {
-      if (e.clientIds.length === 0) map.delete(d);
-      else map.set(d, e);
+      if (e.clientIds.length === 0) remote.delete(d);
+      else remote.set(d, e);
     }
-    return { fallback: before.fallback, map };
+    return { fallback: before.fallback, counts, remote };
   }
 }
 

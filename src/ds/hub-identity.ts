@@ -4,7 +4,7 @@
 // per signature algorithm, because an external sender signs with the group's
 // ciphersuite. The key file is created on first start (mode 0600) and must be
 // shared by every instance of one domain.
-import { createPrivateKey, sign as nodeSign, type KeyObject } from "node:crypto";
+import { createPrivateKey, createPublicKey, sign as nodeSign, verify as nodeVerify, type KeyObject } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import type { Credential, CiphersuiteImpl, CiphersuiteName } from "ts-mls";
@@ -102,6 +102,21 @@ export class HubIdentity {
     return signWithLabel(pair.signKey, label, content, (await suiteImpl(suite)).signature);
   }
 
+  /**
+   * SignWithLabel("DSFanoutRequest", parts joined) with the fanout key: the
+   * SignContent is built in one buffer from the parts (a DSFanoutRequest's
+   * head and its message), without joining them first.
+   */
+  async signFanout(parts: readonly Uint8Array[]): Promise<Uint8Array> {
+    const pair = await this.keyPair(FANOUT_SIGNATURE_SUITE);
+    this.ed25519 ??= createPrivateKey({
+      key: pair.signKey.length === 32 ? Buffer.concat([ED25519_PKCS8_PREFIX, pair.signKey]) : Buffer.from(pair.signKey),
+      format: "der",
+      type: "pkcs8",
+    });
+    return nodeSign(null, fanoutSignContent(parts), this.ed25519);
+  }
+
   /** Public key that verifies this hub's DSFanoutRequests (configured at its peers). */
   get fanoutPublicKey(): Uint8Array {
     return this.keys.get(getCiphersuiteFromName(FANOUT_SIGNATURE_SUITE).signature)!.publicKey;
@@ -115,6 +130,55 @@ export class HubIdentity {
     mkdirSync(dirname(this.file), { recursive: true, mode: 0o700 });
     writeFileSync(this.file, JSON.stringify(out, null, 2) + "\n", { mode: 0o600 });
   }
+}
+
+const FANOUT_LABEL = new TextEncoder().encode("MLS 1.0 DSFanoutRequest");
+
+function varintBytes(n: number): Uint8Array {
+  if (n < 0x40) return Uint8Array.of(n);
+  if (n < 0x4000) return Uint8Array.of(0x40 | (n >> 8), n & 0xff);
+  if (n > 0x3fffffff) throw new RangeError(`${n} bytes do not fit an MLS varint`);
+  return Uint8Array.of(0x80 | (n >>> 24), (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff);
+}
+
+/** SignContent {label = "MLS 1.0 DSFanoutRequest", content = parts joined} (RFC 9420 5.1.2) in one buffer. */
+export function fanoutSignContent(parts: readonly Uint8Array[]): Uint8Array {
+  const contentLength = parts.reduce((a, p) => a + p.length, 0);
+  const l1 = varintBytes(FANOUT_LABEL.length);
+  const l2 = varintBytes(contentLength);
+  const out = new Uint8Array(l1.length + FANOUT_LABEL.length + l2.length + contentLength);
+  let o = 0;
+  for (const p of [l1, FANOUT_LABEL, l2, ...parts]) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+const fanoutKeys = new Map<string, KeyObject>();
+
+/**
+ * Verifies a DSFanoutRequest signature (over the parts joined) with a peer
+ * hub's Ed25519 key, on the libuv threadpool: the guest goes on decoding
+ * other requests meanwhile. Keys are imported once per peer key.
+ */
+export function verifyFanoutSignatureAsync(publicKey: Uint8Array, parts: readonly Uint8Array[], signature: Uint8Array): Promise<boolean> {
+  const id = Buffer.from(publicKey).toString("base64url");
+  let key = fanoutKeys.get(id);
+  if (key === undefined) {
+    if (publicKey.length !== 32) return Promise.resolve(false);
+    key = createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: id }, format: "jwk" });
+    if (fanoutKeys.size >= 256) fanoutKeys.clear();
+    fanoutKeys.set(id, key);
+  }
+  const content = fanoutSignContent(parts);
+  return new Promise((resolve) => {
+    try {
+      nodeVerify(null, content, key, signature, (err, ok) => resolve(err === null && ok));
+    } catch {
+      resolve(false);
+    }
+  });
 }
 
 /** Verify a SignWithLabel signature made by a hub's fanout key. */

@@ -392,21 +392,30 @@ class Reader {
     const out: T[] = [];
     while (this.o < v.end) out.push(item(this));
     this.end = outer;
-    return out;
+    // An array grown by push keeps spare capacity (17 slots after the first): the
+    // thousands of small lists of a tree are kept at their exact size.
+    return out.length === 0 ? out : out.slice();
   }
 }
 
 // ts-mls's enum mappings: open enums keep unknown values as decimal strings, closed ones reject them.
 const suiteName = new Map<number, string>(Object.entries(ciphersuites).map(([k, v]) => [v, k]));
 const extName = new Map<number, string>(Object.entries(defaultExtensionTypes).map(([k, v]) => [v, k]));
-const credName = (n: number): string => (n === 1 ? "basic" : n === 2 ? "x509" : String(n));
+/** Unknown code points as text (GREASE values in every ts-mls leaf): one string per value, not per leaf. */
+const numberNames = new Map<number, string>();
+const nameOf = (n: number): string => {
+  let s = numberNames.get(n);
+  if (s === undefined) numberNames.set(n, (s = String(n)));
+  return s;
+};
+const credName = (n: number): string => (n === 1 ? "basic" : n === 2 ? "x509" : nameOf(n));
 const readU16 = (r: Reader) => r.u16();
 const readU32 = (r: Reader) => r.u32();
 const readBytes = (r: Reader) => r.bytes();
 const readVersion = (r: Reader) => (r.u16() === 1 ? ("mls10" as const) : bad("unknown protocol version"));
 const readSuite = (r: Reader) => {
   const n = r.u16();
-  return (suiteName.get(n) ?? String(n)) as CiphersuiteName;
+  return (suiteName.get(n) ?? nameOf(n)) as CiphersuiteName;
 };
 const readCredType = (r: Reader) => credName(r.u16()) as Capabilities["credentials"][number];
 
@@ -431,24 +440,48 @@ function readExtension(r: Reader): Extension {
   return { extensionType: (extName.get(n) ?? n) as Extension["extensionType"], extensionData: r.bytes() };
 }
 
+// Leaves of one group mostly carry the same lifetime and leaf extensions, byte
+// for byte (clients of one implementation): a tree of 100,000 leaves would
+// hold 100,000 equal copies.
+// Decoded values are shared by their encoding instead (LeafNodes are never
+// modified). Bounded: the table starts over when it has seen many distinct encodings.
+const INTERN_MAX = 4096;
+const interned = new Map<string, unknown>();
+const latin1 = new TextDecoder("latin1");
+
+function intern<T>(kind: string, r: Reader, start: number, value: T): T {
+  const key = kind + latin1.decode(r.b.subarray(start, r.o));
+  const seen = interned.get(key);
+  if (seen !== undefined) return seen as T;
+  if (interned.size >= INTERN_MAX) interned.clear();
+  interned.set(key, value);
+  return value;
+}
+
 function readLeafNode(r: Reader): LeafNode {
   const hpkePublicKey = r.bytes();
   const signaturePublicKey = r.bytes();
   const credential = readCredential(r);
+  // Not shared: ts-mls puts random GREASE values in every leaf's capabilities, so they rarely repeat.
   const capabilities = readCapabilities(r);
   const source = r.u8();
   let leaf: LeafNode;
   if (source === 1) {
+    const ltStart = r.o;
     const notBefore = r.u64();
     const notAfter = r.u64();
-    const extensions = r.vec(readExtension);
-    leaf = { hpkePublicKey, signaturePublicKey, credential, capabilities, leafNodeSource: "key_package", lifetime: { notBefore, notAfter }, extensions, signature: r.bytes() };
+    const lifetime = intern("l", r, ltStart, { notBefore, notAfter });
+    const extStart = r.o;
+    const extensions = intern("e", r, extStart, r.vec(readExtension));
+    leaf = { hpkePublicKey, signaturePublicKey, credential, capabilities, leafNodeSource: "key_package", lifetime, extensions, signature: r.bytes() };
   } else if (source === 2) {
-    const extensions = r.vec(readExtension);
+    const extStart = r.o;
+    const extensions = intern("e", r, extStart, r.vec(readExtension));
     leaf = { hpkePublicKey, signaturePublicKey, credential, capabilities, leafNodeSource: "update", extensions, signature: r.bytes() };
   } else if (source === 3) {
     const parentHash = r.bytes();
-    const extensions = r.vec(readExtension);
+    const extStart = r.o;
+    const extensions = intern("e", r, extStart, r.vec(readExtension));
     leaf = { hpkePublicKey, signaturePublicKey, credential, capabilities, leafNodeSource: "commit", parentHash, extensions, signature: r.bytes() };
   } else return bad(`leaf_node_source ${source}`);
   return leaf;

@@ -24,6 +24,20 @@ export class EpochConflictError extends StoreError {
   }
 }
 
+/**
+ * A setFeedSet precondition failed: the feed follows another recipient set
+ * than the caller believed (another instance moved it, or a cold cache).
+ */
+export class FeedSetConflictError extends StoreError {
+  constructor(
+    readonly groupId: string,
+    readonly expected: string | undefined,
+    readonly current: string | undefined,
+  ) {
+    super(`feed ${groupId}: expected recipient set ${expected ?? "(none)"}, current is ${current ?? "(none)"}`);
+  }
+}
+
 /** createGroup for a group id that is already stored, or deleted and still tombstoned (`deleted`). */
 export class GroupExistsError extends StoreError {
   constructor(

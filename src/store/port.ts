@@ -362,6 +362,27 @@ export interface AppendOp {
   readonly payload: Uint8Array;
   /** Group feeds only: members (client ids) that do not receive this entry (its sender). */
   readonly except?: readonly string[];
+  /**
+   * Not for group feeds: bytes the entry's payload starts with, shared by many entries and
+   * stored once (the recipient section of a hub's DSFanoutRequests, the same for every message of
+   * an epoch). Readers get `prefix.bytes || payload`. See EntryPrefix.
+   */
+  readonly prefix?: EntryPrefix;
+}
+
+/**
+ * A shared start of queue entries (hub side: the head of a DSFanoutRequest with the
+ * recipients and their tokens, built once per group epoch). Stored once per
+ * (groupId, ref) however many entries name it (`bytes` is ignored when stored
+ * already); `ref` must identify the bytes (a digest). It is kept while the group
+ * is at `epoch` or an entry names it; the group's next commit, its deletion or
+ * purgeExpired drops it once neither holds.
+ */
+export interface EntryPrefix {
+  readonly groupId: string;
+  readonly epoch: bigint;
+  readonly ref: string;
+  readonly bytes: Uint8Array;
 }
 
 /**
@@ -411,6 +432,22 @@ export interface FeedMembership {
   readonly cursor: bigint;
   /** Last feed sequence for the client once it left; undefined while it is a member. */
   readonly until?: bigint;
+}
+
+/**
+ * Guest-side feeds (delivery by feed of a hub's DSFanoutRequests): the
+ * recipient set a feed's membership follows, named by a caller-chosen id (a
+ * digest of the set). Compare-and-set: the feed's current set id must be
+ * `expected` (undefined: none recorded), else FeedSetConflictError with the
+ * current one and nothing of the batch is applied; then it becomes `setId`
+ * (the same id: a check only). The caller brings the membership to the new set
+ * with leaveFeed / joinFeed ops in the same batch.
+ */
+export interface SetFeedSetOp {
+  readonly kind: "setFeedSet";
+  readonly groupId: string;
+  readonly expected?: string;
+  readonly setId: string;
 }
 
 /** Delete a queue's entries with seq <= uptoSeq (sequence numbering continues). */
@@ -480,6 +517,7 @@ export type WriteOp =
   | JoinFeedOp
   | LeaveFeedOp
   | PullFeedsOp
+  | SetFeedSetOp
   | AckOp
   | DeleteQueueOp
   | MarkProcessedOp
@@ -515,6 +553,8 @@ export interface PurgeResult {
   readonly seenRequests: number;
   /** Remembered refs of consumed KeyPackages whose time is over. */
   readonly consumedKeyPackages?: number;
+  /** Entry prefixes no entry names any more whose group moved past their epoch (or is gone). */
+  readonly prefixes?: number;
 }
 
 /** What trimQueues drops from each queue it looks at. */
@@ -577,6 +617,12 @@ export interface Store {
 
   // Local clients and KeyPackages
   getClient(clientId: string): Promise<ClientRecord | undefined>;
+  /**
+   * A counter that every putClient and removeClient increases (in its batch's
+   * transaction): results derived from client records (verified
+   * FanoutAuthTokens) stay valid while it does not change.
+   */
+  clientsVersion(): Promise<bigint>;
   /** Shortcut for apply({ops: [consumeKeyPackage]}). */
   consumeKeyPackage(clientId: string, ciphersuite?: number): Promise<StoredKeyPackage | undefined>;
   /** Unexpired regular (not last-resort) KeyPackages of the client. */
@@ -599,6 +645,8 @@ export interface Store {
   feedMemberships(clientId: string): Promise<FeedMembership[]>;
   /** Client ids currently receiving the group's feed (members that have not left), ascending. */
   feedMembers(groupId: string): Promise<string[]>;
+  /** The recipient set id a guest-side feed follows (setFeedSet), undefined if none. */
+  feedSet(groupId: string): Promise<string | undefined>;
   /** Listen for committed appends to `queue` (also from other instances where the adapter can see them). */
   subscribe(queue: QueueId, listener: AppendListener): Unsubscribe;
   /**

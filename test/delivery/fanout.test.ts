@@ -28,6 +28,7 @@ import { clientQueue, outboxQueue } from "../../src/store/index.js";
 import { DSFanoutErrorCode, decodeDSFanoutResponse, encodeDSFanoutResponse, type DSFanoutResponse } from "../../src/wire/index.js";
 import { transport as rawTransport } from "../helpers/clients.js";
 import { makeDevCa, type DevCa } from "../helpers/devca.js";
+import { pullInbox } from "../helpers/inbox.js";
 import { recordingHandler, startTestServer, type TestServer } from "../helpers/server.js";
 import { b64, dsTransport, MessageSource, tempStore, TestClient, waitFor, type TempStore } from "./helpers.js";
 
@@ -102,7 +103,9 @@ async function hubSends(recipients: { clientId: string; token?: Uint8Array }[], 
   return r.appended[0]!.seq;
 }
 
+/** What the client's Receive stream would deliver: its queue after pulling its feeds (fanout for a group is stored once per request). */
 async function queued(clientId: string): Promise<Uint8Array[]> {
+  await pullInbox(guestDb.store, clientId);
   return (await guestDb.store.read(clientQueue(clientId), 0n, 1000)).map((e) => e.payload);
 }
 

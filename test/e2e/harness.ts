@@ -31,6 +31,8 @@ interface DomainNode {
 /** A member of a group, with the stream of its own DS queue. */
 export class E2EClient {
   private readonly received: { sequence: bigint; mlsMessage: Uint8Array }[] = [];
+  /** Every queue sequence received, in arrival order (across reconnects). */
+  readonly sequences: bigint[] = [];
   private readonly abort = new AbortController();
   private acked = 0n;
   private wake: (() => void) | undefined;
@@ -51,6 +53,7 @@ export class E2EClient {
           const after = this.received.length > 0 ? this.received[this.received.length - 1]!.sequence : this.acked;
           for await (const m of local.receive(after, this.abort.signal)) {
             this.received.push(m);
+            this.sequences.push(m.sequence);
             this.wake?.();
           }
         } catch {
@@ -164,6 +167,11 @@ export class Federation {
     const s = this.nodes.get(domain)?.server;
     if (s === undefined) throw new Error(`${domain} is not running`);
     return s;
+  }
+
+  /** The domain's data directory (its SQLite store is `ds.sqlite` in it). */
+  dataDir(domain: string): string {
+    return this.nodes.get(domain)!.dataDir;
   }
 
   url(domain: string): string {

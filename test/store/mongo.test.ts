@@ -11,6 +11,7 @@ import { isBlobRef } from "../../src/store/mongo/blobs.js";
 import { MONGO_MIGRATIONS, openMongoStore, type MongoStore, type MongoStoreOptions } from "../../src/store/mongo/store.js";
 import { MAX_DATE_MS, withDatabase } from "../../src/store/mongo/values.js";
 import { runStoreContract, sleep, waitUntil } from "./contract.js";
+import { runScaleContract } from "./contract-scale.js";
 
 const uri = process.env.MONGODB_URI;
 const text = (s: string): Uint8Array => new TextEncoder().encode(s);
@@ -61,6 +62,12 @@ describe.skipIf(!uri)("MongoDB adapter", () => {
     });
 
   runStoreContract("mongodb", async () => {
+    const name = freshDb();
+    return { open: () => openStore(uri!, { mongoDatabase: name }), dispose: () => drop(name) };
+  });
+
+  // Issue 16: guest feed sets, shared entry prefixes, the clients version.
+  runScaleContract("mongodb", async () => {
     const name = freshDb();
     return { open: () => openStore(uri!, { mongoDatabase: name }), dispose: () => drop(name) };
   });

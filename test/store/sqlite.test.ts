@@ -17,6 +17,7 @@ import {
   sqlitePathOf,
 } from "../../src/store/index.js";
 import { runStoreContract } from "./contract.js";
+import { runScaleContract } from "./contract-scale.js";
 
 const dirs: string[] = [];
 const tempDir = (): string => {
@@ -44,6 +45,16 @@ runStoreContract("sqlite (temp file, inline writer)", async () => {
     dispose: async () => rmSync(dir, { recursive: true, force: true }),
   };
 });
+
+for (const writer of ["thread", "inline"] as const) {
+  runScaleContract(`sqlite (temp file, ${writer} writer)`, async () => {
+    const dir = tempDir();
+    return {
+      open: () => openStore(`sqlite:${join(dir, "ds.sqlite")}`, { writer }),
+      dispose: async () => rmSync(dir, { recursive: true, force: true }),
+    };
+  });
+}
 
 describe("SQLite adapter", () => {
   it("runs WAL with synchronous=FULL and busy_timeout", async () => {

@@ -2,6 +2,7 @@
 // or a member resyncing after state loss (with a Remove of its old leaf). The
 // joiner's FanoutAuthToken comes from a fanout_auth extension in its new
 // LeafNode, as it has no KeyPackage here (docs/protocol.md).
+import { changedTokens } from "../token-map.js";
 import { readFanoutAuthToken } from "../../wire/index.js";
 import { stageGroupUpdate } from "../commit.js";
 import { checkExternalJoin } from "../join-policy.js";
@@ -19,9 +20,7 @@ export const externalJoin: Operation = async (ctx, input) => {
   const leaf = s.staged.tree.leaf(s.staged.committer);
   const token = leaf !== undefined ? readFanoutAuthToken(leaf.leaf.extensions) : undefined;
   if (leaf !== undefined && token !== undefined) {
-    const tokens = new Map(next.tokens);
-    tokens.set(leaf.clientId, token.token);
-    next = next.with({ tokens });
+    next = next.with({ tokens: changedTokens(next.tokens, [], [[leaf.clientId, token.token]]) });
     writes.push({ kind: "setFanoutToken", groupId: group.key, clientId: leaf.clientId, token: token.token });
   }
   // Stored proposals cannot be referenced by an external commit (RFC 9420

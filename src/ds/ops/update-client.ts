@@ -1,6 +1,7 @@
 // Update client (draft 9.6): a commit with an UpdatePath and no proposals by
 // value (stored ones by reference), optionally replacing the sender's
 // FanoutAuthToken.
+import { changedTokens } from "../token-map.js";
 import { memberAt } from "../../mls/index.js";
 import { DSErrorCode } from "../../wire/index.js";
 import { admitOwnToken } from "../admission.js";
@@ -26,9 +27,7 @@ export const updateClient: Operation = async (ctx, input) => {
   if (req.token !== undefined && s.sender !== undefined) {
     const leaf = s.staged.tree.leaf(s.staged.committer)!.leaf;
     await admitOwnToken(ctx, group.state.groupContext.groupId, s.sender.clientId, leaf.signaturePublicKey, leaf.credential, req.token.token, "update_client");
-    const tokens = new Map(next.tokens);
-    tokens.set(s.sender.clientId, req.token.token);
-    next = next.with({ tokens });
+    next = next.with({ tokens: changedTokens(next.tokens, [], [[s.sender.clientId, req.token.token]]) });
     writes.push({ kind: "setFanoutToken", groupId: group.key, clientId: s.sender.clientId, token: req.token.token });
   }
   return { response: ok(), writes, fanout: s.fanout, group: { next } };

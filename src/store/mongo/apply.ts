@@ -8,6 +8,7 @@
 // counter. A `$set` of an unchanged value is a no-op that conflicts with nothing.
 
 import * as hardening from "./harden-ds.js";
+import * as scale from "./scale-ops.js";
 import type { ClientSession, Document } from "mongodb";
 import { checkUint63 } from "../common.js";
 import {
@@ -170,6 +171,8 @@ export class BatchApplier {
         return this.#deleteQueue(op);
       case "markProcessed":
         return this.#markProcessed(op);
+      case "setFeedSet":
+        return scale.setFeedSet(scale.scaleCollections(this.#x.c), op, this.#x.session);
       case "recordRequest":
         if (await hardening.recordRequest(hardening.hardeningCollections(this.#x.c), op, this.#x.now, this.#x.session)) throw new DuplicateBatch();
         return;
@@ -205,6 +208,7 @@ export class BatchApplier {
     const entry = await this.#putBlob(op.logEntry, op.groupId);
     await c.log.insertOne({ groupId: op.groupId, epoch: next, entry, createdAt: now }, this.#o);
     if (op.snapshot) await this.#replaceSnapshot(op.groupId, next, op.snapshot);
+    await scale.sweepPrefixes(scale.scaleCollections(c), op.groupId, next, this.#x.session);
     await c.proposals.deleteMany({ groupId: op.groupId, epoch: { $lt: next } }, this.#o);
     this.#epochs.push({ groupId: op.groupId, epoch: next });
   }
@@ -237,6 +241,7 @@ export class BatchApplier {
       await coll.deleteMany(coll === c.chunks ? { g: op.groupId } : { groupId: op.groupId }, this.#o);
     }
     await hardening.deleteGroupRecords(hardening.hardeningCollections(c), op.groupId, this.#x.session);
+    await scale.sweepPrefixes(scale.scaleCollections(c), op.groupId, undefined, this.#x.session);
     if (op.tombstoneUntil !== undefined)
       await c.tombstones.replaceOne({ _id: op.groupId }, { deletedAt: this.#x.now, expiresAt: op.tombstoneUntil }, { ...this.#o, upsert: true });
   }
@@ -316,12 +321,14 @@ export class BatchApplier {
       { $set: { sigKey: op.signaturePublicKey, authData: op.authData ?? null, updatedAt: now }, $setOnInsert: { createdAt: now } },
       { ...this.#o, upsert: true },
     );
+    await scale.bumpClientsVersion(scale.scaleCollections(c), this.#x.session);
   }
 
   async #removeClient(op: RemoveClientOp): Promise<void> {
     const { c } = this.#x;
     await c.clients.deleteOne({ _id: op.clientId }, this.#o);
     await c.keyPackages.deleteMany({ clientId: op.clientId }, this.#o);
+    await scale.bumpClientsVersion(scale.scaleCollections(c), this.#x.session);
   }
 
   async #publishKeyPackages(op: PublishKeyPackagesOp): Promise<void> {
@@ -402,7 +409,9 @@ export class BatchApplier {
     checkValueSize("payload", op.payload);
     const seq = await this.#bump(op.queue, 1n);
     const except = op.except !== undefined && op.except.length > 0 ? { except: [...op.except] } : {};
-    await this.#x.c.entries.insertOne({ queue: op.queue, seq, payload: op.payload, enqueuedAt: this.#x.now, ...except }, this.#o);
+    if (op.prefix !== undefined && op.queue.startsWith("feed:")) throw new StoreError(`append to ${op.queue}: group feed entries take no prefix`);
+    const prefix = op.prefix !== undefined ? { prefixId: await scale.putPrefix(scale.scaleCollections(this.#x.c), op.prefix, this.#x.session) } : {};
+    await this.#x.c.entries.insertOne({ queue: op.queue, seq, payload: op.payload, enqueuedAt: this.#x.now, ...except, ...prefix }, this.#o);
     this.#appended.push({ queue: op.queue, seq });
   }
 

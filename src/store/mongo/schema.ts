@@ -3,6 +3,7 @@
 // positional and append-only (shipped steps are never edited).
 
 import { migrateHardening } from "./harden-ds.js";
+import { scaleMigration } from "./scale-ops.js";
 import { randomBytes } from "node:crypto";
 import type { Collection, Db } from "mongodb";
 import { StoreError, StoreUnavailableError } from "../errors.js";
@@ -29,6 +30,9 @@ export const COLLECTIONS = {
   seen: "seen_requests",
   owners: "group_owners",
   consumed: "consumed_key_packages",
+  feedSets: "feed_sets",
+  prefixes: "entry_prefixes",
+  counters: "counters",
   meta: "meta",
 } as const;
 
@@ -157,6 +161,7 @@ export const MONGO_MIGRATIONS: readonly { name: string; up: (db: Db) => Promise<
       await db.collection("consumed_key_packages").createIndex({ expiresAt: 1 });
     },
   },
+  scaleMigration,
 ];
 
 const codeOf = (err: unknown): number | undefined => {

@@ -24,6 +24,7 @@
 // The write ops are in apply.ts (one method per op), the schema in schema.ts.
 
 import * as hardening from "./harden-ds.js";
+import * as scale from "./scale-ops.js";
 import { randomBytes } from "node:crypto";
 import { MongoClient, type ClientSession, type Collection, type Db } from "mongodb";
 import { AppendNotifier, checkUint63, rateWindow } from "../common.js";
@@ -106,6 +107,8 @@ export async function openMongoStore(options: MongoStoreOptions): Promise<MongoS
 export class MongoStore implements Store {
   readonly #client: MongoClient;
   readonly #c: Collections;
+  /** Shared entry prefixes (outbox recipient sections), cached by id. */
+  #prefixReader!: scale.PrefixReader;
   readonly #now: () => number;
   readonly #notifier = new AppendNotifier();
   readonly #watcher: Watcher;
@@ -119,6 +122,7 @@ export class MongoStore implements Store {
   constructor(client: MongoClient, db: Db, options: MongoStoreOptions) {
     this.#client = client;
     this.#c = collectionsOf(db);
+    this.#prefixReader = new scale.PrefixReader(scale.scaleCollections(this.#c));
     this.#now = options.now ?? Date.now;
     this.#o = {
       closeTimeoutMs: options.closeTimeoutMs ?? 10_000,
@@ -442,7 +446,8 @@ export class MongoStore implements Store {
       const upto = maxBytes !== undefined ? await lastSeqWithin(this.#c.entries, queue, afterSeq, n, maxBytes) : undefined;
       const seq = upto !== undefined ? { $gt: afterSeq, $lte: upto } : { $gt: afterSeq };
       const docs = await this.#c.entries.find({ queue, seq }, { sort: { seq: 1 }, limit: n }).toArray();
-      return docs.map((d) => ({ seq: big(d.seq), payload: copyBytes(d.payload), enqueuedAt: num(d.enqueuedAt) }));
+      const payloads = await this.#prefixReader.payloads(docs);
+      return docs.map((d, i) => ({ seq: big(d.seq), payload: payloads[i]!, enqueuedAt: num(d.enqueuedAt) }));
     });
   }
 
@@ -566,8 +571,18 @@ export class MongoStore implements Store {
       const tombstones = await drainBatches(n, step(c.tombstones, { expiresAt: { $lte: t } }));
       const seenRequests = await drainBatches(n, step(c.seen, { expiresAt: { $lte: t } }));
       const consumedKeyPackages = await drainBatches(n, step(c.consumed, { expiresAt: { $lte: t } }));
-      return { historyEntries, keyPackages, rateLimits, tombstones, seenRequests, consumedKeyPackages };
+      const prefixes = await this.#writeTx((session) => scale.purgePrefixes(scale.scaleCollections(c), session));
+      return { historyEntries, keyPackages, rateLimits, tombstones, seenRequests, consumedKeyPackages, prefixes };
     });
+  }
+
+  // Issue 16 reads (scale-ops.ts).
+  async feedSet(groupId: string): Promise<string | undefined> {
+    return this.#read(() => scale.feedSetOf(scale.scaleCollections(this.#c), groupId));
+  }
+
+  async clientsVersion(): Promise<bigint> {
+    return this.#read(() => scale.clientsVersionOf(scale.scaleCollections(this.#c)));
   }
 
   async trimQueues(prefix: string, trim: QueueTrim): Promise<number> {

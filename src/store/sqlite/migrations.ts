@@ -223,6 +223,37 @@ export const MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    // Issue 16 (federation at scale). Guest-side delivery by feed: the
+    // recipient set a guest feed follows (setFeedSet). Hub side: the
+    // recipient section of an epoch's DSFanoutRequests stored once, outbox
+    // entries pointing at it (AUTOINCREMENT: ids are never reused, so readers
+    // may cache a prefix by id). A counter of client record changes, so a
+    // guest can keep verified tokens until a record changes.
+    name: "guest feed sets, shared entry prefixes, clients version",
+    up(db) {
+      db.exec(`
+        CREATE TABLE feed_sets (
+          group_id TEXT PRIMARY KEY,
+          set_id   TEXT NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE entry_prefixes (
+          id       INTEGER PRIMARY KEY AUTOINCREMENT,
+          group_id TEXT NOT NULL,
+          ref      TEXT NOT NULL,
+          epoch    INTEGER NOT NULL,
+          data     BLOB NOT NULL,
+          UNIQUE (group_id, ref)
+        );
+        ALTER TABLE queue_entries ADD COLUMN prefix_id INTEGER;
+        CREATE INDEX queue_entries_by_prefix ON queue_entries (prefix_id) WHERE prefix_id IS NOT NULL;
+        CREATE TABLE counters (
+          name  TEXT PRIMARY KEY,
+          value INTEGER NOT NULL
+        ) WITHOUT ROWID;
+      `);
+    },
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -196,8 +196,26 @@ export function prepare(db: Database.Database) {
     lowestFeedCursor: p("SELECT min(cursor) AS low FROM feed_members WHERE group_id = ?"),
     insertSharedEntry: p("INSERT INTO queue_entries (queue, seq, payload, payload_id, enqueued_at) VALUES (?, ?, x'', ?, ?)"),
     readQueue: p(
-      "SELECT e.seq, coalesce(p.data, e.payload) AS payload, e.enqueued_at FROM queue_entries e LEFT JOIN queue_payloads p ON p.id = e.payload_id WHERE e.queue = ? AND e.seq > ? ORDER BY e.seq LIMIT ?",
+      "SELECT e.seq, coalesce(p.data, e.payload) AS payload, e.enqueued_at, e.prefix_id FROM queue_entries e LEFT JOIN queue_payloads p ON p.id = e.payload_id WHERE e.queue = ? AND e.seq > ? ORDER BY e.seq LIMIT ?",
     ),
+    // Issue 16: guest feed sets, shared entry prefixes, the clients version.
+    getFeedSet: p("SELECT set_id FROM feed_sets WHERE group_id = ?"),
+    upsertFeedSet: p("INSERT INTO feed_sets (group_id, set_id) VALUES (?, ?) ON CONFLICT (group_id) DO UPDATE SET set_id = excluded.set_id"),
+    prefixId: p("SELECT id FROM entry_prefixes WHERE group_id = ? AND ref = ?"),
+    insertPrefix: p("INSERT INTO entry_prefixes (group_id, ref, epoch, data) VALUES (?, ?, ?, ?) RETURNING id"),
+    insertPrefixedEntry: p("INSERT INTO queue_entries (queue, seq, payload, enqueued_at, prefix_id) VALUES (?, ?, ?, ?, ?)"),
+    prefixData: p("SELECT data FROM entry_prefixes WHERE id = ?"),
+    sweepPrefixesBefore: p(
+      "DELETE FROM entry_prefixes WHERE group_id = ? AND epoch < ? AND NOT EXISTS (SELECT 1 FROM queue_entries e WHERE e.prefix_id = entry_prefixes.id)",
+    ),
+    sweepPrefixesOfGroup: p(
+      "DELETE FROM entry_prefixes WHERE group_id = ? AND NOT EXISTS (SELECT 1 FROM queue_entries e WHERE e.prefix_id = entry_prefixes.id)",
+    ),
+    purgePrefixes: p(
+      "DELETE FROM entry_prefixes WHERE NOT EXISTS (SELECT 1 FROM queue_entries e WHERE e.prefix_id = entry_prefixes.id) AND coalesce(epoch < (SELECT g.epoch FROM groups g WHERE g.group_id = entry_prefixes.group_id), 1)",
+    ),
+    bumpClientsVersion: p("INSERT INTO counters (name, value) VALUES ('clients', 1) ON CONFLICT (name) DO UPDATE SET value = value + 1"),
+    clientsVersion: p("SELECT value FROM counters WHERE name = 'clients'"),
     ackQueue: p("DELETE FROM queue_entries WHERE queue = ? AND seq <= ?"),
     queueHead: p("SELECT last_seq FROM queues WHERE queue = ?"),
     queueStats: p("SELECT min(seq) AS first, count(*) AS n FROM queue_entries WHERE queue = ?"),

@@ -30,6 +30,7 @@ import {
   EpochConflictError,
   GroupExistsError,
   StoreClosedError,
+  StoreError,
   UnknownClientError,
   UnknownGroupError,
 } from "../errors.js";
@@ -106,6 +107,8 @@ function inlineWriter(w: SqliteWriter): Writer {
   };
 }
 
+/** Entry prefixes a reader keeps (one per group epoch and guest domain in use). */
+const PREFIX_CACHE = 64;
 /** Most `apply` calls written in one group commit (bounds one commit's size and time). */
 const MAX_GROUP = 512;
 /** One queued `apply` call of a group commit. */
@@ -401,13 +404,31 @@ export class SqliteStore implements Store {
       let total = 0;
       // Iterate (not .all()): at most one payload past the byte bound is read, and dropped at once.
       for (const r of this.#s.readQueue.iterate(queue, afterSeq, n) as IterableIterator<Row>) {
-        const payload = bytes(r.payload);
+        const payload = r.prefix_id == null ? bytes(r.payload) : this.#prefixed(big(r.prefix_id), r.payload as Buffer);
         if (maxBytes !== undefined && out.length > 0 && total + payload.length > maxBytes) break;
         total += payload.length;
         out.push({ seq: big(r.seq), payload, enqueuedAt: num(r.enqueued_at) });
       }
       return out;
     });
+  }
+
+  /** Prefixes by id (ids are never reused and a prefix never changes): a hub's stream reads each once. */
+  readonly #prefixes = new Map<bigint, Buffer>();
+
+  #prefixed(id: bigint, payload: Buffer): Uint8Array {
+    let prefix = this.#prefixes.get(id);
+    if (prefix === undefined) {
+      const row = this.#s.prefixData.get(id) as Row | undefined;
+      if (row === undefined) throw new StoreError(`queue entry names entry prefix ${id}, which is not stored`);
+      prefix = row.data as Buffer;
+      if (this.#prefixes.size >= PREFIX_CACHE) this.#prefixes.delete(this.#prefixes.keys().next().value!);
+      this.#prefixes.set(id, prefix);
+    }
+    const out = new Uint8Array(prefix.length + payload.length);
+    out.set(prefix);
+    out.set(payload, prefix.length);
+    return out;
   }
 
   /** Joins the group commit: acknowledgements (a guest DS's, a client's) share the other writes' fsync. */
@@ -443,6 +464,20 @@ export class SqliteStore implements Store {
 
   async feedMembers(groupId: string): Promise<string[]> {
     return this.#run(() => (this.#s.feedMembersOfGroup.all(groupId) as Row[]).map((r) => String(r.client_id)));
+  }
+
+  async feedSet(groupId: string): Promise<string | undefined> {
+    return this.#run(() => {
+      const r = this.#s.getFeedSet.get(groupId) as Row | undefined;
+      return r === undefined ? undefined : String(r.set_id);
+    });
+  }
+
+  async clientsVersion(): Promise<bigint> {
+    return this.#run(() => {
+      const r = this.#s.clientsVersion.get() as Row | undefined;
+      return r === undefined ? 0n : big(r.value);
+    });
   }
 
   subscribe(queue: QueueId, listener: AppendListener): Unsubscribe {

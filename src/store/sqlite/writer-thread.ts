@@ -8,6 +8,7 @@ import {
   DuplicateKeyPackageError,
   EpochConflictError,
   KeyPackageQuotaError,
+  FeedSetConflictError,
   GroupExistsError,
   QuotaExceededError,
   StoreError,
@@ -37,6 +38,7 @@ type WireError =
   | { readonly type: "keyPackageQuota"; readonly clientId: string; readonly limit: number }
   | { readonly type: "duplicateBatch" }
   | { readonly type: "quota"; readonly quota: string; readonly limit: number }
+  | { readonly type: "feedSetConflict"; readonly groupId: string; readonly expected?: string; readonly current?: string }
   | { readonly type: "unavailable" | "range" | "store" | "other"; readonly message: string };
 
 type WireOutcome = { readonly ok: { result: unknown; appended: Map<QueueId, bigint> } } | { readonly err: WireError };
@@ -52,6 +54,9 @@ function toWire(e: unknown): WireError {
   if (err instanceof KeyPackageQuotaError) return { type: "keyPackageQuota", clientId: err.clientId, limit: err.limit };
   if (err instanceof DuplicateBatch) return { type: "duplicateBatch" };
   if (err instanceof QuotaExceededError) return { type: "quota", quota: err.quota, limit: err.limit };
+  if (err instanceof FeedSetConflictError) {
+    return { type: "feedSetConflict", groupId: err.groupId, ...(err.expected !== undefined ? { expected: err.expected } : {}), ...(err.current !== undefined ? { current: err.current } : {}) };
+  }
   const message = err instanceof Error ? err.message : String(err);
   if (err instanceof StoreUnavailableError) return { type: "unavailable", message };
   if (err instanceof StoreRangeError) return { type: "range", message };
@@ -79,6 +84,8 @@ function fromWire(w: WireError): Error {
       return new DuplicateBatch();
     case "quota":
       return new QuotaExceededError(w.quota, w.limit);
+    case "feedSetConflict":
+      return new FeedSetConflictError(w.groupId, w.expected, w.current);
     case "unavailable":
       return new StoreUnavailableError(w.message);
     case "range":

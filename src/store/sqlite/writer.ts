@@ -10,6 +10,7 @@ import {
   DuplicateKeyPackageError,
   EpochConflictError,
   KeyPackageQuotaError,
+  FeedSetConflictError,
   GroupExistsError,
   QuotaExceededError,
   StoreError,
@@ -104,7 +105,8 @@ export class SqliteWriter {
         const tombstones = this.#s.purgeTombstones.run(now).changes;
         const seenRequests = this.#s.purgeSeenRequests.run(now).changes;
         const consumedKeyPackages = this.#s.purgeConsumed.run(now).changes;
-        return { historyEntries, keyPackages, rateLimits, tombstones, seenRequests, consumedKeyPackages };
+        const prefixes = this.#s.purgePrefixes.run().changes;
+        return { historyEntries, keyPackages, rateLimits, tombstones, seenRequests, consumedKeyPackages, prefixes };
       })
       .immediate();
   }
@@ -172,6 +174,7 @@ export class SqliteWriter {
           s.insertLog.run(op.groupId, next, op.logEntry, now);
           if (op.snapshot) this.#replaceSnapshot(op.groupId, next, op.snapshot);
           s.clearOldProposals.run(op.groupId, next);
+          s.sweepPrefixesBefore.run(op.groupId, next);
           epochs.push({ groupId: op.groupId, epoch: next });
           break;
         }
@@ -193,6 +196,7 @@ export class SqliteWriter {
           for (const del of s.deleteGroupAll) del.run(op.groupId);
           if (op.tombstoneUntil !== undefined) s.upsertTombstone.run(op.groupId, now, op.tombstoneUntil);
           s.deleteSeenRequestsOfGroup.run(op.groupId);
+          s.sweepPrefixesOfGroup.run(op.groupId);
           break;
         }
         case "addProposal": {
@@ -226,10 +230,12 @@ export class SqliteWriter {
           break;
         case "putClient":
           s.upsertClient.run(op.clientId, op.signaturePublicKey, op.authData ?? null, now, now);
+          s.bumpClientsVersion.run();
           break;
         case "removeClient":
           s.deleteClient.run(op.clientId);
           s.deleteKeyPackagesOfClient.run(op.clientId);
+          s.bumpClientsVersion.run();
           break;
         case "publishKeyPackages": {
           if (!s.getClient.get(op.clientId)) throw new UnknownClientError(op.clientId);
@@ -263,7 +269,10 @@ export class SqliteWriter {
           const row = s.bumpQueue.get(op.queue) as Row;
           const seq = big(row.last_seq);
           const shared = sharedPayloads.get(op.payload);
-          if (isGroupFeed(op.queue)) {
+          if (op.prefix !== undefined) {
+            if (isGroupFeed(op.queue)) throw new StoreError(`append to ${op.queue}: group feed entries take no prefix`);
+            s.insertPrefixedEntry.run(op.queue, seq, op.payload, now, this.#prefixId(op.prefix));
+          } else if (isGroupFeed(op.queue)) {
             // Feed payloads always live in queue_payloads: members' copies point at them.
             const id = shared?.id ?? big((s.insertPayload.get(op.payload, shared?.refs ?? 1) as Row).id);
             if (shared !== undefined) shared.id = id;
@@ -304,6 +313,13 @@ export class SqliteWriter {
             pulled += n;
             budget -= n;
           }
+          break;
+        }
+        case "setFeedSet": {
+          const row = s.getFeedSet.get(op.groupId) as Row | undefined;
+          const current = row === undefined ? undefined : String(row.set_id);
+          if (current !== op.expected) throw new FeedSetConflictError(op.groupId, op.expected, current);
+          if (current !== op.setId) s.upsertFeedSet.run(op.groupId, op.setId);
           break;
         }
         case "ack":
@@ -360,6 +376,13 @@ export class SqliteWriter {
       s.pruneLog.run(groupId, epoch);
     }
     s.upsertSnapshot.run(groupId, epoch, state);
+  }
+
+  /** The stored prefix's id, inserting it if it is not stored (yet, or any more). */
+  #prefixId(prefix: { groupId: string; epoch: bigint; ref: string; bytes: Uint8Array }): bigint {
+    const row = this.#s.prefixId.get(prefix.groupId, prefix.ref) as Row | undefined;
+    if (row !== undefined) return big(row.id);
+    return big((this.#s.insertPrefix.get(prefix.groupId, prefix.ref, checkUint63("epoch", prefix.epoch), prefix.bytes) as Row).id);
   }
 
   #feedHead(groupId: string): bigint {
