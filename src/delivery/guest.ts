@@ -401,7 +401,12 @@ export interface GuestConsumerOptions extends GuestDeps {
   readonly tls: OwnTls;
   /** Domains to subscribe to; default every configured peer. */
   readonly hubs?: readonly string[];
-  /** Reconnect delay after an error: doubles from initialMs up to maxMs (default 200 ms .. 30 s). */
+  /**
+   * Reconnect delay after an error: doubles from initialMs up to maxMs
+   * (default 200 ms .. 10 s), and starts again from initialMs after a
+   * subscription that stayed up for a while (it was connected: the hub went
+   * away, it did not refuse us), so delivery resumes soon after a hub restart.
+   */
   readonly backoff?: { readonly initialMs?: number; readonly maxMs?: number };
   readonly transport?: PeerTransportOptions;
   /** Requests of one hub's stream read ahead and checked while earlier ones are written (default 32). */
@@ -527,11 +532,12 @@ export class GuestConsumer {
   private async run(peer: Peer): Promise<void> {
     const { logger, store } = this.options;
     const initial = this.options.backoff?.initialMs ?? 200;
-    const max = this.options.backoff?.maxMs ?? 30_000;
+    const max = this.options.backoff?.maxMs ?? 10_000;
     const stop = this.stopper.signal;
     const st = this.state.get(peer.domain)!;
     let delay = initial;
     while (!stop.aborted) {
+      const attemptStarted = Date.now();
       const transport = createPeerTransport(peer, this.options.tls, this.options.transport);
       const call = new AbortController();
       const signal = AbortSignal.any([stop, call.signal]);
@@ -563,6 +569,8 @@ export class GuestConsumer {
         call.abort();
         transport.close();
       }
+      // A stream that was open for a while (connect-node says nothing before the first entry) was connected.
+      if (Date.now() - attemptStarted >= 2_000) delay = initial;
       await sleep(delay, stop);
       delay = Math.min(delay * 2, max);
     }
