@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MimiMember } from "../../src/client/index.js";
 import { signedFanoutRequest } from "../../src/ds/fanout.js";
 import { groupKey } from "../../src/ds/groups.js";
+import type { PeerHubs } from "../../src/ds/peers.js";
 import { verifyFanoutSignatureAsync } from "../../src/ds/hub-identity.js";
 import { SqliteStore, outboxQueue } from "../../src/store/index.js";
 import { decodeWith, dsFanoutRequestCodec, encodeMLSMessage, encodeWith, opaqueV } from "../../src/wire/index.js";
@@ -25,7 +26,9 @@ const remoteMember = async (name: string, domain: string) => {
 };
 
 beforeAll(async () => {
-  f = await startHub();
+  // b.example and c.example are this hub's peers (members of other domains are admitted only from peers).
+  const peers: PeerHubs = { has: (d) => d === "b.example" || d === "c.example", submit: () => Promise.reject(new Error("not reached in these tests")) };
+  f = await startHub("hub.example", {}, { peers });
   alice = await f.member("alice");
   for (let i = 0; i < 6; i++) remote.push(await remoteMember(`b${i}`, "b.example"));
   for (let i = 0; i < 4; i++) remote.push(await remoteMember(`c${i}`, "c.example"));

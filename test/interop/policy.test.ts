@@ -13,6 +13,7 @@ import { clientQueue } from "../../src/store/port.js";
 import { DSErrorCode, DSFanoutErrorCode, encodeDSRequest } from "../../src/wire/index.js";
 import { startHub, type HubFixture } from "../ds/fixture.js";
 import { makeDevCa, type DevCa } from "../helpers/devca.js";
+import { pullInbox } from "../helpers/inbox.js";
 import { MessageSource, tempStore, b64, type TempStore } from "../delivery/helpers.js";
 
 const codeOf = (e: unknown): number | undefined => (e instanceof DSRequestError ? e.code : undefined);
@@ -148,6 +149,7 @@ describe("guest DS: token-less fanout", () => {
     expect(codeOfFanout(await processFanoutRequest(deps(false), "c.example", ++seq, bytes))).toBe(DSFanoutErrorCode.invalid_token);
     const ok = await processFanoutRequest(deps(true), "c.example", ++seq, bytes);
     expect(ok.delivered).toEqual(["cc:1@a.example"]);
+    await pullInbox(db.store, "cc:1@a.example");
     expect((await db.store.queueInfo(clientQueue("cc:1@a.example"))).length).toBe(1);
     const unknown = await signedFanoutRequest(hubC, [{ clientId: "nobody:1@a.example" }], m);
     expect(codeOfFanout(await processFanoutRequest(deps(true), "c.example", ++seq, unknown))).toBe(DSFanoutErrorCode.unknown_recipient);
