@@ -57,6 +57,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { buildDSRequest, createDSTransport, DSClient, MimiMember, type DSTransport } from "../src/client/index.js";
+import { LocalClientApi } from "../src/client/local.js";
 import { fanoutSource, guestFeedId } from "../src/delivery/guest.js";
 import { HubIdentity } from "../src/ds/hub-identity.js";
 import { openStore, outboxQueue, type Store } from "../src/store/index.js";
@@ -239,6 +240,8 @@ function fitHubCpu(configs: readonly FedConfigResult[]): HubCpuModel | undefined
 }
 
 const MESSAGE_BYTES = 1024;
+/** Online recipients per client connection in the online phase (the DS allows 16 streaming calls per connection). */
+const RECEIVERS_PER_CONNECTION = 8;
 /** Largest add_clients commit while building (KeyPackages per commit); groups above 2,000 members use bigger ones. */
 const ADD_BATCH = 340;
 const BIG_ADD_BATCH = 2000;
@@ -519,6 +522,8 @@ class RunTracker {
 /** A member that keeps a Receive stream open at its own DS while started. */
 class Receiver {
   lastSeq = 0n;
+  /** The member's ClientService on its own connection (set by build), else the member's shared one. */
+  local: LocalClientApi | undefined;
   reconnects = 0;
   readonly errors: string[] = [];
   tracker: RunTracker | undefined;
@@ -537,7 +542,7 @@ class Receiver {
 
   start(): void {
     if (this.loop !== undefined) return;
-    const local = this.member.local!;
+    const local = this.local ?? this.member.local!;
     this.abort = new AbortController();
     const signal = this.abort.signal;
     this.loop = (async () => {
@@ -626,6 +631,8 @@ interface Built {
   /** The sender's own connection to the hub: send_message and Ping. */
   readonly senderDs: DSClient;
   readonly senderTransport: DSTransport;
+  /** The receivers' connections (a client's Receive streams per connection are limited, as by a real DS). */
+  readonly receiverTransports: DSTransport[];
   /** Every member but the sender, with its domain index. */
   readonly members: { member: MimiMember; d: number }[];
   /** Slot d < domains: one online recipient per domain (also in the one-at-a-time phase); the rest: online only. */
@@ -692,6 +699,19 @@ async function build(c: FedConfig, samplesPerDomain: number, online: number, log
       added++;
     }
 
+    // Online recipients stream over connections of RECEIVERS_PER_CONNECTION each, under
+    // the DS's default limit of streaming calls per connection (--max-streams-per-connection 16),
+    // as devices with connections of their own would.
+    const receiverTransports: DSTransport[] = [];
+    const byDomain = domains.map((_, d) => receivers.filter((r) => r.domain === domains[d]));
+    for (let d = 0; d < c.domains; d++) {
+      for (let k = 0; k < byDomain[d]!.length; k += RECEIVERS_PER_CONNECTION) {
+        const transport = createDSTransport({ baseUrl: fed.nodes[d]!.server.url, ca: fed.ca });
+        receiverTransports.push(transport);
+        for (const r of byDomain[d]!.slice(k, k + RECEIVERS_PER_CONNECTION)) r.local = new LocalClientApi(transport, r.member.local!.identity);
+      }
+    }
+
     const groupId = await sender.createGroup(await hubSender(senderDs));
     const batch = c.members > 2000 ? BIG_ADD_BATCH : ADD_BATCH;
     let addCommits = 0;
@@ -705,7 +725,7 @@ async function build(c: FedConfig, samplesPerDomain: number, online: number, log
     }
     // Every guest has stored what the build sent it.
     await fed.guestsCaughtUp();
-    return { fed, sender, senderDs, senderTransport, members, receivers, samples, membersPerDomain: perDomain, addCommits, groupId };
+    return { fed, sender, senderDs, senderTransport, receiverTransports, members, receivers, samples, membersPerDomain: perDomain, addCommits, groupId };
   } catch (err) {
     await fed.close();
     throw err;
@@ -947,6 +967,7 @@ async function runConfig(c: FedConfig, o: Required<Omit<FederationOptions, "quic
   } finally {
     for (const r of receivers) await r.stop();
     b.senderTransport.close();
+    for (const t of b.receiverTransports) t.close();
     await fed.close();
   }
 }
