@@ -670,7 +670,10 @@ async function build(c: FedConfig, samplesPerDomain: number, online: number, log
     };
     const senderTransport = createDSTransport({ baseUrl: fed.hub.server.url, ca: fed.ca });
     const senderDs = new DSClient(senderTransport);
-    const sender = await MimiMember.create({ clientId: `mimi://${domains[0]}/u/sender/d/1`, hub: senderDs, local: fed.hub.transport });
+    // Joiners take the tree from welcome_info (the DS's history), so the Welcome carries none:
+    // with the tree in it, this ts-mls creator ran out of memory (24 GB) adding 2,000 members
+    // to 8,000 in one run of the 10,000 x 3 build (docs/performance.md, open points).
+    const sender = await MimiMember.create({ clientId: `mimi://${domains[0]}/u/sender/d/1`, hub: senderDs, local: fed.hub.transport, welcomeRatchetTree: false });
     await sender.register();
     const members: { member: MimiMember; d: number }[] = new Array(plan.length);
     const t = performance.now();
