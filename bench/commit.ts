@@ -13,7 +13,7 @@
 // Above 10,000 members (100,000 by default in a full run) the group is the
 // synthetic one of bench/biggroup.ts: KeyPackages made with ts-mls's code on
 // node:crypto, the creator a Committer signing its own commits. It is built
-// through the DS (create_group with 50,000 members: a seed with full
+// through the DS (create_group with 25,000 members: a seed with full
 // verification, then add_clients commits of 10,000) once and
 // cached: the hub's data directory (ds.sqlite, hub-keys.json) and the
 // creator's state in bench/.cache/commit-hub-<n>/. Each run copies it and
@@ -63,7 +63,7 @@ export interface CommitSizeResult {
 }
 
 export interface HugeResult {
-  /** Building the group through the DS (create_group of 50,000, add_clients of 10,000), s; undefined when it came from the cache. */
+  /** Building the group through the DS (create_group of 25,000, add_clients of 10,000), s; undefined when it came from the cache. */
   readonly buildThroughDsS?: number;
   /** In process: opening the store and the DS on the copied data directory, ms. */
   readonly openMs: number;
@@ -232,9 +232,9 @@ async function overGrpc(n: number, reps: number, members: readonly KeyPackage[],
 // ---------------------------------------------------------------- synthetic groups above 10,000 members
 
 const ADD_CHUNK = 10_000;
-const CREATE_MEMBERS = 50_000;
+const CREATE_MEMBERS = 25_000;
 /** Bumped when the cached group is built differently. */
-const CACHE_LAYOUT = 2;
+const CACHE_LAYOUT = 3;
 
 function heapUsed(): number {
   const g = (globalThis as { gc?: () => void }).gc;
@@ -290,8 +290,9 @@ async function hugeGroup(n: number, people: readonly BigMember[]): Promise<HugeC
   try {
     const groupId = await h.hub.requestGroupId();
     const creator = await Committer.create(people[0]!, groupId);
-    // create_group with as many members as one request may carry (the DS decodes at most 16 MB;
-    // a leaf is about 260 bytes), the rest in add_clients commits.
+    // create_group with as many members as one handshake message may carry under the DS's
+    // default limit (8 MiB, --max-handshake-bytes; a leaf is about 260 bytes), the rest in
+    // add_clients commits of 10,000.
     const first = Math.min(n, CREATE_MEMBERS);
     const seeded = await creator.seed(people.slice(0, first), MimiMember.groupExtensions(await hubSender(h.hub)));
     const createMs = await handleOk(
@@ -392,7 +393,9 @@ async function runHuge(n: number, reps: number): Promise<CommitSizeResult> {
     const certsDir = join(gdir, "certs");
     const { ca } = devCerts(certsDir, DOMAIN);
     const creator = await loadCreator(dataDir);
-    const server = await startServe({ domain: DOMAIN, dataDir, certsDir, logLevel: "warn" });
+    // The cached directory was made by an in-process hub, which keeps no fanout token key
+    // file: serve makes one (the group's tokens are the bench's random ones anyway).
+    const server = await startServe({ domain: DOMAIN, dataDir, certsDir, logLevel: "warn", args: ["--allow-new-keys"] });
     const { transport, hub } = connect(server.url, ca);
     try {
       for (let i = 0; i <= reps; i++) {
