@@ -211,7 +211,12 @@ describe("hub to guest", () => {
     await hubSends([{ clientId: "nobody:1@a.example", token: alice.token! }], m);
     const c = consumer();
     c.start();
-    await waitFor(async () => (await hubDb.store.queueInfo(outboxQueue("a.example"))).length === 0, 10_000, "rejected entry acknowledged");
+    // The outbox empties when the ack's write commits; the error is recorded right after it.
+    await waitFor(
+      async () => (await hubDb.store.queueInfo(outboxQueue("a.example"))).length === 0 && fanout.stats.rejected.has("a.example unknown_recipient"),
+      10_000,
+      "rejected entry acknowledged and recorded",
+    );
     await c.stop();
     expect(fanout.stats.rejected.get("a.example unknown_recipient")).toBe(1);
   });
