@@ -671,8 +671,8 @@ async function build(c: FedConfig, samplesPerDomain: number, online: number, log
     const senderTransport = createDSTransport({ baseUrl: fed.hub.server.url, ca: fed.ca });
     const senderDs = new DSClient(senderTransport);
     // Joiners take the tree from welcome_info (the DS's history), so the Welcome carries none:
-    // with the tree in it, this ts-mls creator ran out of memory (24 GB) adding 2,000 members
-    // to 8,000 in one run of the 10,000 x 3 build (docs/performance.md, open points).
+    // with it, ts-mls hashes the tree-sized encrypted GroupInfo once per joiner (2,000 per
+    // commit here), and before the patch of docs/engine.md ("ts-mls patch" 7) ran out of memory.
     const sender = await MimiMember.create({ clientId: `mimi://${domains[0]}/u/sender/d/1`, hub: senderDs, local: fed.hub.transport, welcomeRatchetTree: false });
     await sender.register();
     const members: { member: MimiMember; d: number }[] = new Array(plan.length);
