@@ -34,6 +34,7 @@ import { makeDevCa, type DevCa } from "../helpers/devca.js";
 import { pullInbox } from "../helpers/inbox.js";
 import { recordingHandler, startTestServer, type TestServer } from "../helpers/server.js";
 import { b64, dsTransport, MessageSource, tempStore, TestClient, waitFor, type TempStore } from "./helpers.js";
+import { prng } from "../helpers/prng.js";
 
 let ca: DevCa;
 let hubDb: TempStore;
@@ -83,24 +84,12 @@ function consumer(extra: Partial<GuestConsumerOptions> = {}): GuestConsumer {
   return new GuestConsumer({ domain: "a.example", store: guestDb.store, tokens, peers, tls: { cert: a.cert, key: a.key }, backoff: { initialMs: 50, maxMs: 500 }, ...extra });
 }
 
-/** A small deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const key = (b: Uint8Array): string => b64(b);
 const errorOf = (r: DSFanoutResponse) => (r.responseBody.responseType === "error" ? r.responseBody.error : undefined);
 
 describe("guest delivery by feed through the consumer", () => {
   it("random recipient lists over several groups, two consumers on one store, one stopped mid-stream: each client gets exactly what its lists and tokens allow, once, in the hub's order per group (seeded)", async () => {
-    const random = rng(16);
+    const random = prng(16);
     const groups = [await MessageSource.create(), await MessageSource.create(), await MessageSource.create()];
     /** Per client: expected messages, by group (undefined: no group id, straight to its queue). */
     const expected = new Map(people.map((p) => [p.clientId, new Map<string, string[]>()]));

@@ -2,21 +2,11 @@
 // plain Map under random changes, and every earlier version stays as it was.
 import { describe, expect, it } from "vitest";
 import { changedTokens, TokenMap } from "../../src/ds/token-map.js";
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng } from "../helpers/prng.js";
 
 describe("TokenMap", () => {
   it("behaves as a Map under random changes and keeps every earlier version (seeded)", () => {
-    const random = rng(7);
+    const random = prng(7);
     const token = (n: number) => Uint8Array.of(n & 0xff, (n >> 8) & 0xff);
     let model = new Map<string, Uint8Array>(Array.from({ length: 500 }, (_, i) => [`c${i}`, token(i)]));
     let current: ReadonlyMap<string, Uint8Array> = new Map(model); // as loaded from the store: a plain Map

@@ -10,6 +10,7 @@ import { groupInfoMessage, members } from "../../src/mls/index.js";
 import { decodeKeyPackageBytes, DSErrorCode, encodeKeyPackageBytes, encodeMLSMessage, readDSProtocolVersion, readExternalSenders } from "../../src/wire/index.js";
 import { startHub, type HubFixture } from "../ds/fixture.js";
 import { CoreCryptoClient, dsSubmitter, sendFromCoreCrypto, StoreInbox, userDeviceId, type CoreCryptoCommit } from "./corecrypto.js";
+import { prng } from "../helpers/prng.js";
 
 const DOMAIN = "hub.example";
 let f: HubFixture;
@@ -216,16 +217,6 @@ describe("CoreCrypto and ts-mls members through the hub", () => {
 describe("a seeded random mix of CoreCrypto and ts-mls members", () => {
   // Invariant after every step: every member is at the hub's epoch, agrees on the tree hash and the member list,
   // and every application message reaches every other member. Actors and operations are drawn from a seeded PRNG.
-  function prng(seed: number): () => number {
-    let a = seed >>> 0;
-    return () => {
-      a = (a + 0x6d2b79f5) >>> 0;
-      let t = a;
-      t = Math.imul(t ^ (t >>> 15), t | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    };
-  }
   type Actor = { kind: "ts"; m: MimiMember } | { kind: "cc"; c: CoreCryptoClient };
   const idOf = (a: Actor) => (a.kind === "ts" ? a.m.clientId : a.c.clientId);
 

@@ -13,21 +13,10 @@ import {
   type WriteOp,
 } from "../../src/store/index.js";
 import type { StoreFactory, StoreHarness } from "./contract.js";
+import { prng } from "../helpers/prng.js";
 
 const text = (s: string): Uint8Array => new TextEncoder().encode(s);
 const str = (u: Uint8Array): string => new TextDecoder().decode(u);
-
-/** A small deterministic PRNG (mulberry32), so a failing run can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 async function drain(store: Store, clientId: string): Promise<void> {
   while (((await store.apply({ ops: [{ kind: "pullFeeds", clientId }] })).pulled ?? 0) > 0);
@@ -79,7 +68,7 @@ export function runScaleContract(name: string, factory: StoreFactory): void {
         const lastSeq = new Map(clients.map((c) => [c, 0n]));
         for (const seed of [1, 2, 3]) {
           const feed = `fanout:hub.example:g-seed${seed}`;
-          const random = rng(seed);
+          const random = prng(seed);
           /** What each client must end up with, in order. */
           const expected = new Map(clients.map((c) => [c, [] as string[]]));
           let members = new Set<string>();
