@@ -11,7 +11,7 @@ import type { Credential, CiphersuiteImpl, CiphersuiteName } from "ts-mls";
 import { getCiphersuiteFromName, getCiphersuiteImpl, ciphersuites } from "ts-mls";
 import type { SignatureAlgorithm } from "ts-mls/crypto/signature.js";
 import { signWithLabel, verifyWithLabel } from "ts-mls/crypto/signature.js";
-import { encodeSignContent } from "../wire/index.js";
+import { encodeSignContent, SignatureLabel } from "../wire/index.js";
 
 /** The ciphersuite whose signature scheme (Ed25519) signs DSFanoutRequests. */
 export const FANOUT_SIGNATURE_SUITE: CiphersuiteName = "MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519";
@@ -87,7 +87,7 @@ export class HubIdentity {
   }
 
   /** RFC 9420 SignWithLabel with the hub's key for this suite. */
-  async sign(suite: CiphersuiteName, label: string, content: Uint8Array): Promise<Uint8Array> {
+  async sign(suite: CiphersuiteName, label: string, content: Uint8Array | readonly Uint8Array[]): Promise<Uint8Array> {
     const pair = await this.keyPair(suite);
     // Ed25519 (every fanout request): node:crypto with the key imported once, not per signature.
     if (getCiphersuiteFromName(suite).signature === "Ed25519") {
@@ -99,7 +99,8 @@ export class HubIdentity {
       });
       return nodeSign(null, encodeSignContent(label, content), this.ed25519);
     }
-    return signWithLabel(pair.signKey, label, content, (await suiteImpl(suite)).signature);
+    const joined = content instanceof Uint8Array ? content : Buffer.concat(content);
+    return signWithLabel(pair.signKey, label, joined, (await suiteImpl(suite)).signature);
   }
 
   /**
@@ -107,14 +108,8 @@ export class HubIdentity {
    * SignContent is built in one buffer from the parts (a DSFanoutRequest's
    * head and its message), without joining them first.
    */
-  async signFanout(parts: readonly Uint8Array[]): Promise<Uint8Array> {
-    const pair = await this.keyPair(FANOUT_SIGNATURE_SUITE);
-    this.ed25519 ??= createPrivateKey({
-      key: pair.signKey.length === 32 ? Buffer.concat([ED25519_PKCS8_PREFIX, pair.signKey]) : Buffer.from(pair.signKey),
-      format: "der",
-      type: "pkcs8",
-    });
-    return nodeSign(null, fanoutSignContent(parts), this.ed25519);
+  signFanout(parts: readonly Uint8Array[]): Promise<Uint8Array> {
+    return this.sign(FANOUT_SIGNATURE_SUITE, SignatureLabel.DSFanoutRequest, parts);
   }
 
   /** Public key that verifies this hub's DSFanoutRequests (configured at its peers). */
@@ -130,29 +125,6 @@ export class HubIdentity {
     mkdirSync(dirname(this.file), { recursive: true, mode: 0o700 });
     writeFileSync(this.file, JSON.stringify(out, null, 2) + "\n", { mode: 0o600 });
   }
-}
-
-const FANOUT_LABEL = new TextEncoder().encode("MLS 1.0 DSFanoutRequest");
-
-function varintBytes(n: number): Uint8Array {
-  if (n < 0x40) return Uint8Array.of(n);
-  if (n < 0x4000) return Uint8Array.of(0x40 | (n >> 8), n & 0xff);
-  if (n > 0x3fffffff) throw new RangeError(`${n} bytes do not fit an MLS varint`);
-  return Uint8Array.of(0x80 | (n >>> 24), (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff);
-}
-
-/** SignContent {label = "MLS 1.0 DSFanoutRequest", content = parts joined} (RFC 9420 5.1.2) in one buffer. */
-export function fanoutSignContent(parts: readonly Uint8Array[]): Uint8Array {
-  const contentLength = parts.reduce((a, p) => a + p.length, 0);
-  const l1 = varintBytes(FANOUT_LABEL.length);
-  const l2 = varintBytes(contentLength);
-  const out = new Uint8Array(l1.length + FANOUT_LABEL.length + l2.length + contentLength);
-  let o = 0;
-  for (const p of [l1, FANOUT_LABEL, l2, ...parts]) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }
 
 const fanoutKeys = new Map<string, KeyObject>();
@@ -171,7 +143,7 @@ export function verifyFanoutSignatureAsync(publicKey: Uint8Array, parts: readonl
     if (fanoutKeys.size >= 256) fanoutKeys.clear();
     fanoutKeys.set(id, key);
   }
-  const content = fanoutSignContent(parts);
+  const content = encodeSignContent(SignatureLabel.DSFanoutRequest, parts);
   return new Promise((resolve) => {
     try {
       nodeVerify(null, content, key, signature, (err, ok) => resolve(err === null && ok));

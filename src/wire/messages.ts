@@ -9,6 +9,7 @@ import {
   decodeWith,
   empty,
   encodeWith,
+  Encoder,
   enumCodec,
   opaque8,
   opaqueV,
@@ -54,14 +55,25 @@ export const SignatureLabel = {
 } as const;
 
 /** `struct { opaque label<V> = "MLS 1.0 " + Label; opaque content<V>; } SignContent` (RFC 9420 §5.1.2). */
-export function encodeSignContent(label: string, content: Uint8Array): Uint8Array {
-  return encodeWith(
-    struct<{ label: Uint8Array; content: Uint8Array }>([
-      ["label", "label", opaqueV],
-      ["content", "content", opaqueV],
-    ]),
-    { label: new TextEncoder().encode(`MLS 1.0 ${label}`), content },
-  );
+export function encodeSignContent(label: string, content: Uint8Array | readonly Uint8Array[]): Uint8Array {
+  // Content given in parts (a DSFanoutRequest's recipient section, up to a few hundred KB,
+  // and its message) is copied once, into the result, without joining the parts first.
+  const parts = content instanceof Uint8Array ? [content] : content;
+  const labelBytes = new TextEncoder().encode(`MLS 1.0 ${label}`);
+  const contentLength = parts.reduce((n, p) => n + p.length, 0);
+  const header = new Encoder(labelBytes.length + 8);
+  header.varint(labelBytes.length);
+  header.bytes(labelBytes);
+  header.varint(contentLength);
+  const head = header.finish();
+  const out = new Uint8Array(head.length + contentLength);
+  out.set(head);
+  let at = head.length;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------- FanoutAuthToken, MLSGroupUpdate
