@@ -126,3 +126,21 @@ describe("apply-patches", () => {
     expect(() => applyPatches(root)).toThrow(/outside p/);
   });
 });
+
+describe("install lifecycle scripts", () => {
+  // A production install (`npm ci --omit=dev`) runs these without devDependencies:
+  // each must be `node <file>` whose file imports only Node built-ins or other project files.
+  it("run only node and Node built-ins, no package (patch-package is a devDependency)", async () => {
+    const pkg = JSON.parse(await readFile("package.json", "utf8")) as { scripts?: Record<string, string> };
+    const lifecycle = ["preinstall", "install", "postinstall", "prepare"].filter((s) => pkg.scripts?.[s] !== undefined);
+    expect(lifecycle).toEqual(["postinstall"]);
+    for (const s of lifecycle) {
+      const m = /^node (\S+\.m?js)$/.exec(pkg.scripts![s]!);
+      expect(m, `${s}: ${pkg.scripts![s]}`).not.toBeNull();
+      const source = await readFile(m![1]!, "utf8");
+      const specifiers = [...source.matchAll(/(?:^|\n)\s*import\b[^"']*["']([^"']+)["']|\bimport\(\s*["']([^"']+)["']|\brequire\(\s*["']([^"']+)["']/g)].map((x) => x[1] ?? x[2] ?? x[3]!);
+      expect(specifiers.length).toBeGreaterThan(0);
+      for (const spec of specifiers) expect(spec.startsWith("node:") || spec.startsWith("."), `${m![1]} imports ${spec}`).toBe(true);
+    }
+  });
+});
