@@ -47,6 +47,31 @@ export interface FanoutServiceHandle {
   close(): void;
 }
 
+const EMPTY = new Uint8Array(0);
+
+/** Heads a guest keeps per stream (SubscribeResponse.head_id): the most recently introduced. */
+export const HEADS_KEPT = 16;
+
+/**
+ * The hub's half of a stream's head ids: which stored prefix each of the
+ * HEADS_KEPT most recently introduced ids names. A head introduced before
+ * those is introduced again under a new id, so the guest never needs more.
+ */
+class HeadsSent {
+  #next = 1n;
+  readonly #ids = new Map<string, bigint>();
+
+  idFor(prefixId: string): { headId: bigint; introduce: boolean } {
+    const known = this.#ids.get(prefixId);
+    // In the map means among the HEADS_KEPT most recently introduced (it holds those, in introduction order).
+    if (known !== undefined) return { headId: known, introduce: false };
+    const headId = this.#next++;
+    this.#ids.set(prefixId, headId);
+    if (this.#ids.size > HEADS_KEPT) this.#ids.delete(this.#ids.keys().next().value!);
+    return { headId, introduce: true };
+  }
+}
+
 function guestDomainOf(ctx: HandlerContext): string {
   const peer = requestContext(ctx).peerDomain;
   if (peer === undefined) {
@@ -70,8 +95,18 @@ export function createFanoutService(options: FanoutServiceOptions): FanoutServic
         stop: stop.signal,
         pageSize: options.pageSize ?? DEFAULT_PAGE_SIZE,
       });
+      const heads = req.headsByReference ? new HeadsSent() : undefined;
       try {
-        for await (const e of entries) yield { sequence: e.seq, dsFanoutRequest: e.payload };
+        for await (const e of entries) {
+          // Outbox prefixes are the heads of DSFanoutRequests (src/ds/fanout.ts): by reference when the guest takes them.
+          if (heads === undefined || e.prefix === undefined) {
+            yield { sequence: e.seq, dsFanoutRequest: e.payload };
+            continue;
+          }
+          const { headId, introduce } = heads.idFor(e.prefix.id);
+          const head = introduce ? e.payload.subarray(0, e.prefix.length) : EMPTY;
+          yield { sequence: e.seq, headId, head, tail: e.payload.subarray(e.prefix.length) };
+        }
       } catch (err) {
         throw rpcError(err);
       }

@@ -21,6 +21,7 @@ import { createClient, type Client } from "@connectrpc/connect";
 import type { MLSMessage } from "ts-mls";
 import type { Logger } from "pino";
 import { FanoutService } from "../../gen/mimi/ds/v1/fanout_pb.js";
+import { HEADS_KEPT } from "./fanout-service.js";
 import { verifyFanoutSignatureAsync } from "../ds/hub-identity.js";
 import { FeedSetConflictError } from "../store/errors.js";
 import { clientQueue, groupFeed, type RateLimitRule, type Store, type WriteOp } from "../store/port.js";
@@ -46,16 +47,22 @@ import type { FanoutTokenKeys } from "./tokens.js";
 // ---------------------------------------------------------------- decoding
 
 /**
- * A DSFanoutRequest cut into its parts without decoding the recipient list:
- * the list is only decoded when its bytes are not a list already checked.
+ * The fields of a DSFanoutRequest before mls_message, cut without decoding the
+ * recipient list: the list is only decoded when its bytes are not a list
+ * already checked. Parsed once per head on a stream that sends heads by
+ * reference (SubscribeResponse.head_id).
  */
-interface ReceivedFanout {
+export interface ReceivedHead {
   readonly protocolVersion: number;
   readonly hubDomain: string;
   /** Everything before mls_message (what the signature covers with the message). */
   readonly head: Uint8Array;
-  /** recipient_ids<V> || fanout_auth_tokens<V>, a view into the input. */
+  /** recipient_ids<V> || fanout_auth_tokens<V>, a view into `head`. */
   readonly section: Uint8Array;
+}
+
+/** A DSFanoutRequest cut into its parts. */
+interface ReceivedFanout extends ReceivedHead {
   readonly message: MLSMessage;
   /** The MLSMessage as received (forwarded unchanged), a view into the input. */
   readonly messageBytes: Uint8Array;
@@ -63,32 +70,71 @@ interface ReceivedFanout {
 }
 
 const [[, , protocolVersionCodec], [, , hubDomainCodec]] = dsFanoutRequestHeadFields;
+const skipVector = { encode: () => undefined, decode: (x: Decoder) => x.vector(() => x.skip(x.remaining)) };
 
-function parseFanout(bytes: Uint8Array): ReceivedFanout {
-  if (bytes.length > DEFAULT_LIMITS.maxMessageSize) {
-    throw new WireDecodeError("oversized", "DSFanoutRequest", 0, `message of ${bytes.length} bytes exceeds the limit of ${DEFAULT_LIMITS.maxMessageSize}`);
+function checkSize(length: number): void {
+  if (length > DEFAULT_LIMITS.maxMessageSize) {
+    throw new WireDecodeError("oversized", "DSFanoutRequest", 0, `message of ${length} bytes exceeds the limit of ${DEFAULT_LIMITS.maxMessageSize}`);
   }
-  const d = new Decoder(bytes, "DSFanoutRequest");
+}
+
+function readHead(d: Decoder, bytes: Uint8Array): ReceivedHead {
   const protocolVersion = d.field("protocol_version", protocolVersionCodec);
   const hubDomain = d.field("hub_domain", hubDomainCodec);
   const sectionStart = d.offset;
-  d.field("recipient_ids", { encode: () => undefined, decode: (x) => x.vector(() => x.skip(x.remaining)) });
-  d.field("fanout_auth_tokens", { encode: () => undefined, decode: (x) => x.vector(() => x.skip(x.remaining)) });
+  d.field("recipient_ids", skipVector);
+  d.field("fanout_auth_tokens", skipVector);
+  return { protocolVersion, hubDomain, head: bytes.subarray(0, d.offset), section: bytes.subarray(sectionStart, d.offset) };
+}
+
+function readTail(d: Decoder, bytes: Uint8Array, head: ReceivedHead): ReceivedFanout {
   const messageStart = d.offset;
   const message = d.field("mls_message", mlsMessageCodec);
   const messageEnd = d.offset;
   const signature = d.field("signature", opaqueV);
   d.expectEnd();
-  return {
-    protocolVersion,
-    hubDomain,
-    head: bytes.subarray(0, messageStart),
-    section: bytes.subarray(sectionStart, messageStart),
-    message,
-    messageBytes: bytes.subarray(messageStart, messageEnd),
-    signature,
-  };
+  return { ...head, message, messageBytes: bytes.subarray(messageStart, messageEnd), signature };
 }
+
+function parseFanout(bytes: Uint8Array): ReceivedFanout {
+  checkSize(bytes.length);
+  const d = new Decoder(bytes, "DSFanoutRequest");
+  return readTail(d, bytes, readHead(d, bytes));
+}
+
+/**
+ * A head sent by reference, or undefined when its bytes are not exactly the
+ * head fields: an entry naming it is then taken as the whole request
+ * head || tail, so the outcome is the same as for the request sent whole.
+ */
+export function parseHead(bytes: Uint8Array): ReceivedHead | undefined {
+  try {
+    checkSize(bytes.length);
+    const d = new Decoder(bytes, "DSFanoutRequest");
+    const head = readHead(d, bytes);
+    return d.offset === bytes.length ? head : undefined;
+  } catch (err) {
+    if (err instanceof WireDecodeError) return undefined;
+    throw err;
+  }
+}
+
+/** What a stream entry carries: a whole request, or a head (sent earlier on the stream) and the rest. */
+export type FanoutInput = Uint8Array | { readonly head: Uint8Array; readonly parsed: ReceivedHead | undefined; readonly tail: Uint8Array };
+
+function parseInput(input: FanoutInput): ReceivedFanout {
+  if (input instanceof Uint8Array) return parseFanout(input);
+  if (input.parsed === undefined) return parseFanout(concat(input.head, input.tail));
+  checkSize(input.head.length + input.tail.length);
+  return readTail(new Decoder(input.tail, "DSFanoutRequest"), input.tail, input.parsed);
+}
+
+const concat = (a: Uint8Array, b: Uint8Array): Uint8Array => {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+};
 
 // ---------------------------------------------------------------- processing
 
@@ -185,12 +231,12 @@ export class FanoutProcessor {
   }
 
   /** Decode, verify, check the recipients: everything but the write. */
-  async prepare(hubDomain: string, sequence: bigint, bytes: Uint8Array): Promise<Prepared> {
+  async prepare(hubDomain: string, sequence: bigint, input: FanoutInput): Promise<Prepared> {
     const hub = hubDomain.toLowerCase();
     const reject = (code: DSFanoutErrorCodeName, reason: string): Prepared => ({ sequence, kind: "reject", code, reason });
     let req: ReceivedFanout;
     try {
-      req = parseFanout(bytes);
+      req = parseInput(input);
     } catch (err) {
       if (err instanceof WireDecodeError) return reject("malformed", `DSFanoutRequest does not decode: ${err.message}`);
       throw err;
@@ -413,6 +459,43 @@ export interface GuestConsumerOptions extends GuestDeps {
   readonly inFlight?: number;
   /** Most requests written in one store transaction (default 64). */
   readonly batch?: number;
+  /**
+   * Ask hubs for heads by reference (SubscribeRequest.heads_by_reference,
+   * default true): a recipient list crosses the stream once per epoch, not
+   * with every message. Hubs that do not know it send whole requests.
+   */
+  readonly headsByReference?: boolean;
+}
+
+/** A stream entry as the FanoutService sends it. */
+interface StreamEntry {
+  readonly sequence: bigint;
+  readonly dsFanoutRequest: Uint8Array;
+  readonly headId: bigint;
+  readonly head: Uint8Array;
+  readonly tail: Uint8Array;
+}
+
+/** The guest's half of a stream's head ids: the HEADS_KEPT most recently introduced heads. */
+class HeadsReceived {
+  readonly #heads = new Map<bigint, { head: Uint8Array; parsed: ReceivedHead | undefined }>();
+  #last = 0n;
+
+  /** The entry's request as head and tail, or whole; throws when the hub breaks the id rules. */
+  input(entry: StreamEntry): FanoutInput {
+    if (entry.headId === 0n) return entry.dsFanoutRequest;
+    if (entry.head.length > 0) {
+      if (entry.headId <= this.#last) throw new Error(`the hub introduced head ${entry.headId} after head ${this.#last} (ids must increase)`);
+      this.#last = entry.headId;
+      this.#heads.set(entry.headId, { head: entry.head, parsed: parseHead(entry.head) });
+      if (this.#heads.size > HEADS_KEPT) this.#heads.delete(this.#heads.keys().next().value!);
+    }
+    const known = this.#heads.get(entry.headId);
+    if (known === undefined) {
+      throw new Error(`the hub referred to head ${entry.headId}, which is not among the ${HEADS_KEPT} most recently introduced on this stream`);
+    }
+    return { ...known, tail: entry.tail };
+  }
 }
 
 export interface HubStatus {
@@ -546,7 +629,7 @@ export class GuestConsumer {
         const client = createClient(FanoutService, transport);
         st.processed ??= await processedHighWater(store, fanoutSource(peer.domain));
         acks = new AckPipeline(client, signal, () => call.abort());
-        const stream = client.subscribe({ resumeAfter: st.processed }, { signal });
+        const stream = client.subscribe({ resumeAfter: st.processed, headsByReference: this.options.headsByReference ?? true }, { signal });
         const onEntry = (): void => {
           if (!st.connected) logger?.info({ hub: peer.domain, resumeAfter: st.processed!.toString() }, "subscribed to hub");
           st.connected = true;
@@ -584,7 +667,7 @@ export class GuestConsumer {
    */
   private async pipeline(
     hub: string,
-    stream: AsyncIterable<{ sequence: bigint; dsFanoutRequest: Uint8Array }>,
+    stream: AsyncIterable<StreamEntry>,
     signal: AbortSignal,
     onEntry: () => void,
     done: (sequence: bigint, response: DSFanoutResponse) => void,
@@ -610,16 +693,18 @@ export class GuestConsumer {
     const nextEvent = (): Promise<void> => new Promise((r) => waiters.push(r));
     signal.addEventListener("abort", poke, { once: true });
 
+    const heads = new HeadsReceived();
     const reader = (async () => {
       try {
         for await (const entry of stream) {
           onEntry();
+          const input = heads.input(entry);
           // Already processed (a resume after an unacknowledged batch): acknowledged again, not redone.
           if (entry.sequence <= (st.processed ?? 0n) && slots.length === 0) {
             done(entry.sequence, okResponse);
             continue;
           }
-          const slot: Slot = { sequence: entry.sequence, prepared: this.processor.prepare(hub, entry.sequence, entry.dsFanoutRequest) };
+          const slot: Slot = { sequence: entry.sequence, prepared: this.processor.prepare(hub, entry.sequence, input) };
           slot.prepared.then((p) => ((slot.result = p), poke()), poke);
           slots.push(slot);
           poke();

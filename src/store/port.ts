@@ -133,6 +133,13 @@ export interface QueueEntry {
   readonly seq: bigint;
   readonly payload: Uint8Array;
   readonly enqueuedAt: number;
+  /**
+   * Set when the entry was appended with an EntryPrefix: `payload` starts with
+   * its `length` bytes, and `id` names the stored prefix: entries with the
+   * same id start with the same bytes (a prefix's ref identifies its bytes),
+   * so a reader can tell entries that share a prefix without comparing it.
+   */
+  readonly prefix?: { readonly id: string; readonly length: number };
 }
 
 export interface QueueInfo {

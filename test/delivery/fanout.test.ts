@@ -19,10 +19,14 @@ import {
   updateBlocks,
   type ClientServiceHandle,
   type FanoutServiceHandle,
+  type GuestConsumerOptions,
   type GuestDeps,
   type PeerDirectory,
 } from "../../src/delivery/index.js";
-import { signedFanoutRequest } from "../../src/ds/fanout.js";
+import { createHash } from "node:crypto";
+import { fanoutHead, signedFanoutRequest, signedTail } from "../../src/ds/fanout.js";
+import { serviceRoute } from "../../src/server/server.js";
+import { prng } from "../helpers/prng.js";
 import { HubIdentity } from "../../src/ds/hub-identity.js";
 import { clientQueue, outboxQueue } from "../../src/store/index.js";
 import { DSFanoutErrorCode, decodeDSFanoutResponse, encodeDSFanoutResponse, type DSFanoutResponse } from "../../src/wire/index.js";
@@ -83,7 +87,7 @@ afterAll(async () => {
   await otherCa.cleanup();
 });
 
-function consumer(extra: Partial<GuestDeps> = {}): GuestConsumer {
+function consumer(extra: Partial<GuestConsumerOptions> = {}): GuestConsumer {
   const a = ca.domain("a.example");
   return new GuestConsumer({
     domain: "a.example",
@@ -378,5 +382,243 @@ describe("guest checks (processFanoutRequest)", () => {
     expect(await guestDb.store.isProcessed("c.example", s3)).toBe(false);
     // Without the limit the same entry goes through.
     expect((await processFanoutRequest(deps, "c.example", s3, bytes)).response.responseBody.responseType).toBe("ok");
+  });
+});
+
+// Heads by reference (SubscribeRequest.heads_by_reference): the recipient list
+// of an epoch crosses the stream once, each message as head id + tail.
+describe("heads by reference", () => {
+  const outbox = outboxQueue("a.example");
+  const aCert = () => ca.domain("a.example");
+  const raw = () => createClient(FanoutService, rawTransport("grpc", hubServer.url, { ca: ca.ca, cert: aCert().cert, key: aCert().key }));
+
+  /** The first `n` entries after `after` of one Subscribe stream. */
+  async function take(n: number, after: bigint, headsByReference: boolean) {
+    const stop = new AbortController();
+    const got: { sequence: bigint; dsFanoutRequest: Uint8Array; headId: bigint; head: Uint8Array; tail: Uint8Array }[] = [];
+    try {
+      for await (const e of raw().subscribe({ resumeAfter: after, headsByReference }, { signal: stop.signal })) {
+        got.push(e);
+        if (got.length === n) break;
+      }
+    } finally {
+      stop.abort();
+    }
+    return got;
+  }
+
+  it("a seeded mix of groups and heads: every entry is byte for byte the whole request, within the 16 kept heads; guests deliver exactly to the listed", async () => {
+    const seed = Number(process.env.HEADS_SEED ?? 16);
+    const rnd = prng(seed);
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)]!;
+    const sources = [source, await MessageSource.create("carol:2@b.example"), await MessageSource.create("carol:3@b.example")];
+    // Sections: alice and / or bob (valid tokens) and some clients that are not ours, in many distinct lists (more than 16 heads).
+    const sections: { clientId: string; token?: Uint8Array }[][] = [];
+    for (let i = 0; i < 40; i++) {
+      const list: { clientId: string; token?: Uint8Array }[] = [];
+      if (rnd() < 0.6) list.push({ clientId: alice.clientId, token: alice.token! });
+      if (rnd() < 0.6) list.push({ clientId: bob.clientId, token: bob.token! });
+      list.push({ clientId: `stranger${i}:1@a.example`, token: alice.token! });
+      if (rnd() < 0.5) list.reverse();
+      sections.push(list);
+    }
+    const before = (await hubDb.store.queueInfo(outbox)).lastSeq;
+    const expectAlice: Uint8Array[] = [];
+    const expectBob: Uint8Array[] = [];
+    const beforeAlice = (await queued(alice.clientId)).length;
+    const beforeBob = (await queued(bob.clientId)).length;
+    const total = 150;
+    let recent = 0;
+    for (let i = 0; i < total; i++) {
+      // Mostly a few recent heads (an epoch's messages), sometimes any of 40 (more than the guest keeps), sometimes a whole request.
+      const r = rnd();
+      if (r < 0.15) recent = Math.floor(rnd() * sections.length);
+      const list = r < 0.75 ? sections[(recent + Math.floor(rnd() * 3)) % sections.length]! : sections[Math.floor(rnd() * sections.length)]!;
+      const message = await pick(sources).next(`heads ${seed} ${i}`);
+      if (list.some((x) => x.clientId === alice.clientId)) expectAlice.push(message);
+      if (list.some((x) => x.clientId === bob.clientId)) expectBob.push(message);
+      if (rnd() < 0.1) {
+        await hubSends(list, message);
+        continue;
+      }
+      const head = fanoutHead(hub, list);
+      const ref = createHash("sha256").update(head).digest("base64url");
+      await hubDb.store.apply({
+        ops: [{ kind: "append", queue: outbox, payload: await signedTail(hub, head, message), prefix: { groupId: "heads-test", epoch: 0n, ref, bytes: head } }],
+      });
+    }
+
+    const whole = await take(total, before, false);
+    const byRef = await take(total, before, true);
+    expect(whole.map((e) => e.sequence)).toEqual(byRef.map((e) => e.sequence));
+    // The guest's rule, kept independently here: the 16 most recently introduced heads.
+    const kept = new Map<bigint, Uint8Array>();
+    let last = 0n;
+    let headBytes = 0;
+    let wholeBytes = 0;
+    const introduced = new Set<string>();
+    let reintroduced = 0;
+    for (const [i, e] of byRef.entries()) {
+      const w = whole[i]!;
+      expect(w.headId).toBe(0n);
+      wholeBytes += w.dsFanoutRequest.length;
+      let bytes: Uint8Array;
+      if (e.headId === 0n) {
+        bytes = e.dsFanoutRequest;
+      } else {
+        expect(e.dsFanoutRequest.length).toBe(0);
+        if (e.head.length > 0) {
+          expect(e.headId).toBeGreaterThan(last);
+          last = e.headId;
+          if (introduced.has(b64(e.head))) reintroduced++;
+          introduced.add(b64(e.head));
+          kept.set(e.headId, e.head);
+          if (kept.size > 16) kept.delete(kept.keys().next().value!);
+          headBytes += e.head.length;
+        }
+        const head = kept.get(e.headId);
+        expect(head, `entry ${e.sequence} refers to head ${e.headId}, not kept`).toBeDefined();
+        bytes = Buffer.concat([head!, e.tail]);
+      }
+      expect(b64(bytes)).toBe(b64(w.dsFanoutRequest));
+      headBytes += e.tail.length + e.dsFanoutRequest.length;
+    }
+    // A head is sent once while it stays among the kept ones (the mix also sends some again after they dropped out).
+    expect(reintroduced).toBeGreaterThan(0);
+    expect(introduced.size + reintroduced).toBeLessThan(byRef.length / 2);
+    expect(headBytes).toBeLessThan(wholeBytes);
+
+    // A guest on heads by reference delivers exactly what the whole requests say.
+    const c = consumer();
+    c.start();
+    await waitFor(async () => (await hubDb.store.queueInfo(outbox)).length === 0, 20_000, "outbox drained");
+    await c.stop();
+    // Each group is a guest feed of its own, pulled feed by feed: the same messages, in order within each group.
+    const sorted = (xs: readonly Uint8Array[]) => xs.map(b64).sort();
+    expect(sorted((await queued(alice.clientId)).slice(beforeAlice))).toEqual(sorted(expectAlice));
+    expect(sorted((await queued(bob.clientId)).slice(beforeBob))).toEqual(sorted(expectBob));
+  });
+
+  it("a guest that does not ask for references gets whole requests and delivers the same", async () => {
+    const before = (await hubDb.store.queueInfo(outbox)).lastSeq;
+    const beforeAlice = (await queued(alice.clientId)).length;
+    const head = fanoutHead(hub, [{ clientId: alice.clientId, token: alice.token! }]);
+    const sent: Uint8Array[] = [];
+    for (let i = 0; i < 3; i++) {
+      const message = await source.next(`whole ${i}`);
+      sent.push(message);
+      await hubDb.store.apply({
+        ops: [{ kind: "append", queue: outbox, payload: await signedTail(hub, head, message), prefix: { groupId: "heads-test", epoch: 0n, ref: "whole", bytes: head } }],
+      });
+    }
+    expect((await take(3, before, false)).every((e) => e.headId === 0n && e.dsFanoutRequest.length > head.length)).toBe(true);
+    const c = consumer({ headsByReference: false });
+    c.start();
+    await waitFor(async () => (await hubDb.store.queueInfo(outbox)).length === 0, 10_000, "outbox drained");
+    await c.stop();
+    expect(same((await queued(alice.clientId)).slice(beforeAlice), sent)).toBe(true);
+  });
+
+  describe("a hub that breaks the rules", () => {
+    // A hostile b.example (its real signature key, so only the id rules are wrong) and a fresh guest store.
+    let evilServer: TestServer;
+    let guestStore: TempStore;
+    let script: (yielded: (e: object) => void) => Promise<void>;
+    let evilPeers: PeerDirectory;
+    beforeAll(async () => {
+      guestStore = await tempStore();
+      const impl = {
+        async *subscribe(req: { resumeAfter: bigint; headsByReference: boolean }) {
+          const out: object[] = [];
+          await script((e) => out.push(e));
+          for (const e of out) if ((e as { sequence: bigint }).sequence > req.resumeAfter) yield e;
+          await new Promise((r) => setTimeout(r, 60_000));
+        },
+        async acknowledge() {
+          return {};
+        },
+      };
+      evilServer = await startTestServer(ca, "b.example", recordingHandler(), { services: [serviceRoute(FanoutService, impl as never)], drainTimeoutMs: 100 });
+      const file = join(ca.dir, "evil-peers.json");
+      await writeFile(file, JSON.stringify([{ domain: "b.example", endpoint: evilServer.url, ca: "ca.pem", dsSignatureKey: b64(hub.fanoutPublicKey) }]));
+      evilPeers = loadPeers(file);
+    });
+    afterAll(async () => {
+      await evilServer?.close();
+      await guestStore?.cleanup();
+    });
+
+    const evilConsumer = () =>
+      new GuestConsumer({
+        domain: "a.example",
+        store: guestStore.store,
+        tokens,
+        peers: evilPeers,
+        tls: { cert: aCert().cert, key: aCert().key },
+        backoff: { initialMs: 20, maxMs: 50 },
+      });
+
+    it("an unknown or evicted head id, or ids that do not increase: nothing from that entry on is processed, the stream is dropped", async () => {
+      const head = fanoutHead(hub, [{ clientId: alice.clientId, token: alice.token! }]);
+      const tails = await Promise.all([0, 1, 2, 3].map(async (i) => signedTail(hub, head, await source.next(`evil ${i}`))));
+      const cases: { name: string; entries: object[]; processed: bigint; error: RegExp }[] = [
+        {
+          name: "reference to a head never introduced",
+          entries: [
+            { sequence: 1n, headId: 1n, head, tail: tails[0] },
+            { sequence: 2n, headId: 2n, tail: tails[1] },
+          ],
+          processed: 1n,
+          error: /referred to head 2/,
+        },
+        {
+          name: "an id introduced twice",
+          entries: [
+            { sequence: 1n, headId: 5n, head, tail: tails[0] },
+            { sequence: 2n, headId: 5n, head, tail: tails[1] },
+          ],
+          processed: 1n,
+          error: /introduced head 5 after head 5/,
+        },
+        {
+          name: "a head older than the 16 kept",
+          entries: [
+            ...Array.from({ length: 17 }, (_, i) => ({ sequence: BigInt(i + 1), headId: BigInt(i + 1), head, tail: tails[i % 4] })),
+            { sequence: 18n, headId: 1n, tail: tails[0] },
+          ],
+          processed: 17n,
+          error: /referred to head 1,/,
+        },
+      ];
+      for (const k of cases) {
+        script = async (y) => k.entries.forEach(y);
+        const c = evilConsumer();
+        c.start();
+        await waitFor(() => c.status()[0]!.lastError !== undefined && k.error.test(c.status()[0]!.lastError!), 10_000, k.name);
+        await c.stop();
+        expect(await processedHighWater(guestStore.store, "b.example"), k.name).toBe(k.processed);
+        // The next case starts on a clean mark.
+        await guestStore.cleanup();
+        guestStore = await tempStore();
+      }
+    });
+
+    it("a head that is not exactly the head fields is taken as the whole request head || tail", async () => {
+      const message = await source.next("cut elsewhere");
+      const whole = await signedFanoutRequest(hub, [{ clientId: alice.clientId, token: alice.token! }], message);
+      const headLength = fanoutHead(hub, [{ clientId: alice.clientId, token: alice.token! }]).length;
+      // Cut 3 bytes into mls_message: the same request, split where the hub should not have.
+      const cut = headLength + 3;
+      script = async (y) => y({ sequence: 1n, headId: 1n, head: whole.subarray(0, cut), tail: whole.subarray(cut) });
+      const rec = (await guestDb.store.getClient(alice.clientId))!;
+      await guestStore.store.apply({ ops: [{ kind: "putClient", clientId: rec.clientId, signaturePublicKey: rec.signaturePublicKey, authData: rec.authData }] });
+      const c = evilConsumer();
+      c.start();
+      await waitFor(async () => (await processedHighWater(guestStore.store, "b.example")) === 1n, 10_000, "processed");
+      await c.stop();
+      await pullInbox(guestStore.store, alice.clientId);
+      const got = (await guestStore.store.read(clientQueue(alice.clientId), 0n, 10)).map((e) => e.payload);
+      expect(same(got, [message])).toBe(true);
+    });
   });
 });

@@ -154,6 +154,27 @@ export function runScaleContract(name: string, factory: StoreFactory): void {
         expect((await store.purgeExpired()).prefixes ?? 0).toBe(0);
       });
 
+      it("readers are told which entries start with which prefix (its id and length), without comparing bytes", async () => {
+        await create("g");
+        await create("h");
+        await store.apply({
+          ops: [prefixed("g", 0n, "r1", "HEAD1|", "m1"), prefixed("h", 0n, "r2", "OTHER-HEAD|", "m2"), { kind: "append", queue: outboxQueue("guest.example"), payload: text("plain") }],
+        });
+        await store.apply({ ops: [prefixed("g", 0n, "r1", "HEAD1|", "m3")] });
+        const entries = await store.read(outboxQueue("guest.example"), 0n, 1000);
+        expect(entries.map((e) => e.prefix?.length)).toEqual([6, 11, undefined, 6]);
+        const [a, b, , c] = entries.map((e) => e.prefix?.id);
+        expect(a).toBe(c);
+        expect(a).not.toBe(b);
+        // The same after a reopen (a new reader, no cache).
+        await store.close();
+        store = await harness.open();
+        const again = await store.read(outboxQueue("guest.example"), 0n, 1000);
+        expect(again.map((e) => e.prefix?.length)).toEqual([6, 11, undefined, 6]);
+        expect(again[0]!.prefix!.id).toBe(again[3]!.prefix!.id);
+        expect(again.map((e) => (e.prefix !== undefined ? str(e.payload.subarray(0, e.prefix.length)) : undefined))).toEqual(["HEAD1|", "OTHER-HEAD|", undefined, "HEAD1|"]);
+      });
+
       it("the group's next commit drops prefixes of older epochs that no entry names; named ones stay until purged", async () => {
         await create("g");
         await store.apply({ ops: [prefixed("g", 0n, "old", "OLD|", "a"), prefixed("g", 0n, "kept", "KEPT|", "b", outboxQueue("other.example"))] });

@@ -114,7 +114,7 @@ export class PrefixReader {
   readonly #cache = new Map<string, Uint8Array>();
   constructor(private readonly c: ScaleCollections) {}
 
-  async payloads(docs: readonly Document[]): Promise<Uint8Array[]> {
+  async payloads(docs: readonly Document[]): Promise<{ payload: Uint8Array; prefix?: { id: string; length: number } }[]> {
     const missing = [...new Set(docs.filter((d) => d.prefixId != null && !this.#cache.has(String(d.prefixId))).map((d) => String(d.prefixId)))];
     if (missing.length > 0) {
       for (const p of await this.c.prefixes.find({ _id: { $in: missing } }).toArray()) {
@@ -124,13 +124,15 @@ export class PrefixReader {
     }
     return docs.map((d) => {
       const own = plainBytes(d.payload as Buffer);
-      if (d.prefixId == null) return own;
-      const prefix = this.#cache.get(String(d.prefixId));
-      if (prefix === undefined) throw new StoreError(`queue entry names entry prefix ${String(d.prefixId)}, which is not stored`);
-      const out = new Uint8Array(prefix.length + own.length);
-      out.set(prefix);
-      out.set(own, prefix.length);
-      return out;
+      if (d.prefixId == null) return { payload: own };
+      const id = String(d.prefixId);
+      const prefix = this.#cache.get(id);
+      if (prefix === undefined) throw new StoreError(`queue entry names entry prefix ${id}, which is not stored`);
+      const payload = new Uint8Array(prefix.length + own.length);
+      payload.set(prefix);
+      payload.set(own, prefix.length);
+      return { payload, prefix: { id, length: prefix.length } };
     });
   }
+
 }

@@ -447,7 +447,7 @@ export class MongoStore implements Store {
       const seq = upto !== undefined ? { $gt: afterSeq, $lte: upto } : { $gt: afterSeq };
       const docs = await this.#c.entries.find({ queue, seq }, { sort: { seq: 1 }, limit: n }).toArray();
       const payloads = await this.#prefixReader.payloads(docs);
-      return docs.map((d, i) => ({ seq: big(d.seq), payload: payloads[i]!, enqueuedAt: num(d.enqueuedAt) }));
+      return docs.map((d, i) => ({ seq: big(d.seq), enqueuedAt: num(d.enqueuedAt), ...payloads[i]! }));
     });
   }
 

@@ -404,10 +404,22 @@ export class SqliteStore implements Store {
       let total = 0;
       // Iterate (not .all()): at most one payload past the byte bound is read, and dropped at once.
       for (const r of this.#s.readQueue.iterate(queue, afterSeq, n) as IterableIterator<Row>) {
-        const payload = r.prefix_id == null ? bytes(r.payload) : this.#prefixed(big(r.prefix_id), r.payload as Buffer);
-        if (maxBytes !== undefined && out.length > 0 && total + payload.length > maxBytes) break;
-        total += payload.length;
-        out.push({ seq: big(r.seq), payload, enqueuedAt: num(r.enqueued_at) });
+        if (r.prefix_id == null) {
+          const payload = bytes(r.payload);
+          if (maxBytes !== undefined && out.length > 0 && total + payload.length > maxBytes) break;
+          total += payload.length;
+          out.push({ seq: big(r.seq), payload, enqueuedAt: num(r.enqueued_at) });
+          continue;
+        }
+        const id = big(r.prefix_id);
+        const prefix = this.#prefix(id);
+        const own = r.payload as Buffer;
+        if (maxBytes !== undefined && out.length > 0 && total + prefix.length + own.length > maxBytes) break;
+        total += prefix.length + own.length;
+        const payload = new Uint8Array(prefix.length + own.length);
+        payload.set(prefix);
+        payload.set(own, prefix.length);
+        out.push({ seq: big(r.seq), payload, enqueuedAt: num(r.enqueued_at), prefix: { id: String(id), length: prefix.length } });
       }
       return out;
     });
@@ -416,7 +428,7 @@ export class SqliteStore implements Store {
   /** Prefixes by id (ids are never reused and a prefix never changes): a hub's stream reads each once. */
   readonly #prefixes = new Map<bigint, Buffer>();
 
-  #prefixed(id: bigint, payload: Buffer): Uint8Array {
+  #prefix(id: bigint): Buffer {
     let prefix = this.#prefixes.get(id);
     if (prefix === undefined) {
       const row = this.#s.prefixData.get(id) as Row | undefined;
@@ -425,11 +437,9 @@ export class SqliteStore implements Store {
       if (this.#prefixes.size >= PREFIX_CACHE) this.#prefixes.delete(this.#prefixes.keys().next().value!);
       this.#prefixes.set(id, prefix);
     }
-    const out = new Uint8Array(prefix.length + payload.length);
-    out.set(prefix);
-    out.set(payload, prefix.length);
-    return out;
+    return prefix;
   }
+
 
   /** Joins the group commit: acknowledgements (a guest DS's, a client's) share the other writes' fsync. */
   async ack(queue: QueueId, uptoSeq: bigint): Promise<number> {

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/ds/v1/fanout.proto.
  */
 export const file_mimi_ds_v1_fanout: GenFile = /*@__PURE__*/
-  fileDesc("ChdtaW1pL2RzL3YxL2Zhbm91dC5wcm90bxIKbWltaS5kcy52MSIoChBTdWJzY3JpYmVSZXF1ZXN0EhQKDHJlc3VtZV9hZnRlchgBIAEoBCJAChFTdWJzY3JpYmVSZXNwb25zZRIQCghzZXF1ZW5jZRgBIAEoBBIZChFkc19mYW5vdXRfcmVxdWVzdBgCIAEoDCJCChJBY2tub3dsZWRnZVJlcXVlc3QSEAoIc2VxdWVuY2UYASABKAQSGgoSZHNfZmFub3V0X3Jlc3BvbnNlGAIgASgMIhUKE0Fja25vd2xlZGdlUmVzcG9uc2UyqwEKDUZhbm91dFNlcnZpY2USSgoJU3Vic2NyaWJlEhwubWltaS5kcy52MS5TdWJzY3JpYmVSZXF1ZXN0Gh0ubWltaS5kcy52MS5TdWJzY3JpYmVSZXNwb25zZTABEk4KC0Fja25vd2xlZGdlEh4ubWltaS5kcy52MS5BY2tub3dsZWRnZVJlcXVlc3QaHy5taW1pLmRzLnYxLkFja25vd2xlZGdlUmVzcG9uc2VCPwoOb3JnLm1pbWkuZHMudjFQAVoebWltaS1kcy9nZW4vZ28vbWltaS9kcy92MTtkc3YxqgIKTWltaS5Ecy5WMWIGcHJvdG8z");
+  fileDesc("ChdtaW1pL2RzL3YxL2Zhbm91dC5wcm90bxIKbWltaS5kcy52MSJEChBTdWJzY3JpYmVSZXF1ZXN0EhQKDHJlc3VtZV9hZnRlchgBIAEoBBIaChJoZWFkc19ieV9yZWZlcmVuY2UYAiABKAgibQoRU3Vic2NyaWJlUmVzcG9uc2USEAoIc2VxdWVuY2UYASABKAQSGQoRZHNfZmFub3V0X3JlcXVlc3QYAiABKAwSDwoHaGVhZF9pZBgDIAEoBBIMCgRoZWFkGAQgASgMEgwKBHRhaWwYBSABKAwiQgoSQWNrbm93bGVkZ2VSZXF1ZXN0EhAKCHNlcXVlbmNlGAEgASgEEhoKEmRzX2Zhbm91dF9yZXNwb25zZRgCIAEoDCIVChNBY2tub3dsZWRnZVJlc3BvbnNlMqsBCg1GYW5vdXRTZXJ2aWNlEkoKCVN1YnNjcmliZRIcLm1pbWkuZHMudjEuU3Vic2NyaWJlUmVxdWVzdBodLm1pbWkuZHMudjEuU3Vic2NyaWJlUmVzcG9uc2UwARJOCgtBY2tub3dsZWRnZRIeLm1pbWkuZHMudjEuQWNrbm93bGVkZ2VSZXF1ZXN0Gh8ubWltaS5kcy52MS5BY2tub3dsZWRnZVJlc3BvbnNlQj8KDm9yZy5taW1pLmRzLnYxUAFaHm1pbWktZHMvZ2VuL2dvL21pbWkvZHMvdjE7ZHN2MaoCCk1pbWkuRHMuVjFiBnByb3RvMw");
 
 /**
  * @generated from message mimi.ds.v1.SubscribeRequest
@@ -23,6 +23,18 @@ export type SubscribeRequest = Message<"mimi.ds.v1.SubscribeRequest"> & {
    * @generated from field: uint64 resume_after = 1;
    */
   resumeAfter: bigint;
+
+  /**
+   * Set by a guest that takes DSFanoutRequest heads by reference: the hub may
+   * then send an entry as head_id and tail instead of ds_fanout_request, so
+   * that the recipient list, the same for every message of an epoch, crosses
+   * the stream once per epoch instead of with every message
+   * (docs/federation.md, "Heads by reference"). A hub that does not know the
+   * field sends whole requests.
+   *
+   * @generated from field: bool heads_by_reference = 2;
+   */
+  headsByReference: boolean;
 };
 
 /**
@@ -45,11 +57,38 @@ export type SubscribeResponse = Message<"mimi.ds.v1.SubscribeResponse"> & {
   sequence: bigint;
 
   /**
-   * TLS-serialized signed DSFanoutRequest (docs/protocol.md).
+   * TLS-serialized signed DSFanoutRequest (docs/protocol.md). Empty when the
+   * entry comes by reference (head_id set).
    *
    * @generated from field: bytes ds_fanout_request = 2;
    */
   dsFanoutRequest: Uint8Array;
+
+  /**
+   * By reference (only on a stream subscribed with heads_by_reference): the
+   * entry's DSFanoutRequest is head || tail. The head is the request's bytes
+   * before mls_message (protocol_version, hub_domain, recipient_ids,
+   * fanout_auth_tokens); head_id names it on this stream (1, 2, ... in the
+   * order heads are introduced). `head` is set on the entry that introduces
+   * an id and empty on the entries that refer to it again. The guest keeps
+   * the 16 most recently introduced heads of the stream; the hub refers only
+   * to those, and introduces an older head again under a new id.
+   *
+   * @generated from field: uint64 head_id = 3;
+   */
+  headId: bigint;
+
+  /**
+   * @generated from field: bytes head = 4;
+   */
+  head: Uint8Array;
+
+  /**
+   * mls_message || signature<V> of the request.
+   *
+   * @generated from field: bytes tail = 5;
+   */
+  tail: Uint8Array;
 };
 
 /**
