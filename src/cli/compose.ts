@@ -138,6 +138,7 @@ export async function createService(config: ServeConfig, logger: Logger, version
     });
     const fanout = createFanoutService({
       store,
+      hub: ds.context.hub,
       logger,
       onRejected: (r) => metrics.fanoutRejection(r.guestDomain, dsFanoutErrorCodeName(r.error.code) ?? `code_${r.error.code}`),
     });

@@ -10,11 +10,15 @@ import { requestContext } from "../server/context.js";
 import { serviceRoute, type ServiceRoute } from "../server/server.js";
 import { outboxQueue, type Store } from "../store/port.js";
 import { WireDecodeError, decodeDSFanoutResponse, dsFanoutErrorCodeName, type DSFanoutError } from "../wire/index.js";
+import { headDigest, streamedTail, wholeRequest } from "../ds/fanout.js";
+import type { HubIdentity } from "../ds/hub-identity.js";
 import { mapped, rpcError } from "./errors.js";
 import { DEFAULT_PAGE_SIZE, streamQueue } from "./queue-stream.js";
 
 export interface FanoutServiceOptions {
   readonly store: Store;
+  /** Signs outbox entries stored unsigned (src/ds/fanout.ts) as they are streamed. */
+  readonly hub: HubIdentity;
   readonly logger?: Logger;
   /** Outbox entries read per page (default 64). */
   readonly pageSize?: number;
@@ -59,18 +63,25 @@ export const HEADS_KEPT = 16;
  */
 class HeadsSent {
   #next = 1n;
-  readonly #ids = new Map<string, bigint>();
+  readonly #ids = new Map<string, SentHead>();
 
-  idFor(prefixId: string): { headId: bigint; introduce: boolean } {
+  idFor(prefixId: string): SentHead & { readonly introduce: boolean } {
     const known = this.#ids.get(prefixId);
     // In the map means among the HEADS_KEPT most recently introduced (it holds those, in introduction order).
-    if (known !== undefined) return { headId: known, introduce: false };
-    const headId = this.#next++;
-    this.#ids.set(prefixId, headId);
+    if (known !== undefined) return Object.assign(known, { introduce: false });
+    const sent = { headId: this.#next++, introduce: true };
+    this.#ids.set(prefixId, sent);
     if (this.#ids.size > HEADS_KEPT) this.#ids.delete(this.#ids.keys().next().value!);
-    return { headId, introduce: true };
+    return sent;
   }
 }
+
+interface SentHead {
+  readonly headId: bigint;
+  /** SHA-256 of the head, computed once per stream when a signature needs it. */
+  digest?: Uint8Array;
+}
+
 
 function guestDomainOf(ctx: HandlerContext): string {
   const peer = requestContext(ctx).peerDomain;
@@ -81,7 +92,7 @@ function guestDomainOf(ctx: HandlerContext): string {
 }
 
 export function createFanoutService(options: FanoutServiceOptions): FanoutServiceHandle {
-  const { store, logger } = options;
+  const { store, logger, hub } = options;
   const stop = new AbortController();
   const acknowledged = new Map<string, bigint>();
   const rejected = new Map<string, number>();
@@ -96,16 +107,19 @@ export function createFanoutService(options: FanoutServiceOptions): FanoutServic
         pageSize: options.pageSize ?? DEFAULT_PAGE_SIZE,
       });
       const heads = req.headsByReference ? new HeadsSent() : undefined;
+      const digests = heads !== undefined && req.headDigestSignatures;
       try {
         for await (const e of entries) {
-          // Outbox prefixes are the heads of DSFanoutRequests (src/ds/fanout.ts): by reference when the guest takes them.
           if (heads === undefined || e.prefix === undefined) {
-            yield { sequence: e.seq, dsFanoutRequest: e.payload };
+            yield { sequence: e.seq, dsFanoutRequest: await wholeRequest(hub, e) };
             continue;
           }
-          const { headId, introduce } = heads.idFor(e.prefix.id);
-          const head = introduce ? e.payload.subarray(0, e.prefix.length) : EMPTY;
-          yield { sequence: e.seq, headId, head, tail: e.payload.subarray(e.prefix.length) };
+          // Outbox prefixes are the heads of DSFanoutRequests (src/ds/fanout.ts), signed here unless stored signed.
+          const head = e.payload.subarray(0, e.prefix.length);
+          const own = e.payload.subarray(e.prefix.length);
+          const sent = heads.idFor(e.prefix.id);
+          const out = await streamedTail(hub, head, own, digests ? () => (sent.digest ??= headDigest(head)) : undefined);
+          yield { sequence: e.seq, headId: sent.headId, head: sent.introduce ? head : EMPTY, tail: out.tail, headDigestSignature: out.headDigestSigned };
         }
       } catch (err) {
         throw rpcError(err);

@@ -22,6 +22,7 @@ import type { MLSMessage } from "ts-mls";
 import type { Logger } from "pino";
 import { FanoutService } from "../../gen/mimi/ds/v1/fanout_pb.js";
 import { HEADS_KEPT } from "./fanout-service.js";
+import { headDigest, headDigestTbs } from "../ds/fanout.js";
 import { verifyFanoutSignatureAsync } from "../ds/hub-identity.js";
 import { FeedSetConflictError } from "../store/errors.js";
 import { clientQueue, groupFeed, type RateLimitRule, type Store, type WriteOp } from "../store/port.js";
@@ -38,6 +39,7 @@ import {
   mlsMessageCodec,
   mlsMessageGroupId,
   opaqueV,
+  SignatureLabel,
   WireDecodeError,
 } from "../wire/index.js";
 import { type OwnTls, type PeerDirectory, createPeerTransport, type Peer, type PeerTransportOptions } from "./peers.js";
@@ -119,14 +121,26 @@ export function parseHead(bytes: Uint8Array): ReceivedHead | undefined {
   }
 }
 
-/** What a stream entry carries: a whole request, or a head (sent earlier on the stream) and the rest. */
-export type FanoutInput = Uint8Array | { readonly head: Uint8Array; readonly parsed: ReceivedHead | undefined; readonly tail: Uint8Array };
+/**
+ * What a stream entry carries: a whole request, or a head (sent earlier on the
+ * stream) and the rest; `headDigest` is set when the rest's signature covers
+ * the head's digest (FanoutHeadDigestTBS) instead of the whole request.
+ */
+export type FanoutInput =
+  | Uint8Array
+  | { readonly head: Uint8Array; readonly parsed: ReceivedHead | undefined; readonly tail: Uint8Array; readonly headDigest?: Uint8Array };
 
-function parseInput(input: FanoutInput): ReceivedFanout {
-  if (input instanceof Uint8Array) return parseFanout(input);
-  if (input.parsed === undefined) return parseFanout(concat(input.head, input.tail));
+/** The request, and the head digest its signature covers if it is signed that way. */
+function parseInput(input: FanoutInput): { req: ReceivedFanout; headDigest?: Uint8Array } {
+  if (input instanceof Uint8Array) return { req: parseFanout(input) };
+  if (input.parsed === undefined) {
+    // Signed over a digest of bytes that are not a head: nothing to take as the request.
+    if (input.headDigest !== undefined) throw new WireDecodeError("malformed", "DSFanoutRequest", 0, "the head sent by reference is not the DSFanoutRequest fields before mls_message");
+    return { req: parseFanout(concat(input.head, input.tail)) };
+  }
   checkSize(input.head.length + input.tail.length);
-  return readTail(new Decoder(input.tail, "DSFanoutRequest"), input.tail, input.parsed);
+  const req = readTail(new Decoder(input.tail, "DSFanoutRequest"), input.tail, input.parsed);
+  return input.headDigest !== undefined ? { req, headDigest: input.headDigest } : { req };
 }
 
 const concat = (a: Uint8Array, b: Uint8Array): Uint8Array => {
@@ -235,8 +249,9 @@ export class FanoutProcessor {
     const hub = hubDomain.toLowerCase();
     const reject = (code: DSFanoutErrorCodeName, reason: string): Prepared => ({ sequence, kind: "reject", code, reason });
     let req: ReceivedFanout;
+    let digest: Uint8Array | undefined;
     try {
-      req = parseInput(input);
+      ({ req, headDigest: digest } = parseInput(input));
     } catch (err) {
       if (err instanceof WireDecodeError) return reject("malformed", `DSFanoutRequest does not decode: ${err.message}`);
       throw err;
@@ -247,7 +262,11 @@ export class FanoutProcessor {
     if (req.hubDomain.toLowerCase() !== hub) return reject("bad_signature", `hub_domain ${req.hubDomain} is not the authenticated hub ${hub}`);
     const peer = this.deps.peers.get(hub);
     if (peer === undefined) return reject("bad_signature", `no DS signature key is configured for ${hub}`);
-    if (!(await verifyFanoutSignatureAsync(peer.dsSignatureKey, [req.head, req.messageBytes], req.signature))) {
+    const verified =
+      digest === undefined
+        ? await verifyFanoutSignatureAsync(peer.dsSignatureKey, [req.head, req.messageBytes], req.signature)
+        : await verifyFanoutSignatureAsync(peer.dsSignatureKey, headDigestTbs(digest, req.messageBytes), req.signature, SignatureLabel.DSFanoutRequestHeadDigest);
+    if (!verified) {
       return reject("bad_signature", `signature does not verify with the DS signature key of ${hub}`);
     }
     const groupId = mlsMessageGroupId(req.message);
@@ -465,6 +484,12 @@ export interface GuestConsumerOptions extends GuestDeps {
    * with every message. Hubs that do not know it send whole requests.
    */
   readonly headsByReference?: boolean;
+  /**
+   * With headsByReference, ask for entries by reference signed over the head's
+   * digest (SubscribeRequest.head_digest_signatures, default true): the
+   * signature check no longer hashes the recipient list per message.
+   */
+  readonly headDigestSignatures?: boolean;
 }
 
 /** A stream entry as the FanoutService sends it. */
@@ -474,15 +499,22 @@ interface StreamEntry {
   readonly headId: bigint;
   readonly head: Uint8Array;
   readonly tail: Uint8Array;
+  readonly headDigestSignature: boolean;
 }
 
 /** The guest's half of a stream's head ids: the HEADS_KEPT most recently introduced heads. */
 class HeadsReceived {
-  readonly #heads = new Map<bigint, { head: Uint8Array; parsed: ReceivedHead | undefined }>();
+  readonly #heads = new Map<bigint, { head: Uint8Array; parsed: ReceivedHead | undefined; digest?: Uint8Array }>();
   #last = 0n;
 
-  /** The entry's request as head and tail, or whole; throws when the hub breaks the id rules. */
+  /** `digests`: whether the stream asked for head-digest signatures. */
+  constructor(private readonly digests: boolean) {}
+
+  /** The entry's request as head and tail, or whole; throws when the hub breaks the stream's rules. */
   input(entry: StreamEntry): FanoutInput {
+    if (entry.headDigestSignature && (!this.digests || entry.headId === 0n)) {
+      throw new Error(`the hub signed entry ${entry.sequence} over a head digest ${entry.headId === 0n ? "without a head by reference" : "although it was not asked to"}`);
+    }
     if (entry.headId === 0n) return entry.dsFanoutRequest;
     if (entry.head.length > 0) {
       if (entry.headId <= this.#last) throw new Error(`the hub introduced head ${entry.headId} after head ${this.#last} (ids must increase)`);
@@ -494,7 +526,8 @@ class HeadsReceived {
     if (known === undefined) {
       throw new Error(`the hub referred to head ${entry.headId}, which is not among the ${HEADS_KEPT} most recently introduced on this stream`);
     }
-    return { ...known, tail: entry.tail };
+    if (!entry.headDigestSignature) return { head: known.head, parsed: known.parsed, tail: entry.tail };
+    return { head: known.head, parsed: known.parsed, tail: entry.tail, headDigest: (known.digest ??= headDigest(known.head)) };
   }
 }
 
@@ -576,8 +609,13 @@ export class GuestConsumer {
   private started = false;
   private readonly processor: FanoutProcessor;
 
+  private readonly headsByReference: boolean;
+  private readonly headDigests: boolean;
+
   constructor(private readonly options: GuestConsumerOptions) {
     this.processor = new FanoutProcessor(options);
+    this.headsByReference = options.headsByReference ?? true;
+    this.headDigests = this.headsByReference && (options.headDigestSignatures ?? true);
   }
 
   /** The recipient checks' counters (hits, misses, recipients verified). */
@@ -629,7 +667,7 @@ export class GuestConsumer {
         const client = createClient(FanoutService, transport);
         st.processed ??= await processedHighWater(store, fanoutSource(peer.domain));
         acks = new AckPipeline(client, signal, () => call.abort());
-        const stream = client.subscribe({ resumeAfter: st.processed, headsByReference: this.options.headsByReference ?? true }, { signal });
+        const stream = client.subscribe({ resumeAfter: st.processed, headsByReference: this.headsByReference, headDigestSignatures: this.headDigests }, { signal });
         const onEntry = (): void => {
           if (!st.connected) logger?.info({ hub: peer.domain, resumeAfter: st.processed!.toString() }, "subscribed to hub");
           st.connected = true;
@@ -693,7 +731,7 @@ export class GuestConsumer {
     const nextEvent = (): Promise<void> => new Promise((r) => waiters.push(r));
     signal.addEventListener("abort", poke, { once: true });
 
-    const heads = new HeadsReceived();
+    const heads = new HeadsReceived(this.headDigests);
     const reader = (async () => {
       try {
         for await (const entry of stream) {

@@ -11,16 +11,22 @@
 // recipient) is the same for every message of an epoch. It is encoded once
 // per (group state, domain, excluded recipients of that domain) and stored
 // once as the outbox entries' shared prefix (AppendOp.prefix), so an outbox
-// entry holds the message and the signature: its size does not grow with the
-// members. The signature still covers the whole request (docs/protocol.md).
+// entry holds the message alone: its size does not grow with the members.
+// Such an entry is signed when it is streamed (signedTail), in the form the
+// guest asked for: over the whole request (-05), or over the head's digest
+// (docs/federation.md "Heads by reference"), which keeps the signature's cost
+// flat in the members.
 import { createHash } from "node:crypto";
-import type { WriteOp } from "../store/port.js";
+import type { QueueEntry, WriteOp } from "../store/port.js";
 import { clientQueue, groupFeed, outboxQueue } from "../store/port.js";
 import {
+  Decoder,
   DS_PROTOCOL_VERSION,
   dsFanoutRequestHeadFields,
   encodeWith,
+  mlsMessageCodec,
   opaqueV,
+  SignatureLabel,
   struct,
   type FanoutAuthToken,
 } from "../wire/index.js";
@@ -60,13 +66,48 @@ export function fanoutHead(hub: HubIdentity, recipients: readonly Recipient[]): 
   });
 }
 
-/** What follows the head in a signed DSFanoutRequest: the message and `signature<V>` over head || message. */
-export async function signedTail(hub: HubIdentity, head: Uint8Array, message: Uint8Array): Promise<Uint8Array> {
-  const sig = encodeWith(opaqueV, await hub.signFanout([head, message]));
+/**
+ * What follows the head in a signed DSFanoutRequest: the message and
+ * `signature<V>`, over head || message (label "DSFanoutRequest"), or with
+ * `headDigest` over FanoutHeadDigestTBS (label "DSFanoutRequestHeadDigest").
+ */
+export async function signedTail(hub: HubIdentity, head: Uint8Array, message: Uint8Array, headDigest?: Uint8Array): Promise<Uint8Array> {
+  const signature =
+    headDigest === undefined
+      ? await hub.signFanout([head, message])
+      : await hub.signFanout(headDigestTbs(headDigest, message), SignatureLabel.DSFanoutRequestHeadDigest);
+  const sig = encodeWith(opaqueV, signature);
   const out = new Uint8Array(message.length + sig.length);
   out.set(message);
   out.set(sig, message.length);
   return out;
+}
+
+/** SHA-256 of a DSFanoutRequest head: what a head-digest signature covers in its place. */
+export const headDigest = (head: Uint8Array): Uint8Array => createHash("sha256").update(head).digest();
+
+/** `struct { opaque head_digest<V>; MLSMessage mls_message; } FanoutHeadDigestTBS`, in parts. */
+export const headDigestTbs = (digest: Uint8Array, message: Uint8Array): Uint8Array[] => [encodeWith(opaqueV, digest), message];
+
+/**
+ * How an outbox entry with a stored head goes out: `own` is what the entry
+ * holds after the head. Entries appended since heads are signed when streamed
+ * hold the MLSMessage alone and are signed now, whole or (with `digest`) over
+ * the head's digest; entries appended before hold `mls_message ||
+ * signature<V>` (a whole-request signature) and go out as stored. The two
+ * are told apart by what follows the MLSMessage, which delimits itself.
+ */
+export async function streamedTail(
+  hub: HubIdentity,
+  head: Uint8Array,
+  own: Uint8Array,
+  digest: (() => Uint8Array) | undefined,
+): Promise<{ readonly tail: Uint8Array; readonly headDigestSigned: boolean; readonly asStored: boolean }> {
+  const d = new Decoder(own, "outbox entry");
+  d.field("mls_message", mlsMessageCodec);
+  if (d.remaining > 0) return { tail: own, headDigestSigned: false, asStored: true };
+  const headDigest = digest?.();
+  return { tail: await signedTail(hub, head, own, headDigest), headDigestSigned: headDigest !== undefined, asStored: false };
 }
 
 /** A signed DSFanoutRequest (docs/protocol.md) for one destination domain. */
@@ -77,6 +118,18 @@ export async function signedFanoutRequest(hub: HubIdentity, recipients: readonly
   out.set(head);
   out.set(tail, head.length);
   return out;
+}
+
+/** The whole signed DSFanoutRequest an outbox entry stands for (what a guest gets without heads by reference). */
+export async function wholeRequest(hub: HubIdentity, entry: QueueEntry): Promise<Uint8Array> {
+  if (entry.prefix === undefined) return entry.payload;
+  const head = entry.payload.subarray(0, entry.prefix.length);
+  const out = await streamedTail(hub, head, entry.payload.subarray(entry.prefix.length), undefined);
+  if (out.asStored) return entry.payload;
+  const whole = new Uint8Array(head.length + out.tail.length);
+  whole.set(head);
+  whole.set(out.tail, head.length);
+  return whole;
 }
 
 /** A domain's recipient section of one group state: the encoded head and the digest that names it in the store. */
@@ -141,7 +194,7 @@ export async function planFanout(hub: HubIdentity, items: readonly FanoutItem[])
         ops.push({
           kind: "append",
           queue: outboxQueue(domain),
-          payload: await signedTail(hub, section.head, item.message),
+          payload: item.message,
           prefix: { groupId: group.key, epoch: group.epoch, ref: section.ref, bytes: section.head },
         });
       }

@@ -104,12 +104,13 @@ export class HubIdentity {
   }
 
   /**
-   * SignWithLabel("DSFanoutRequest", parts joined) with the fanout key: the
+   * SignWithLabel(label, parts joined) with the fanout key (label
+   * "DSFanoutRequest" unless told otherwise): the
    * SignContent is built in one buffer from the parts (a DSFanoutRequest's
    * head and its message), without joining them first.
    */
-  signFanout(parts: readonly Uint8Array[]): Promise<Uint8Array> {
-    return this.sign(FANOUT_SIGNATURE_SUITE, SignatureLabel.DSFanoutRequest, parts);
+  signFanout(parts: readonly Uint8Array[], label: string = SignatureLabel.DSFanoutRequest): Promise<Uint8Array> {
+    return this.sign(FANOUT_SIGNATURE_SUITE, label, parts);
   }
 
   /** Public key that verifies this hub's DSFanoutRequests (configured at its peers). */
@@ -134,7 +135,12 @@ const fanoutKeys = new Map<string, KeyObject>();
  * hub's Ed25519 key, on the libuv threadpool: the guest goes on decoding
  * other requests meanwhile. Keys are imported once per peer key.
  */
-export function verifyFanoutSignatureAsync(publicKey: Uint8Array, parts: readonly Uint8Array[], signature: Uint8Array): Promise<boolean> {
+export function verifyFanoutSignatureAsync(
+  publicKey: Uint8Array,
+  parts: readonly Uint8Array[],
+  signature: Uint8Array,
+  label: string = SignatureLabel.DSFanoutRequest,
+): Promise<boolean> {
   const id = Buffer.from(publicKey).toString("base64url");
   let key = fanoutKeys.get(id);
   if (key === undefined) {
@@ -143,7 +149,7 @@ export function verifyFanoutSignatureAsync(publicKey: Uint8Array, parts: readonl
     if (fanoutKeys.size >= 256) fanoutKeys.clear();
     fanoutKeys.set(id, key);
   }
-  const content = encodeSignContent(SignatureLabel.DSFanoutRequest, parts);
+  const content = encodeSignContent(label, parts);
   return new Promise((resolve) => {
     try {
       nodeVerify(null, content, key, signature, (err, ok) => resolve(err === null && ok));

@@ -48,6 +48,13 @@ export const SignatureLabel = {
   DSRegisteredClientRequest: "DSRegisteredClientRequest",
   /** DSFanoutRequest.signature over DSFanoutRequestTBS. */
   DSFanoutRequest: "DSFanoutRequest",
+  /**
+   * The signature of a DSFanoutRequest sent by reference to a guest that asked
+   * for it (FanoutService head_digest_signature), over FanoutHeadDigestTBS:
+   * `struct { opaque head_digest<V>; MLSMessage mls_message; }`, head_digest
+   * the SHA-256 of the request's bytes before mls_message.
+   */
+  DSFanoutRequestHeadDigest: "DSFanoutRequestHeadDigest",
   /** proto ClientAuth.signature over ClientAuthTBS. */
   ClientAuth: "ClientAuth",
   /** RegistrationCredential.signature (the provider's issuer key, Ed25519) over RegistrationCredentialTBS. */

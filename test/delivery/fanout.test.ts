@@ -23,8 +23,8 @@ import {
   type GuestDeps,
   type PeerDirectory,
 } from "../../src/delivery/index.js";
-import { createHash } from "node:crypto";
-import { fanoutHead, signedFanoutRequest, signedTail } from "../../src/ds/fanout.js";
+import { createHash, createPublicKey, verify } from "node:crypto";
+import { fanoutHead, headDigest, signedFanoutRequest, signedTail } from "../../src/ds/fanout.js";
 import { serviceRoute } from "../../src/server/server.js";
 import { prng } from "../helpers/prng.js";
 import { HubIdentity } from "../../src/ds/hub-identity.js";
@@ -58,7 +58,7 @@ beforeAll(async () => {
   hubDb = await tempStore();
   guestDb = await tempStore();
   hub = await HubIdentity.open("b.example");
-  fanout = createFanoutService({ store: hubDb.store });
+  fanout = createFanoutService({ store: hubDb.store, hub });
   hubServer = await startTestServer(ca, "b.example", recordingHandler(), { services: [fanout.route], drainTimeoutMs: 500 });
   clients = createClientService({ domain: "a.example", store: guestDb.store, tokens, registration: { open: true } });
   guestServer = await startTestServer(ca, "a.example", recordingHandler(), { services: [clients.route], drainTimeoutMs: 500 });
@@ -386,18 +386,20 @@ describe("guest checks (processFanoutRequest)", () => {
 });
 
 // Heads by reference (SubscribeRequest.heads_by_reference): the recipient list
-// of an epoch crosses the stream once, each message as head id + tail.
+// of an epoch crosses the stream once, each message as head id + tail, signed
+// over the whole request or (head_digest_signatures) over the head's digest.
 describe("heads by reference", () => {
   const outbox = outboxQueue("a.example");
   const aCert = () => ca.domain("a.example");
   const raw = () => createClient(FanoutService, rawTransport("grpc", hubServer.url, { ca: ca.ca, cert: aCert().cert, key: aCert().key }));
+  type Entry = { sequence: bigint; dsFanoutRequest: Uint8Array; headId: bigint; head: Uint8Array; tail: Uint8Array; headDigestSignature: boolean };
 
   /** The first `n` entries after `after` of one Subscribe stream. */
-  async function take(n: number, after: bigint, headsByReference: boolean) {
+  async function take(n: number, after: bigint, headsByReference: boolean, headDigestSignatures = false): Promise<Entry[]> {
     const stop = new AbortController();
-    const got: { sequence: bigint; dsFanoutRequest: Uint8Array; headId: bigint; head: Uint8Array; tail: Uint8Array }[] = [];
+    const got: Entry[] = [];
     try {
-      for await (const e of raw().subscribe({ resumeAfter: after, headsByReference }, { signal: stop.signal })) {
+      for await (const e of raw().subscribe({ resumeAfter: after, headsByReference, headDigestSignatures }, { signal: stop.signal })) {
         got.push(e);
         if (got.length === n) break;
       }
@@ -407,12 +409,24 @@ describe("heads by reference", () => {
     return got;
   }
 
-  it("a seeded mix of groups and heads: every entry is byte for byte the whole request, within the 16 kept heads; guests deliver exactly to the listed", async () => {
-    const seed = Number(process.env.HEADS_SEED ?? 16);
+  /** RFC 9420 SignContent and a varint, written here from the RFC rather than taken from src/wire. */
+  const varint = (n: number) => (n < 64 ? [n] : n < 16384 ? [0x40 | (n >> 8), n & 0xff] : [0x80 | (n >>> 24), (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff]);
+  const opaque = (b: Uint8Array) => Buffer.concat([Buffer.from(varint(b.length)), b]);
+  const signContent = (label: string, content: Uint8Array) => Buffer.concat([opaque(Buffer.from(`MLS 1.0 ${label}`)), opaque(content)]);
+  const ed25519 = () => createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: b64url(hub.fanoutPublicKey) }, format: "jwk" });
+  const b64url = (b: Uint8Array) => Buffer.from(b).toString("base64url");
+  /** The request's tail cut as the draft's struct says: mls_message, then signature<V> (a varint length). */
+  const splitTail = (tail: Uint8Array, messageLength: number) => {
+    const rest = tail.subarray(messageLength);
+    return { message: tail.subarray(0, messageLength), signature: rest.subarray(1 << (rest[0]! >> 6)) };
+  };
+
+  /** Appends `total` entries of a seeded mix; returns what alice and bob must get and the messages by sequence. */
+  async function appendMix(seed: number, total: number) {
     const rnd = prng(seed);
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)]!;
     const sources = [source, await MessageSource.create("carol:2@b.example"), await MessageSource.create("carol:3@b.example")];
-    // Sections: alice and / or bob (valid tokens) and some clients that are not ours, in many distinct lists (more than 16 heads).
+    // Sections: alice and / or bob (valid tokens) and a client that is not ours, in many distinct lists (more than 16 heads).
     const sections: { clientId: string; token?: Uint8Array }[][] = [];
     for (let i = 0; i < 40; i++) {
       const list: { clientId: string; token?: Uint8Array }[] = [];
@@ -423,118 +437,138 @@ describe("heads by reference", () => {
       sections.push(list);
     }
     const before = (await hubDb.store.queueInfo(outbox)).lastSeq;
-    const expectAlice: Uint8Array[] = [];
-    const expectBob: Uint8Array[] = [];
-    const beforeAlice = (await queued(alice.clientId)).length;
-    const beforeBob = (await queued(bob.clientId)).length;
-    const total = 150;
+    const sent: { list: { clientId: string; token?: Uint8Array }[]; message: Uint8Array; stored: "whole" | "signed" | "unsigned" }[] = [];
     let recent = 0;
     for (let i = 0; i < total; i++) {
-      // Mostly a few recent heads (an epoch's messages), sometimes any of 40 (more than the guest keeps), sometimes a whole request.
+      // Mostly a few recent heads (an epoch's messages), sometimes any of 40 (more than the guest keeps).
       const r = rnd();
       if (r < 0.15) recent = Math.floor(rnd() * sections.length);
       const list = r < 0.75 ? sections[(recent + Math.floor(rnd() * 3)) % sections.length]! : sections[Math.floor(rnd() * sections.length)]!;
       const message = await pick(sources).next(`heads ${seed} ${i}`);
-      if (list.some((x) => x.clientId === alice.clientId)) expectAlice.push(message);
-      if (list.some((x) => x.clientId === bob.clientId)) expectBob.push(message);
-      if (rnd() < 0.1) {
+      // As src/ds/fanout.ts stores them: whole (explicit recipients), or the head as a shared prefix and the
+      // message alone; and as it stored them before heads were signed when streamed (message || signature).
+      const stored = rnd() < 0.1 ? "whole" : rnd() < 0.25 ? "signed" : "unsigned";
+      sent.push({ list, message, stored });
+      if (stored === "whole") {
         await hubSends(list, message);
         continue;
       }
       const head = fanoutHead(hub, list);
       const ref = createHash("sha256").update(head).digest("base64url");
-      await hubDb.store.apply({
-        ops: [{ kind: "append", queue: outbox, payload: await signedTail(hub, head, message), prefix: { groupId: "heads-test", epoch: 0n, ref, bytes: head } }],
-      });
+      const payload = stored === "signed" ? await signedTail(hub, head, message) : message;
+      await hubDb.store.apply({ ops: [{ kind: "append", queue: outbox, payload, prefix: { groupId: "heads-test", epoch: 0n, ref, bytes: head } }] });
     }
+    return { before, sent };
+  }
 
-    const whole = await take(total, before, false);
-    const byRef = await take(total, before, true);
-    expect(whole.map((e) => e.sequence)).toEqual(byRef.map((e) => e.sequence));
-    // The guest's rule, kept independently here: the 16 most recently introduced heads.
+  /** Checks a stream by reference against the whole requests (the guest's rules, kept independently here). */
+  function reconstruct(byRef: readonly Entry[], whole: readonly Uint8Array[]) {
     const kept = new Map<bigint, Uint8Array>();
     let last = 0n;
-    let headBytes = 0;
-    let wholeBytes = 0;
     const introduced = new Set<string>();
     let reintroduced = 0;
+    let streamed = 0;
+    const heads: (Uint8Array | undefined)[] = [];
     for (const [i, e] of byRef.entries()) {
-      const w = whole[i]!;
-      expect(w.headId).toBe(0n);
-      wholeBytes += w.dsFanoutRequest.length;
-      let bytes: Uint8Array;
+      streamed += e.dsFanoutRequest.length + e.head.length + e.tail.length;
       if (e.headId === 0n) {
-        bytes = e.dsFanoutRequest;
-      } else {
-        expect(e.dsFanoutRequest.length).toBe(0);
-        if (e.head.length > 0) {
-          expect(e.headId).toBeGreaterThan(last);
-          last = e.headId;
-          if (introduced.has(b64(e.head))) reintroduced++;
-          introduced.add(b64(e.head));
-          kept.set(e.headId, e.head);
-          if (kept.size > 16) kept.delete(kept.keys().next().value!);
-          headBytes += e.head.length;
-        }
-        const head = kept.get(e.headId);
-        expect(head, `entry ${e.sequence} refers to head ${e.headId}, not kept`).toBeDefined();
-        bytes = Buffer.concat([head!, e.tail]);
+        expect(e.headDigestSignature).toBe(false);
+        expect(b64(e.dsFanoutRequest)).toBe(b64(whole[i]!));
+        heads.push(undefined);
+        continue;
       }
-      expect(b64(bytes)).toBe(b64(w.dsFanoutRequest));
-      headBytes += e.tail.length + e.dsFanoutRequest.length;
+      expect(e.dsFanoutRequest.length).toBe(0);
+      if (e.head.length > 0) {
+        expect(e.headId).toBeGreaterThan(last);
+        last = e.headId;
+        if (introduced.has(b64(e.head))) reintroduced++;
+        introduced.add(b64(e.head));
+        kept.set(e.headId, e.head);
+        if (kept.size > 16) kept.delete(kept.keys().next().value!);
+      }
+      const head = kept.get(e.headId);
+      expect(head, `entry ${e.sequence} refers to head ${e.headId}, not kept`).toBeDefined();
+      heads.push(head);
     }
     // A head is sent once while it stays among the kept ones (the mix also sends some again after they dropped out).
     expect(reintroduced).toBeGreaterThan(0);
     expect(introduced.size + reintroduced).toBeLessThan(byRef.length / 2);
-    expect(headBytes).toBeLessThan(wholeBytes);
+    expect(streamed).toBeLessThan(whole.reduce((n, w) => n + w.length, 0));
+    return heads;
+  }
 
-    // A guest on heads by reference delivers exactly what the whole requests say.
-    const c = consumer();
-    c.start();
-    await waitFor(async () => (await hubDb.store.queueInfo(outbox)).length === 0, 20_000, "outbox drained");
-    await c.stop();
-    // Each group is a guest feed of its own, pulled feed by feed: the same messages, in order within each group.
-    const sorted = (xs: readonly Uint8Array[]) => xs.map(b64).sort();
-    expect(sorted((await queued(alice.clientId)).slice(beforeAlice))).toEqual(sorted(expectAlice));
-    expect(sorted((await queued(bob.clientId)).slice(beforeBob))).toEqual(sorted(expectBob));
-  });
+  for (const [seed, mode] of [
+    [16, { headsByReference: true, headDigestSignatures: true }],
+    [17, { headsByReference: true, headDigestSignatures: false }],
+    [18, { headsByReference: false }],
+  ] as const) {
+    it(`seed ${seed}: a mix of groups, heads and stored forms streams as the -05 requests, by reference and by digest; a guest (${JSON.stringify(mode)}) delivers exactly to the listed`, async () => {
+      const total = 150;
+      const beforeAlice = (await queued(alice.clientId)).length;
+      const beforeBob = (await queued(bob.clientId)).length;
+      const { before, sent } = await appendMix(Number(process.env.HEADS_SEED ?? seed), total);
 
-  it("a guest that does not ask for references gets whole requests and delivers the same", async () => {
-    const before = (await hubDb.store.queueInfo(outbox)).lastSeq;
-    const beforeAlice = (await queued(alice.clientId)).length;
-    const head = fanoutHead(hub, [{ clientId: alice.clientId, token: alice.token! }]);
-    const sent: Uint8Array[] = [];
-    for (let i = 0; i < 3; i++) {
-      const message = await source.next(`whole ${i}`);
-      sent.push(message);
-      await hubDb.store.apply({
-        ops: [{ kind: "append", queue: outbox, payload: await signedTail(hub, head, message), prefix: { groupId: "heads-test", epoch: 0n, ref: "whole", bytes: head } }],
-      });
-    }
-    expect((await take(3, before, false)).every((e) => e.headId === 0n && e.dsFanoutRequest.length > head.length)).toBe(true);
-    const c = consumer({ headsByReference: false });
-    c.start();
-    await waitFor(async () => (await hubDb.store.queueInfo(outbox)).length === 0, 10_000, "outbox drained");
-    await c.stop();
-    expect(same((await queued(alice.clientId)).slice(beforeAlice), sent)).toBe(true);
-  });
+      // Whole: byte for byte the signed -05 DSFanoutRequest, however the entry was stored.
+      const whole = await take(total, before, false);
+      for (const [i, e] of whole.entries()) {
+        expect(e.headId).toBe(0n);
+        expect(b64(e.dsFanoutRequest), `entry ${e.sequence}`).toBe(b64(await signedFanoutRequest(hub, sent[i]!.list, sent[i]!.message)));
+      }
+      const wholeBytes = whole.map((e) => e.dsFanoutRequest);
+      // By reference, whole-request signatures: head || tail is that request.
+      const byRef = await take(total, before, true);
+      const heads = reconstruct(byRef, wholeBytes);
+      for (const [i, e] of byRef.entries()) if (e.headId !== 0n) expect(b64(Buffer.concat([heads[i]!, e.tail]))).toBe(b64(wholeBytes[i]!));
+      // By reference, head-digest signatures for the entries stored unsigned; entries stored signed go out as stored.
+      const byDigest = await take(total, before, true, true);
+      const digestHeads = reconstruct(byDigest, wholeBytes);
+      for (const [i, e] of byDigest.entries()) {
+        if (e.headId === 0n) continue;
+        const { message, stored } = sent[i]!;
+        expect(e.headDigestSignature).toBe(stored === "unsigned");
+        if (!e.headDigestSignature) {
+          expect(b64(Buffer.concat([digestHeads[i]!, e.tail]))).toBe(b64(wholeBytes[i]!));
+          continue;
+        }
+        const { message: m, signature } = splitTail(e.tail, message.length);
+        expect(b64(m)).toBe(b64(message));
+        const tbs = Buffer.concat([opaque(createHash("sha256").update(digestHeads[i]!).digest()), message]);
+        expect(verify(null, signContent("DSFanoutRequestHeadDigest", tbs), ed25519(), signature)).toBe(true);
+        // Not a whole-request signature, and not valid for another head.
+        expect(verify(null, signContent("DSFanoutRequest", Buffer.concat([digestHeads[i]!, message])), ed25519(), signature)).toBe(false);
+      }
+
+      // A guest delivers exactly what the whole requests say.
+      const c = consumer(mode);
+      c.start();
+      await waitFor(async () => (await hubDb.store.queueInfo(outbox)).length === 0, 20_000, "outbox drained");
+      await c.stop();
+      // Each group is a guest feed of its own, pulled feed by feed: the same messages, in order within each group.
+      const sorted = (xs: readonly Uint8Array[]) => xs.map(b64).sort();
+      const to = (id: string) => sent.filter((s) => s.list.some((x) => x.clientId === id)).map((s) => s.message);
+      expect(sorted((await queued(alice.clientId)).slice(beforeAlice))).toEqual(sorted(to(alice.clientId)));
+      expect(sorted((await queued(bob.clientId)).slice(beforeBob))).toEqual(sorted(to(bob.clientId)));
+    });
+  }
 
   describe("a hub that breaks the rules", () => {
-    // A hostile b.example (its real signature key, so only the id rules are wrong) and a fresh guest store.
+    // A hostile b.example (its real signature key, so only the stream's rules are wrong) and a fresh guest store per case.
     let evilServer: TestServer;
     let guestStore: TempStore;
     let script: (yielded: (e: object) => void) => Promise<void>;
     let evilPeers: PeerDirectory;
+    const evilAcks: { sequence: bigint; response: DSFanoutResponse }[] = [];
     beforeAll(async () => {
       guestStore = await tempStore();
       const impl = {
-        async *subscribe(req: { resumeAfter: bigint; headsByReference: boolean }) {
+        async *subscribe(req: { resumeAfter: bigint }) {
           const out: object[] = [];
           await script((e) => out.push(e));
           for (const e of out) if ((e as { sequence: bigint }).sequence > req.resumeAfter) yield e;
           await new Promise((r) => setTimeout(r, 60_000));
         },
-        async acknowledge() {
+        async acknowledge(req: { sequence: bigint; dsFanoutResponse: Uint8Array }) {
+          evilAcks.push({ sequence: req.sequence, response: decodeDSFanoutResponse(req.dsFanoutResponse) });
           return {};
         },
       };
@@ -548,7 +582,7 @@ describe("heads by reference", () => {
       await guestStore?.cleanup();
     });
 
-    const evilConsumer = () =>
+    const evilConsumer = (extra: Partial<GuestConsumerOptions> = {}) =>
       new GuestConsumer({
         domain: "a.example",
         store: guestStore.store,
@@ -556,12 +590,26 @@ describe("heads by reference", () => {
         peers: evilPeers,
         tls: { cert: aCert().cert, key: aCert().key },
         backoff: { initialMs: 20, maxMs: 50 },
+        ...extra,
       });
+    const freshGuest = async () => {
+      await guestStore.cleanup();
+      guestStore = await tempStore();
+      const rec = (await guestDb.store.getClient(alice.clientId))!;
+      await guestStore.store.apply({ ops: [{ kind: "putClient", clientId: rec.clientId, signaturePublicKey: rec.signaturePublicKey, authData: rec.authData }] });
+    };
+    const aliceGot = async () => {
+      await pullInbox(guestStore.store, alice.clientId);
+      return (await guestStore.store.read(clientQueue(alice.clientId), 0n, 10)).map((e) => e.payload);
+    };
+    const aliceHead = () => fanoutHead(hub, [{ clientId: alice.clientId, token: alice.token! }]);
 
-    it("an unknown or evicted head id, or ids that do not increase: nothing from that entry on is processed, the stream is dropped", async () => {
-      const head = fanoutHead(hub, [{ clientId: alice.clientId, token: alice.token! }]);
+    it("stream rule breaks (unknown, evicted or reused head ids; digest signatures not asked for or on whole entries): nothing from that entry on is processed", async () => {
+      const head = aliceHead();
       const tails = await Promise.all([0, 1, 2, 3].map(async (i) => signedTail(hub, head, await source.next(`evil ${i}`))));
-      const cases: { name: string; entries: object[]; processed: bigint; error: RegExp }[] = [
+      const digestTail = await signedTail(hub, head, await source.next("evil digest"), headDigest(head));
+      const whole = await signedFanoutRequest(hub, [{ clientId: alice.clientId, token: alice.token! }], await source.next("evil whole"));
+      const cases: { name: string; entries: object[]; processed: bigint; error: RegExp; extra?: Partial<GuestConsumerOptions> }[] = [
         {
           name: "reference to a head never introduced",
           entries: [
@@ -589,36 +637,68 @@ describe("heads by reference", () => {
           processed: 17n,
           error: /referred to head 1,/,
         },
+        {
+          name: "a digest signature on a whole entry",
+          entries: [
+            { sequence: 1n, dsFanoutRequest: whole },
+            { sequence: 2n, dsFanoutRequest: whole, headDigestSignature: true },
+          ],
+          processed: 1n,
+          error: /over a head digest without a head by reference/,
+        },
+        {
+          name: "a digest signature the guest did not ask for",
+          entries: [{ sequence: 1n, headId: 1n, head, tail: digestTail, headDigestSignature: true }],
+          processed: 0n,
+          error: /although it was not asked to/,
+          extra: { headDigestSignatures: false },
+        },
       ];
       for (const k of cases) {
+        await freshGuest();
         script = async (y) => k.entries.forEach(y);
-        const c = evilConsumer();
+        const c = evilConsumer(k.extra);
         c.start();
         await waitFor(() => c.status()[0]!.lastError !== undefined && k.error.test(c.status()[0]!.lastError!), 10_000, k.name);
         await c.stop();
         expect(await processedHighWater(guestStore.store, "b.example"), k.name).toBe(k.processed);
-        // The next case starts on a clean mark.
-        await guestStore.cleanup();
-        guestStore = await tempStore();
       }
     });
 
-    it("a head that is not exactly the head fields is taken as the whole request head || tail", async () => {
-      const message = await source.next("cut elsewhere");
-      const whole = await signedFanoutRequest(hub, [{ clientId: alice.clientId, token: alice.token! }], message);
-      const headLength = fanoutHead(hub, [{ clientId: alice.clientId, token: alice.token! }]).length;
-      // Cut 3 bytes into mls_message: the same request, split where the hub should not have.
-      const cut = headLength + 3;
-      script = async (y) => y({ sequence: 1n, headId: 1n, head: whole.subarray(0, cut), tail: whole.subarray(cut) });
-      const rec = (await guestDb.store.getClient(alice.clientId))!;
-      await guestStore.store.apply({ ops: [{ kind: "putClient", clientId: rec.clientId, signaturePublicKey: rec.signaturePublicKey, authData: rec.authData }] });
+    it("entries that keep the rules but are wrong are refused one by one (and acknowledged), the right ones delivered", async () => {
+      await freshGuest();
+      const head = aliceHead();
+      const otherHead = fanoutHead(hub, [{ clientId: alice.clientId, token: alice.token! }, { clientId: bob.clientId, token: bob.token! }]);
+      const good = await source.next("digest ok");
+      const cutMessage = await source.next("cut elsewhere");
+      const cutWhole = await signedFanoutRequest(hub, [{ clientId: alice.clientId, token: alice.token! }], cutMessage);
+      const cut = head.length + 3; // 3 bytes into mls_message: the same request, split where the hub should not have
+      const entries = [
+        // Signed over the digest of another head (a hub mixing up its sections).
+        { sequence: 1n, headId: 1n, head, tail: await signedTail(hub, otherHead, await source.next("wrong digest"), headDigest(otherHead)), headDigestSignature: true },
+        // A whole-request signature sent as a digest one.
+        { sequence: 2n, headId: 1n, tail: await signedTail(hub, head, await source.next("wrong form")), headDigestSignature: true },
+        // Right.
+        { sequence: 3n, headId: 1n, tail: await signedTail(hub, head, good, headDigest(head)), headDigestSignature: true },
+        // A cut that is not a head, with a whole-request signature: taken as head || tail.
+        { sequence: 4n, headId: 2n, head: cutWhole.subarray(0, cut), tail: cutWhole.subarray(cut) },
+        // The same cut signed over its digest: there is no head to take.
+        { sequence: 5n, headId: 2n, tail: await signedTail(hub, cutWhole.subarray(0, cut), cutWhole.subarray(cut), headDigest(cutWhole.subarray(0, cut))), headDigestSignature: true },
+      ];
+      evilAcks.length = 0;
       const c = evilConsumer();
+      script = async (y) => entries.forEach(y);
       c.start();
-      await waitFor(async () => (await processedHighWater(guestStore.store, "b.example")) === 1n, 10_000, "processed");
+      await waitFor(async () => (await processedHighWater(guestStore.store, "b.example")) === 5n, 10_000, "all processed");
       await c.stop();
-      await pullInbox(guestStore.store, alice.clientId);
-      const got = (await guestStore.store.read(clientQueue(alice.clientId), 0n, 10)).map((e) => e.payload);
-      expect(same(got, [message])).toBe(true);
+      expect(same(await aliceGot(), [good, cutMessage])).toBe(true);
+      await waitFor(() => evilAcks.some((a) => a.sequence === 5n), 10_000, "acknowledged");
+      const errors = evilAcks.flatMap((a) => (a.response.responseBody.responseType === "error" ? [[a.sequence, a.response.responseBody.error.code]] : []));
+      expect(errors).toEqual([
+        [1n, DSFanoutErrorCode.bad_signature],
+        [2n, DSFanoutErrorCode.bad_signature],
+        [5n, DSFanoutErrorCode.malformed],
+      ]);
     });
   });
 });

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/ds/v1/fanout.proto.
  */
 export const file_mimi_ds_v1_fanout: GenFile = /*@__PURE__*/
-  fileDesc("ChdtaW1pL2RzL3YxL2Zhbm91dC5wcm90bxIKbWltaS5kcy52MSJEChBTdWJzY3JpYmVSZXF1ZXN0EhQKDHJlc3VtZV9hZnRlchgBIAEoBBIaChJoZWFkc19ieV9yZWZlcmVuY2UYAiABKAgibQoRU3Vic2NyaWJlUmVzcG9uc2USEAoIc2VxdWVuY2UYASABKAQSGQoRZHNfZmFub3V0X3JlcXVlc3QYAiABKAwSDwoHaGVhZF9pZBgDIAEoBBIMCgRoZWFkGAQgASgMEgwKBHRhaWwYBSABKAwiQgoSQWNrbm93bGVkZ2VSZXF1ZXN0EhAKCHNlcXVlbmNlGAEgASgEEhoKEmRzX2Zhbm91dF9yZXNwb25zZRgCIAEoDCIVChNBY2tub3dsZWRnZVJlc3BvbnNlMqsBCg1GYW5vdXRTZXJ2aWNlEkoKCVN1YnNjcmliZRIcLm1pbWkuZHMudjEuU3Vic2NyaWJlUmVxdWVzdBodLm1pbWkuZHMudjEuU3Vic2NyaWJlUmVzcG9uc2UwARJOCgtBY2tub3dsZWRnZRIeLm1pbWkuZHMudjEuQWNrbm93bGVkZ2VSZXF1ZXN0Gh8ubWltaS5kcy52MS5BY2tub3dsZWRnZVJlc3BvbnNlQj8KDm9yZy5taW1pLmRzLnYxUAFaHm1pbWktZHMvZ2VuL2dvL21pbWkvZHMvdjE7ZHN2MaoCCk1pbWkuRHMuVjFiBnByb3RvMw");
+  fileDesc("ChdtaW1pL2RzL3YxL2Zhbm91dC5wcm90bxIKbWltaS5kcy52MSJkChBTdWJzY3JpYmVSZXF1ZXN0EhQKDHJlc3VtZV9hZnRlchgBIAEoBBIaChJoZWFkc19ieV9yZWZlcmVuY2UYAiABKAgSHgoWaGVhZF9kaWdlc3Rfc2lnbmF0dXJlcxgDIAEoCCKMAQoRU3Vic2NyaWJlUmVzcG9uc2USEAoIc2VxdWVuY2UYASABKAQSGQoRZHNfZmFub3V0X3JlcXVlc3QYAiABKAwSDwoHaGVhZF9pZBgDIAEoBBIMCgRoZWFkGAQgASgMEgwKBHRhaWwYBSABKAwSHQoVaGVhZF9kaWdlc3Rfc2lnbmF0dXJlGAYgASgIIkIKEkFja25vd2xlZGdlUmVxdWVzdBIQCghzZXF1ZW5jZRgBIAEoBBIaChJkc19mYW5vdXRfcmVzcG9uc2UYAiABKAwiFQoTQWNrbm93bGVkZ2VSZXNwb25zZTKrAQoNRmFub3V0U2VydmljZRJKCglTdWJzY3JpYmUSHC5taW1pLmRzLnYxLlN1YnNjcmliZVJlcXVlc3QaHS5taW1pLmRzLnYxLlN1YnNjcmliZVJlc3BvbnNlMAESTgoLQWNrbm93bGVkZ2USHi5taW1pLmRzLnYxLkFja25vd2xlZGdlUmVxdWVzdBofLm1pbWkuZHMudjEuQWNrbm93bGVkZ2VSZXNwb25zZUI/Cg5vcmcubWltaS5kcy52MVABWh5taW1pLWRzL2dlbi9nby9taW1pL2RzL3YxO2RzdjGqAgpNaW1pLkRzLlYxYgZwcm90bzM");
 
 /**
  * @generated from message mimi.ds.v1.SubscribeRequest
@@ -35,6 +35,15 @@ export type SubscribeRequest = Message<"mimi.ds.v1.SubscribeRequest"> & {
    * @generated from field: bool heads_by_reference = 2;
    */
   headsByReference: boolean;
+
+  /**
+   * With heads_by_reference: the hub may sign an entry sent by reference over
+   * the head's digest instead of the whole request (head_digest_signature),
+   * so that neither side hashes the recipient list per message.
+   *
+   * @generated from field: bool head_digest_signatures = 3;
+   */
+  headDigestSignatures: boolean;
 };
 
 /**
@@ -89,6 +98,17 @@ export type SubscribeResponse = Message<"mimi.ds.v1.SubscribeResponse"> & {
    * @generated from field: bytes tail = 5;
    */
   tail: Uint8Array;
+
+  /**
+   * Only on entries by reference of a stream subscribed with
+   * head_digest_signatures: the signature in `tail` is
+   * SignWithLabel(hub's DS signature key, "DSFanoutRequestHeadDigest",
+   * struct { opaque head_digest<V>; MLSMessage mls_message; }) with
+   * head_digest = SHA-256(head), instead of the whole request's signature.
+   *
+   * @generated from field: bool head_digest_signature = 6;
+   */
+  headDigestSignature: boolean;
 };
 
 /**
