@@ -1,8 +1,11 @@
 // mimi.ds.v1.FanoutService on the hub (draft Section 6.2): a guest DS,
 // authenticated by mutual TLS, streams the outbox the hub keeps for its
-// domain (signed DSFanoutRequests, appended by src/ds/fanout.ts in the same
-// transaction as the request that caused them) and acknowledges each entry
-// with the DSFanoutResponse it produced.
+// domain (DSFanoutRequests, appended by src/ds/fanout.ts in the same
+// transaction as the request that caused them; group messages stored as
+// head and message, signed here as they go out) and acknowledges each entry
+// with the DSFanoutResponse it produced. A guest may take heads by reference
+// and signatures over the head's digest (docs/federation.md "Heads by
+// reference"), so a message costs the same for 10 or 10,000 recipients.
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { FanoutService } from "../../gen/mimi/ds/v1/fanout_pb.js";
@@ -115,8 +118,7 @@ export function createFanoutService(options: FanoutServiceOptions): FanoutServic
             continue;
           }
           // Outbox prefixes are the heads of DSFanoutRequests (src/ds/fanout.ts), signed here unless stored signed.
-          const head = e.payload.subarray(0, e.prefix.length);
-          const own = e.payload.subarray(e.prefix.length);
+          const { bytes: head, rest: own } = e.prefix;
           const sent = heads.idFor(e.prefix.id);
           const out = await streamedTail(hub, head, own, digests ? () => (sent.digest ??= headDigest(head)) : undefined);
           yield { sequence: e.seq, headId: sent.headId, head: sent.introduce ? head : EMPTY, tail: out.tail, headDigestSignature: out.headDigestSigned };

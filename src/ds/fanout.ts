@@ -123,8 +123,8 @@ export async function signedFanoutRequest(hub: HubIdentity, recipients: readonly
 /** The whole signed DSFanoutRequest an outbox entry stands for (what a guest gets without heads by reference). */
 export async function wholeRequest(hub: HubIdentity, entry: QueueEntry): Promise<Uint8Array> {
   if (entry.prefix === undefined) return entry.payload;
-  const head = entry.payload.subarray(0, entry.prefix.length);
-  const out = await streamedTail(hub, head, entry.payload.subarray(entry.prefix.length), undefined);
+  const { bytes: head, rest } = entry.prefix;
+  const out = await streamedTail(hub, head, rest, undefined);
   if (out.asStored) return entry.payload;
   const whole = new Uint8Array(head.length + out.tail.length);
   whole.set(head);

@@ -2,7 +2,29 @@
 // subscribe/waitForAppend, value checks, and small conversions.
 
 import { StoreClosedError, StoreRangeError } from "./errors.js";
-import type { AppendListener, QueueId, RateLimitRule, Unsubscribe } from "./port.js";
+import type { AppendListener, QueueEntry, QueueId, RateLimitRule, Unsubscribe } from "./port.js";
+
+/**
+ * A queue entry stored with a shared prefix. Its payload (prefix || own bytes)
+ * is joined the first time it is read: a reader that takes the parts (the
+ * FanoutService, which sends a head once per epoch) copies nothing.
+ */
+export function prefixedEntry(seq: bigint, enqueuedAt: number, id: string, bytes: Uint8Array, rest: Uint8Array): QueueEntry {
+  let joined: Uint8Array | undefined;
+  return {
+    seq,
+    enqueuedAt,
+    prefix: { id, length: bytes.length, bytes, rest },
+    get payload(): Uint8Array {
+      if (joined === undefined) {
+        joined = new Uint8Array(bytes.length + rest.length);
+        joined.set(bytes);
+        joined.set(rest, bytes.length);
+      }
+      return joined;
+    },
+  };
+}
 
 /** Largest value a signed 64-bit column holds: adapters store epochs and sequences there. */
 export const MAX_INT64 = (1n << 63n) - 1n;

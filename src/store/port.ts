@@ -139,7 +139,7 @@ export interface QueueEntry {
    * same id start with the same bytes (a prefix's ref identifies its bytes),
    * so a reader can tell entries that share a prefix without comparing it.
    */
-  readonly prefix?: { readonly id: string; readonly length: number };
+  readonly prefix?: EntryPrefixRead;
 }
 
 export interface QueueInfo {
@@ -375,6 +375,16 @@ export interface AppendOp {
    * an epoch). Readers get `prefix.bytes || payload`. See EntryPrefix.
    */
   readonly prefix?: EntryPrefix;
+}
+
+/** QueueEntry.prefix: `payload` is `bytes || rest`, and `payload` is only joined when read. */
+export interface EntryPrefixRead {
+  /** Names the stored prefix: entries with the same id start with the same bytes. */
+  readonly id: string;
+  readonly length: number;
+  readonly bytes: Uint8Array;
+  /** The entry's own bytes after the prefix. */
+  readonly rest: Uint8Array;
 }
 
 /**

@@ -690,9 +690,10 @@ describe("heads by reference", () => {
       script = async (y) => entries.forEach(y);
       c.start();
       await waitFor(async () => (await processedHighWater(guestStore.store, "b.example")) === 5n, 10_000, "all processed");
+      // Stopping aborts an Acknowledge still on its way: wait for the last one first.
+      await waitFor(() => evilAcks.some((a) => a.sequence === 5n), 10_000, "acknowledged");
       await c.stop();
       expect(same(await aliceGot(), [good, cutMessage])).toBe(true);
-      await waitFor(() => evilAcks.some((a) => a.sequence === 5n), 10_000, "acknowledged");
       const errors = evilAcks.flatMap((a) => (a.response.responseBody.responseType === "error" ? [[a.sequence, a.response.responseBody.error.code]] : []));
       expect(errors).toEqual([
         [1n, DSFanoutErrorCode.bad_signature],

@@ -173,6 +173,13 @@ export function runScaleContract(name: string, factory: StoreFactory): void {
         expect(again.map((e) => e.prefix?.length)).toEqual([6, 11, undefined, 6]);
         expect(again[0]!.prefix!.id).toBe(again[3]!.prefix!.id);
         expect(again.map((e) => (e.prefix !== undefined ? str(e.payload.subarray(0, e.prefix.length)) : undefined))).toEqual(["HEAD1|", "OTHER-HEAD|", undefined, "HEAD1|"]);
+        // The parts, for readers that send a prefix once: bytes || rest is the payload.
+        expect(again.map((e) => (e.prefix !== undefined ? [str(e.prefix.bytes), str(e.prefix.rest)] : str(e.payload)))).toEqual([
+          ["HEAD1|", "m1"],
+          ["OTHER-HEAD|", "m2"],
+          "plain",
+          ["HEAD1|", "m3"],
+        ]);
       });
 
       it("the group's next commit drops prefixes of older epochs that no entry names; named ones stay until purged", async () => {

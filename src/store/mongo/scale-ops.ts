@@ -10,9 +10,9 @@
 //                   index {groupId, epoch}; queue entries carry `prefixId` (indexed, sparse)
 //   counters        {_id: "clients", value}
 import type { ClientSession, Collection, Db, Document } from "mongodb";
-import { checkUint63, plainBytes } from "../common.js";
+import { checkUint63, plainBytes, prefixedEntry } from "../common.js";
 import { FeedSetConflictError, StoreError } from "../errors.js";
-import type { EntryPrefix, SetFeedSetOp } from "../port.js";
+import type { EntryPrefix, QueueEntry, SetFeedSetOp } from "../port.js";
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Doc = { _id?: any; [key: string]: any };
@@ -114,7 +114,7 @@ export class PrefixReader {
   readonly #cache = new Map<string, Uint8Array>();
   constructor(private readonly c: ScaleCollections) {}
 
-  async payloads(docs: readonly Document[]): Promise<{ payload: Uint8Array; prefix?: { id: string; length: number } }[]> {
+  async entries(docs: readonly Document[]): Promise<QueueEntry[]> {
     const missing = [...new Set(docs.filter((d) => d.prefixId != null && !this.#cache.has(String(d.prefixId))).map((d) => String(d.prefixId)))];
     if (missing.length > 0) {
       for (const p of await this.c.prefixes.find({ _id: { $in: missing } }).toArray()) {
@@ -124,14 +124,11 @@ export class PrefixReader {
     }
     return docs.map((d) => {
       const own = plainBytes(d.payload as Buffer);
-      if (d.prefixId == null) return { payload: own };
+      if (d.prefixId == null) return { seq: BigInt(d.seq), payload: own, enqueuedAt: Number(d.enqueuedAt) };
       const id = String(d.prefixId);
       const prefix = this.#cache.get(id);
       if (prefix === undefined) throw new StoreError(`queue entry names entry prefix ${id}, which is not stored`);
-      const payload = new Uint8Array(prefix.length + own.length);
-      payload.set(prefix);
-      payload.set(own, prefix.length);
-      return { payload, prefix: { id, length: prefix.length } };
+      return prefixedEntry(BigInt(d.seq), Number(d.enqueuedAt), id, prefix, own);
     });
   }
 

@@ -446,8 +446,7 @@ export class MongoStore implements Store {
       const upto = maxBytes !== undefined ? await lastSeqWithin(this.#c.entries, queue, afterSeq, n, maxBytes) : undefined;
       const seq = upto !== undefined ? { $gt: afterSeq, $lte: upto } : { $gt: afterSeq };
       const docs = await this.#c.entries.find({ queue, seq }, { sort: { seq: 1 }, limit: n }).toArray();
-      const payloads = await this.#prefixReader.payloads(docs);
-      return docs.map((d, i) => ({ seq: big(d.seq), enqueuedAt: num(d.enqueuedAt), ...payloads[i]! }));
+      return this.#prefixReader.entries(docs);
     });
   }
 

@@ -24,7 +24,7 @@
 // not wake this one's waiters. Scale-out uses the MongoDB adapter.
 
 import type Database from "better-sqlite3";
-import { AppendNotifier, checkUint63 } from "../common.js";
+import { AppendNotifier, checkUint63, prefixedEntry } from "../common.js";
 import {
   DuplicateKeyPackageError,
   EpochConflictError,
@@ -416,10 +416,7 @@ export class SqliteStore implements Store {
         const own = r.payload as Buffer;
         if (maxBytes !== undefined && out.length > 0 && total + prefix.length + own.length > maxBytes) break;
         total += prefix.length + own.length;
-        const payload = new Uint8Array(prefix.length + own.length);
-        payload.set(prefix);
-        payload.set(own, prefix.length);
-        out.push({ seq: big(r.seq), payload, enqueuedAt: num(r.enqueued_at), prefix: { id: String(id), length: prefix.length } });
+        out.push(prefixedEntry(big(r.seq), num(r.enqueued_at), String(id), prefix, bytes(own)));
       }
       return out;
     });
