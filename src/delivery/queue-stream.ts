@@ -7,7 +7,7 @@
 // holds at most one page (and the entry being written) in memory:
 // backpressure instead of buffers.
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { QueueEntry, QueueId, Store } from "../store/port.js";
+import { payloadLength, type QueueEntry, type QueueId, type Store } from "../store/port.js";
 
 export const DEFAULT_PAGE_SIZE = 64;
 /** Payload bytes per page (a single larger entry is a page of its own). */
@@ -66,7 +66,7 @@ export async function* streamQueue(
       if (signal.aborted) break;
       const page = await store.read(queue, pos, pageSize, pageBytes);
       if (page.length > 0) {
-        held = page.reduce((n, e) => n + e.payload.length, 0);
+        held = page.reduce((n, e) => n + payloadLength(e), 0);
         options.buffer?.hold(held);
         for (const entry of page) {
           yield entry;

@@ -377,6 +377,9 @@ export interface AppendOp {
   readonly prefix?: EntryPrefix;
 }
 
+/** An entry's payload length, without joining a prefixed entry's parts. */
+export const payloadLength = (e: QueueEntry): number => (e.prefix !== undefined ? e.prefix.length + e.prefix.rest.length : e.payload.length);
+
 /** QueueEntry.prefix: `payload` is `bytes || rest`, and `payload` is only joined when read. */
 export interface EntryPrefixRead {
   /** Names the stored prefix: entries with the same id start with the same bytes. */
