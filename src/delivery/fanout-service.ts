@@ -68,14 +68,14 @@ class HeadsSent {
   #next = 1n;
   readonly #ids = new Map<string, SentHead>();
 
-  idFor(prefixId: string): SentHead & { readonly introduce: boolean } {
+  idFor(prefixId: string): { readonly sent: SentHead; readonly introduce: boolean } {
     const known = this.#ids.get(prefixId);
     // In the map means among the HEADS_KEPT most recently introduced (it holds those, in introduction order).
-    if (known !== undefined) return Object.assign(known, { introduce: false });
-    const sent = { headId: this.#next++, introduce: true };
+    if (known !== undefined) return { sent: known, introduce: false };
+    const sent: SentHead = { headId: this.#next++ };
     this.#ids.set(prefixId, sent);
     if (this.#ids.size > HEADS_KEPT) this.#ids.delete(this.#ids.keys().next().value!);
-    return sent;
+    return { sent, introduce: true };
   }
 }
 
@@ -84,7 +84,6 @@ interface SentHead {
   /** SHA-256 of the head, computed once per stream when a signature needs it. */
   digest?: Uint8Array;
 }
-
 
 function guestDomainOf(ctx: HandlerContext): string {
   const peer = requestContext(ctx).peerDomain;
@@ -119,9 +118,9 @@ export function createFanoutService(options: FanoutServiceOptions): FanoutServic
           }
           // Outbox prefixes are the heads of DSFanoutRequests (src/ds/fanout.ts), signed here unless stored signed.
           const { bytes: head, rest: own } = e.prefix;
-          const sent = heads.idFor(e.prefix.id);
+          const { sent, introduce } = heads.idFor(e.prefix.id);
           const out = await streamedTail(hub, head, own, digests ? () => (sent.digest ??= headDigest(head)) : undefined);
-          yield { sequence: e.seq, headId: sent.headId, head: sent.introduce ? head : EMPTY, tail: out.tail, headDigestSignature: out.headDigestSigned };
+          yield { sequence: e.seq, headId: sent.headId, head: introduce ? head : EMPTY, tail: out.tail, headDigestSignature: out.headDigestSigned };
         }
       } catch (err) {
         throw rpcError(err);

@@ -12,7 +12,7 @@
 // per (group state, domain, excluded recipients of that domain) and stored
 // once as the outbox entries' shared prefix (AppendOp.prefix), so an outbox
 // entry holds the message alone: its size does not grow with the members.
-// Such an entry is signed when it is streamed (signedTail), in the form the
+// Such an entry is signed when it is streamed (streamedTail), in the form the
 // guest asked for: over the whole request (-05), or over the head's digest
 // (docs/federation.md "Heads by reference"), which keeps the signature's cost
 // flat in the members.
@@ -28,6 +28,7 @@ import {
   opaqueV,
   SignatureLabel,
   struct,
+  WireDecodeError,
   type FanoutAuthToken,
 } from "../wire/index.js";
 import type { HubIdentity } from "./hub-identity.js";
@@ -104,7 +105,13 @@ export async function streamedTail(
   digest: (() => Uint8Array) | undefined,
 ): Promise<{ readonly tail: Uint8Array; readonly headDigestSigned: boolean; readonly asStored: boolean }> {
   const d = new Decoder(own, "outbox entry");
-  d.field("mls_message", mlsMessageCodec);
+  try {
+    d.field("mls_message", mlsMessageCodec);
+  } catch (err) {
+    // Not an MLSMessage (a damaged entry): sent as stored, for the guest to refuse, so it cannot hold up the stream.
+    if (err instanceof WireDecodeError) return { tail: own, headDigestSigned: false, asStored: true };
+    throw err;
+  }
   if (d.remaining > 0) return { tail: own, headDigestSigned: false, asStored: true };
   const headDigest = digest?.();
   return { tail: await signedTail(hub, head, own, headDigest), headDigestSigned: headDigest !== undefined, asStored: false };

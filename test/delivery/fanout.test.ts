@@ -551,6 +551,25 @@ describe("heads by reference", () => {
     });
   }
 
+  it("a damaged outbox entry (its own bytes are not an MLSMessage) is sent as stored, refused by the guest, and does not hold up the stream", async () => {
+    const beforeAlice = (await queued(alice.clientId)).length;
+    const head = fanoutHead(hub, [{ clientId: alice.clientId, token: alice.token! }]);
+    const prefix = { groupId: "heads-test", epoch: 0n, ref: "damaged", bytes: head };
+    const good = await source.next("after the damaged one");
+    const rejectedBefore = fanout.stats.rejected.get("a.example malformed") ?? 0;
+    await hubDb.store.apply({
+      ops: [
+        { kind: "append", queue: outbox, payload: Uint8Array.of(0xff, 0xff, 0xff), prefix },
+        { kind: "append", queue: outbox, payload: good, prefix },
+      ],
+    });
+    const c = consumer();
+    c.start();
+    await waitFor(async () => (await hubDb.store.queueInfo(outbox)).length === 0 && (fanout.stats.rejected.get("a.example malformed") ?? 0) > rejectedBefore, 10_000, "drained");
+    await c.stop();
+    expect(same((await queued(alice.clientId)).slice(beforeAlice), [good])).toBe(true);
+  });
+
   describe("a hub that breaks the rules", () => {
     // A hostile b.example (its real signature key, so only the stream's rules are wrong) and a fresh guest store per case.
     let evilServer: TestServer;

@@ -131,5 +131,4 @@ export class PrefixReader {
       return prefixedEntry(BigInt(d.seq), Number(d.enqueuedAt), id, prefix, own);
     });
   }
-
 }
