@@ -24,6 +24,7 @@ import { FanoutService } from "../../gen/mimi/ds/v1/fanout_pb.js";
 import { HEADS_KEPT } from "./fanout-service.js";
 import { headDigest, headDigestTbs } from "../ds/fanout.js";
 import { verifyFanoutSignatureAsync } from "../ds/hub-identity.js";
+import { concat } from "../mls/index.js";
 import { FeedSetConflictError } from "../store/errors.js";
 import { clientQueue, groupFeed, type RateLimitRule, type Store, type WriteOp } from "../store/port.js";
 import {
@@ -109,7 +110,7 @@ function parseFanout(bytes: Uint8Array): ReceivedFanout {
  * head fields: an entry naming it is then taken as the whole request
  * head || tail, so the outcome is the same as for the request sent whole.
  */
-export function parseHead(bytes: Uint8Array): ReceivedHead | undefined {
+function parseHead(bytes: Uint8Array): ReceivedHead | undefined {
   try {
     checkSize(bytes.length);
     const d = new Decoder(bytes, "DSFanoutRequest");
@@ -142,13 +143,6 @@ function parseInput(input: FanoutInput): { req: ReceivedFanout; headDigest?: Uin
   const req = readTail(new Decoder(input.tail, "DSFanoutRequest"), input.tail, input.parsed);
   return input.headDigest !== undefined ? { req, headDigest: input.headDigest } : { req };
 }
-
-const concat = (a: Uint8Array, b: Uint8Array): Uint8Array => {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
-};
 
 // ---------------------------------------------------------------- processing
 

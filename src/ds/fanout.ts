@@ -33,7 +33,7 @@ import {
 } from "../wire/index.js";
 import type { HubIdentity } from "./hub-identity.js";
 import type { HostedGroup } from "./groups.js";
-import { domainOf, memberAt } from "../mls/index.js";
+import { concat, domainOf, memberAt } from "../mls/index.js";
 
 /** A recipient named explicitly (Welcome routing, removed members). */
 export interface Recipient {
@@ -77,11 +77,7 @@ export async function signedTail(hub: HubIdentity, head: Uint8Array, message: Ui
     headDigest === undefined
       ? await hub.signFanout([head, message])
       : await hub.signFanout(headDigestTbs(headDigest, message), SignatureLabel.DSFanoutRequestHeadDigest);
-  const sig = encodeWith(opaqueV, signature);
-  const out = new Uint8Array(message.length + sig.length);
-  out.set(message);
-  out.set(sig, message.length);
-  return out;
+  return concat(message, encodeWith(opaqueV, signature));
 }
 
 /** SHA-256 of a DSFanoutRequest head: what a head-digest signature covers in its place. */
@@ -120,11 +116,7 @@ export async function streamedTail(
 /** A signed DSFanoutRequest (docs/protocol.md) for one destination domain. */
 export async function signedFanoutRequest(hub: HubIdentity, recipients: readonly Recipient[], message: Uint8Array): Promise<Uint8Array> {
   const head = fanoutHead(hub, recipients);
-  const tail = await signedTail(hub, head, message);
-  const out = new Uint8Array(head.length + tail.length);
-  out.set(head);
-  out.set(tail, head.length);
-  return out;
+  return concat(head, await signedTail(hub, head, message));
 }
 
 /** The whole signed DSFanoutRequest an outbox entry stands for (what a guest gets without heads by reference). */
@@ -132,11 +124,7 @@ export async function wholeRequest(hub: HubIdentity, entry: QueueEntry): Promise
   if (entry.prefix === undefined) return entry.payload;
   const { bytes: head, rest } = entry.prefix;
   const out = await streamedTail(hub, head, rest, undefined);
-  if (out.asStored) return entry.payload;
-  const whole = new Uint8Array(head.length + out.tail.length);
-  whole.set(head);
-  whole.set(out.tail, head.length);
-  return whole;
+  return out.asStored ? entry.payload : concat(head, out.tail);
 }
 
 /** A domain's recipient section of one group state: the encoded head and the digest that names it in the store. */

@@ -48,6 +48,6 @@ export {
 } from "./state.js";
 export { clientIdOf, domainOf, nonCanonicalClientId } from "./identity.js";
 export { nodeCryptoProvider, engineCrypto, type EngineCrypto } from "./crypto.js";
-export { decodeExternalSendersExtension, decodePartialGroupInfo, type ExternalSenderEntry, type PartialGroupInfo, PROPOSAL_TYPE_SELF_REMOVE } from "./codec.js";
+export { concat, decodeExternalSendersExtension, decodePartialGroupInfo, type ExternalSenderEntry, type PartialGroupInfo, PROPOSAL_TYPE_SELF_REMOVE } from "./codec.js";
 export { type PublicTree, type LeafEntry, type ParentEntry, type TNode } from "./tree.js";
 export { type PathInfo } from "./codec.js";

@@ -55,7 +55,7 @@ import type {
   Unsubscribe,
   WriteOp,
 } from "../port.js";
-import type { FeedMembership } from "../port.js";
+import { payloadLength, type FeedMembership } from "../port.js";
 import { migrate } from "./migrations.js";
 import { big, bytes, keyPackageOf, logEntryOf, num, openConnection, prepare, translate, type Row, type Statements } from "./statements.js";
 import { DuplicateBatch, GroupAborted, SqliteWriter, type ApplyOutcome } from "./writer.js";
@@ -404,19 +404,14 @@ export class SqliteStore implements Store {
       let total = 0;
       // Iterate (not .all()): at most one payload past the byte bound is read, and dropped at once.
       for (const r of this.#s.readQueue.iterate(queue, afterSeq, n) as IterableIterator<Row>) {
-        if (r.prefix_id == null) {
-          const payload = bytes(r.payload);
-          if (maxBytes !== undefined && out.length > 0 && total + payload.length > maxBytes) break;
-          total += payload.length;
-          out.push({ seq: big(r.seq), payload, enqueuedAt: num(r.enqueued_at) });
-          continue;
-        }
-        const id = big(r.prefix_id);
-        const prefix = this.#prefix(id);
-        const own = r.payload as Buffer;
-        if (maxBytes !== undefined && out.length > 0 && total + prefix.length + own.length > maxBytes) break;
-        total += prefix.length + own.length;
-        out.push(prefixedEntry(big(r.seq), num(r.enqueued_at), String(id), prefix, bytes(own)));
+        const entry: QueueEntry =
+          r.prefix_id == null
+            ? { seq: big(r.seq), payload: bytes(r.payload), enqueuedAt: num(r.enqueued_at) }
+            : prefixedEntry(big(r.seq), num(r.enqueued_at), String(r.prefix_id), this.#prefix(big(r.prefix_id)), bytes(r.payload));
+        const size = payloadLength(entry);
+        if (maxBytes !== undefined && out.length > 0 && total + size > maxBytes) break;
+        total += size;
+        out.push(entry);
       }
       return out;
     });
@@ -436,7 +431,6 @@ export class SqliteStore implements Store {
     }
     return prefix;
   }
-
 
   /** Joins the group commit: acknowledgements (a guest DS's, a client's) share the other writes' fsync. */
   async ack(queue: QueueId, uptoSeq: bigint): Promise<number> {
