@@ -62,6 +62,7 @@ import { fanoutSource, guestFeedId } from "../src/delivery/guest.js";
 import { HubIdentity } from "../src/ds/hub-identity.js";
 import { openStore, outboxQueue, type Store } from "../src/store/index.js";
 import { decodeDSResponse, encodeDSRequest, encodeMLSMessage } from "../src/wire/index.js";
+import { storeFloorKBPerMessage } from "./storefloor.js";
 import { devCerts, fmt, freePort, hubSender, log, median, quantile, sleep, startServe, type ServeProcess } from "./lib.js";
 
 export interface FedConfig {
@@ -96,6 +97,8 @@ export interface ProcessDelta {
   readonly cpuMs: number;
   /** Bytes the process caused to be written to storage (/proc/<pid>/io write_bytes). */
   readonly writeBytes: number;
+  /** SQLite transactions its store committed. */
+  readonly transactions: number;
   /** Net change of the row count of each table of the domain's SQLite file. */
   readonly rows: Record<string, number>;
 }
@@ -113,6 +116,8 @@ export interface StoresResult extends PhaseResult {
   readonly acceptedMs: number;
   /** Per guest domain: until its store had the last message. */
   readonly domainDoneMs: Record<string, number>;
+  /** Per process: the storage floor (bench/storefloor.ts) for its messages and transactions, KB per message. */
+  readonly floorKBPerMsg: number[];
 }
 
 export interface SequentialResult extends PhaseResult {
@@ -154,6 +159,11 @@ export interface FedSummary {
   readonly guestRowsPerMsg: number[];
   readonly hubWriteKBPerMsg: number;
   readonly guestWriteKBPerMsg: number[];
+  /** Messages per store transaction, and the storage floor at that many transactions (KB per message). */
+  readonly hubMsgsPerTransaction: number;
+  readonly guestMsgsPerTransaction: number[];
+  readonly hubFloorKBPerMsg: number;
+  readonly guestFloorKBPerMsg: number[];
   /** The load generator (sender, this process). */
   readonly benchCpuMsPerMsg: number;
   /** Every server process and the load generator: what the 2 cores had to do per message. */
@@ -314,13 +324,24 @@ interface Node {
   transport: DSTransport;
   /** The DS's store, opened through the Store port for queue counts (guests). */
   store: Store;
+  /** Its plain-HTTP /metrics (--metrics-listen): the store's transactions. */
+  readonly metricsUrl: string;
 }
 
 interface Snapshot {
   readonly t: number;
   readonly cpu: number[];
   readonly io: number[];
+  /** SQLite transactions (group commits) of each DS's store so far. */
+  readonly transactions: number[];
   readonly benchCpu: number;
+}
+
+/** The store's transactions so far: the count of mimi_ds_store_group_commit_applies. */
+async function storeTransactionsOf(metricsUrl: string): Promise<number> {
+  const text = await (await fetch(metricsUrl)).text();
+  const m = /^mimi_ds_store_group_commit_applies_count(?:\{\})?\s+(\d+)/m.exec(text);
+  return m ? Number(m[1]) : Number.NaN;
 }
 
 class Fed {
@@ -351,10 +372,19 @@ class Fed {
           .map((p) => ({ domain: p.domain, endpoint: `https://localhost:${p.port}`, ca: caPath, dsSignatureKey: Buffer.from(p.key).toString("base64") }));
         const peersFile = join(root, `${s.domain}.peers.json`);
         writeFileSync(peersFile, JSON.stringify(peers, null, 2));
-        const server = await startServe({ domain: s.domain, dataDir: s.dataDir, certsDir, logLevel, nodeArgs, port: s.port, args: ["--peers", peersFile] });
+        const metricsPort = await freePort();
+        const server = await startServe({
+          domain: s.domain,
+          dataDir: s.dataDir,
+          certsDir,
+          logLevel,
+          nodeArgs,
+          port: s.port,
+          args: ["--peers", peersFile, "--metrics-listen", `127.0.0.1:${metricsPort}`],
+        });
         const transport = createDSTransport({ baseUrl: server.url, ca });
         const sqlite = join(s.dataDir, "ds.sqlite");
-        nodes.push({ domain: s.domain, dataDir: s.dataDir, sqlite, server, transport, store: await openStore(sqlite) });
+        nodes.push({ domain: s.domain, dataDir: s.dataDir, sqlite, server, transport, store: await openStore(sqlite), metricsUrl: `http://127.0.0.1:${metricsPort}/metrics` });
       }
     } catch (err) {
       await fed.close();
@@ -397,11 +427,13 @@ class Fed {
     return Object.fromEntries(this.nodes.slice(1).map((g, k) => [g.domain, at[k]!]));
   }
 
-  snapshot(): Snapshot {
+  async snapshot(): Promise<Snapshot> {
+    const transactions = await Promise.all(this.nodes.map((n) => storeTransactionsOf(n.metricsUrl)));
     return {
       t: performance.now(),
       cpu: this.nodes.map((n) => cpuMsOf(n.server.child.pid!)),
       io: this.nodes.map((n) => writeBytesOf(n.server.child.pid!)),
+      transactions,
       benchCpu: cpuUsageMs(),
     };
   }
@@ -419,7 +451,7 @@ class Fed {
           if (d !== 0) rows[k] = d;
         }
       }
-      return { domain: n.domain, cpuMs: b.cpu[i]! - a.cpu[i]!, writeBytes: b.io[i]! - a.io[i]!, rows };
+      return { domain: n.domain, cpuMs: b.cpu[i]! - a.cpu[i]!, writeBytes: b.io[i]! - a.io[i]!, transactions: b.transactions[i]! - a.transactions[i]!, rows };
     });
   }
 
@@ -815,19 +847,22 @@ async function runConfig(c: FedConfig, o: Required<Omit<FederationOptions, "quic
       // ---- into the stores (no stream open)
       const stores = async (): Promise<StoresResult> => {
         const rows0 = fed.rows();
-        const s0 = fed.snapshot();
+        const s0 = await fed.snapshot();
         const acceptedAt = await pipelined(0, M);
         const domainDone = await fed.guestsCaughtUp();
         const done = Math.max(acceptedAt, ...Object.values(domainDone));
         await sleep(SETTLE_MS); // the guests' acknowledgements, the last group commits
-        const s1 = fed.snapshot();
+        const s1 = await fed.snapshot();
         const rows1 = fed.rows();
         const domainDoneMs: Record<string, number> = {};
         for (const [d, t] of Object.entries(domainDone)) domainDoneMs[d] = t - s0.t;
-        return { count: M, elapsedMs: done - s0.t, acceptedMs: acceptedAt - s0.t, domainDoneMs, processes: fed.deltas(s0, s1, rows0, rows1), benchCpuMs: s1.benchCpu - s0.benchCpu };
+        const processes = fed.deltas(s0, s1, rows0, rows1);
+        // Measured while the servers are idle, on the same disk (their temp root).
+        const floorKBPerMsg = processes.map((p) => storeFloorKBPerMessage(fed.root, M, p.transactions, MESSAGE_BYTES));
+        return { count: M, elapsedMs: done - s0.t, acceptedMs: acceptedAt - s0.t, domainDoneMs, processes, floorKBPerMsg, benchCpuMs: s1.benchCpu - s0.benchCpu };
       };
       const ping = async (): Promise<PhaseResult> => {
-        const s0 = fed.snapshot();
+        const s0 = await fed.snapshot();
         let next = 0;
         await Promise.all(
           Array.from({ length: o.concurrency }, async () => {
@@ -836,7 +871,7 @@ async function runConfig(c: FedConfig, o: Required<Omit<FederationOptions, "quic
         );
         const done = performance.now();
         await sleep(SETTLE_MS);
-        const s1 = fed.snapshot();
+        const s1 = await fed.snapshot();
         return { count: M, elapsedMs: done - s0.t, processes: fed.deltas(s0, s1), benchCpuMs: s1.benchCpu - s0.benchCpu };
       };
       // Alternate the order so that neither always runs on a warmer (or busier) process.
@@ -853,7 +888,7 @@ async function runConfig(c: FedConfig, o: Required<Omit<FederationOptions, "quic
       // ---- one at a time: each message sent when the previous one is in every guest store and at every domain's recipient
       for (const d of perDomainSlots) receivers[d]!.start();
       await tracker.waitDistinct(perDomainSlots, M); // catching up, untimed
-      const seqS0 = fed.snapshot();
+      const seqS0 = await fed.snapshot();
       const submitMs: number[] = [];
       const storeLatencyMs: Record<string, number[]> = Object.fromEntries(guests.map((g) => [g.domain, []]));
       const clientLatencyMs: Record<string, number[]> = Object.fromEntries(receivers.slice(0, D).map((r) => [r.domain, []]));
@@ -883,7 +918,7 @@ async function runConfig(c: FedConfig, o: Required<Omit<FederationOptions, "quic
       }
       const seqElapsed = performance.now() - seqS0.t;
       await sleep(SETTLE_MS);
-      const seqS1 = fed.snapshot();
+      const seqS1 = await fed.snapshot();
       const sequential: SequentialResult = {
         count: K,
         elapsedMs: seqElapsed,
@@ -899,12 +934,12 @@ async function runConfig(c: FedConfig, o: Required<Omit<FederationOptions, "quic
       // ---- online: every online recipient's stream open (caught up first, untimed), M more messages
       for (const r of receivers) r.start();
       await tracker.waitDistinct(allSlots, M + K);
-      const onS0 = fed.snapshot();
+      const onS0 = await fed.snapshot();
       await pipelined(M + K, M + K + M);
       await tracker.waitDistinct(allSlots, M + K + M);
       const onDone = performance.now();
       await sleep(SETTLE_MS);
-      const onS1 = fed.snapshot();
+      const onS1 = await fed.snapshot();
       for (const r of receivers) await r.stop();
       const online: OnlineResult = {
         count: M,
@@ -1000,6 +1035,10 @@ function summarize(reps: readonly FedRep[]): FedSummary {
     guestRowsPerMsg: guestIdx.map((g) => per((r) => rowsOf(r.stores.processes[g]!) / r.stores.count)),
     hubWriteKBPerMsg: per((r) => r.stores.processes[0]!.writeBytes / 1024 / r.stores.count),
     guestWriteKBPerMsg: guestIdx.map((g) => per((r) => r.stores.processes[g]!.writeBytes / 1024 / r.stores.count)),
+    hubMsgsPerTransaction: per((r) => r.stores.count / r.stores.processes[0]!.transactions),
+    guestMsgsPerTransaction: guestIdx.map((g) => per((r) => r.stores.count / r.stores.processes[g]!.transactions)),
+    hubFloorKBPerMsg: per((r) => r.stores.floorKBPerMsg[0]!),
+    guestFloorKBPerMsg: guestIdx.map((g) => per((r) => r.stores.floorKBPerMsg[g]!)),
     benchCpuMsPerMsg: per((r) => r.stores.benchCpuMs / r.stores.count),
     allCpuMsPerMsg: per((r) => (r.stores.benchCpuMs + cpuAll(r.stores)) / r.stores.count),
     pingsPerS: per((r) => (r.ping.count * 1000) / r.ping.elapsedMs),
@@ -1092,6 +1131,25 @@ export function federationTable(r: FederationResult): string {
         `${fmt(s.clientLatencyP50Ms)} / ${fmt(s.clientLatencyP99Ms)}`.padStart(27),
         fmt(s.allCpuMsPerMsg).padStart(24),
         fmt(s.pingsPerS),
+      ].join(" | "),
+    );
+  }
+  lines.push(
+    "",
+    "Against the storage floor (bench/storefloor.ts: one 1 KB row per message, in as many SQLite transactions as the process made, same settings and disk)",
+  );
+  lines.push("members x domains | hub msgs/transaction | hub floor KB/msg | hub KB / floor | guest msgs/transaction | guest floor KB/msg | guest KB / floor");
+  for (const c of r.configs) {
+    const s = c.summary;
+    lines.push(
+      [
+        name(c),
+        fmt(s.hubMsgsPerTransaction).padStart(20),
+        fmt(s.hubFloorKBPerMsg).padStart(16),
+        fmt(s.hubWriteKBPerMsg / s.hubFloorKBPerMsg).padStart(14),
+        s.guestMsgsPerTransaction.map((x) => fmt(x)).join(" / ").padStart(22),
+        s.guestFloorKBPerMsg.map((x) => fmt(x)).join(" / ").padStart(18),
+        s.guestWriteKBPerMsg.map((x, k) => fmt(x / s.guestFloorKBPerMsg[k]!)).join(" / ").padStart(16),
       ].join(" | "),
     );
   }

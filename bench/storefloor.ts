@@ -1,0 +1,52 @@
+// The storage floor of a bench run: what SQLite itself writes to keep one
+// copy of each message durable, committed in as many transactions as the
+// measured server made. It is measured in the same run, on the same disk,
+// with the adapter's own connection settings (WAL, synchronous=FULL, 4 KB
+// pages), so "KB written per message" can be read against it: no schema can
+// write less than one row per message per commit through that connection.
+//
+// A WAL commit writes whole pages (each a frame of page size + 24 bytes), and
+// the kernel counts the 4 KB pages a write dirties (/proc/<pid>/io
+// write_bytes): one small commit costs about 8 KB, however small its rows.
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { join } from "node:path";
+import { openConnection } from "../src/store/sqlite/statements.js";
+
+/** Bytes this process has caused to be written to storage. */
+function ownWriteBytes(): number {
+  const m = /^write_bytes:\s*(\d+)/m.exec(readFileSync("/proc/self/io", "utf8"));
+  return m ? Number(m[1]) : Number.NaN;
+}
+
+/** Rows already in the table before measuring: appends go to a B-tree of realistic depth. */
+const WARM_ROWS = 2000;
+
+/**
+ * KB written per message when `messages` rows of `rowBytes` each are
+ * appended to one rowid table in `transactions` commits (at most one commit
+ * per row), checkpoints included (the server's long-run figure includes
+ * them too). Synchronous: nothing else of this process writes meanwhile.
+ */
+export function storeFloorKBPerMessage(dir: string, messages: number, transactions: number, rowBytes: number): number {
+  if (messages <= 0) return Number.NaN;
+  const root = mkdtempSync(join(dir, "store-floor-"));
+  const db = openConnection({ path: join(root, "floor.sqlite") });
+  try {
+    db.exec("CREATE TABLE floor (id INTEGER PRIMARY KEY, payload BLOB NOT NULL)");
+    const insert = db.prepare("INSERT INTO floor (payload) VALUES (?)");
+    const commit = db.transaction((rows: number) => {
+      for (let i = 0; i < rows; i++) insert.run(randomBytes(rowBytes));
+    });
+    for (let i = 0; i < WARM_ROWS; i += 50) commit(50);
+    db.pragma("wal_checkpoint(TRUNCATE)");
+    const commits = Math.max(1, Math.min(messages, Math.round(transactions)));
+    const before = ownWriteBytes();
+    for (let c = 0; c < commits; c++) commit(Math.floor(((c + 1) * messages) / commits) - Math.floor((c * messages) / commits));
+    db.pragma("wal_checkpoint(PASSIVE)");
+    return (ownWriteBytes() - before) / 1024 / messages;
+  } finally {
+    db.close();
+    rmSync(root, { recursive: true, force: true });
+  }
+}
