@@ -503,7 +503,10 @@ export interface MarkProcessedOp {
  * recorded until `expiresAt`. With `groupId` the record belongs to the group
  * (deleted with it) at `epoch`, and the group's records of epochs below
  * `forgetBefore` are deleted (they can no longer be replayed: the DS refuses
- * their epoch).
+ * their epoch). A key is recorded with one (groupId, epoch): the same key is
+ * always given the same ones (a send_message key digests the message, which
+ * names its group and epoch), and a store may find records by key alone or by
+ * (groupId, epoch, key).
  */
 export interface RecordRequestOp {
   readonly kind: "recordRequest";

@@ -71,11 +71,20 @@ describe("outbox entries with a shared recipient section", () => {
       expect(await verifyFanoutSignatureAsync(f.ds.context.hub.fanoutPublicKey, [head, message], req.signature)).toBe(true);
     }
     // What is stored per entry (a stored format: docs/storage.md): the MLSMessage as sent, byte for byte, not the recipients
-    // nor a signature; the head is the entry prefix.
-    const stored = db().prepare("SELECT payload FROM queue_entries WHERE queue = ? AND seq > ? ORDER BY seq").pluck().all(outB, before) as Buffer[];
+    // nor a signature; the head is the entry prefix. The message is stored once for the hub's feed and every outbox.
+    const stored = db()
+      .prepare(
+        "SELECT coalesce(p.data, e.payload) AS data, e.payload_id AS id FROM queue_entries e LEFT JOIN queue_payloads p ON p.id = e.payload_id WHERE e.queue = ? AND e.seq > ? ORDER BY e.seq",
+      )
+      .all(outB, before) as { data: Buffer; id: bigint | null }[];
     expect(stored.length).toBe(5);
-    for (const [i, p] of stored.entries()) expect(p.equals(Buffer.from(encodeMLSMessage(entries[i]!.req.mlsMessage)))).toBe(true);
-    for (const p of stored) expect(p.length).toBe(messageLength);
+    for (const [i, p] of stored.entries()) expect(p.data.equals(Buffer.from(encodeMLSMessage(entries[i]!.req.mlsMessage)))).toBe(true);
+    for (const p of stored) expect(p.data.length).toBe(messageLength);
+    for (const p of stored) {
+      expect(p.id).not.toBeNull();
+      const copies = db().prepare("SELECT count(*) FROM queue_payloads WHERE data = (SELECT data FROM queue_payloads WHERE id = ?)").pluck().get(p.id);
+      expect(Number(copies)).toBe(1);
+    }
     // One section per guest domain for this epoch, whatever the number of messages.
     expect(prefixRows()).toBe(2);
   });

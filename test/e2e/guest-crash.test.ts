@@ -19,12 +19,12 @@ afterAll(async () => {
   await fed?.close();
 });
 
-/** The guest's high-water mark for the hub's stream, read from its SQLite file (the server keeps running). */
+/** The guest's high-water mark for the hub's stream, read from its SQLite file (the server keeps running; schema v9, docs/storage.md). */
 function processedAt(domain: string, hub: string): bigint {
   const db = new Database(join(fed.dataDir(domain), "ds.sqlite"), { readonly: true, fileMustExist: true });
   try {
     db.defaultSafeIntegers(true);
-    const row = db.prepare("SELECT last_seq FROM processed WHERE source = ?").get(hub) as { last_seq: bigint } | undefined;
+    const row = db.prepare("SELECT last_seq FROM queues WHERE queue = 'processed:' || ?").get(hub) as { last_seq: bigint } | undefined;
     return row?.last_seq ?? 0n;
   } finally {
     db.close();

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -100,12 +100,159 @@ describe("SQLite adapter", () => {
       expect(count("SELECT sum(length(payload)) FROM queue_entries")).toBe(0);
       await store.ack("a", 1n);
       await store.apply({ ops: [{ kind: "deleteQueue", queue: "b" }] });
-      expect(count("SELECT refs FROM queue_payloads")).toBe(1);
+      expect(count("SELECT refs FROM queue_payload_refs")).toBe(1);
       await store.ack("c", 1n);
       expect(count("SELECT count(*) FROM queue_payloads")).toBe(0);
     } finally {
       await store.close();
     }
+  });
+
+  it("stores a message appended to a feed and to prefixed outbox entries once, and frees it with the last of them", async () => {
+    const store = (await openStore(tempDir())) as SqliteStore;
+    try {
+      const db = store.database;
+      const count = (sql: string): number => Number(db.prepare(sql).pluck().get());
+      await store.apply({ ops: [{ kind: "createGroup", groupId: "g", epoch: 0n, snapshot: new Uint8Array([1]) }] });
+      for (let i = 0; i < 3; i++) {
+        const message = new Uint8Array(900).fill(i + 1);
+        const prefix = { groupId: "g", epoch: 0n, ref: "head-0", bytes: new Uint8Array([0xee, 0xff]) };
+        await store.apply({
+          ops: [
+            { kind: "append", queue: "feed:g", payload: message },
+            { kind: "append", queue: "outbox:b.example", payload: message, prefix },
+            { kind: "append", queue: "outbox:c.example", payload: message, prefix },
+          ],
+        });
+      }
+      expect(count("SELECT count(*) FROM queue_payloads")).toBe(3);
+      expect(count("SELECT sum(length(payload)) FROM queue_entries")).toBe(0);
+      const read = await store.read("outbox:c.example", 0n, 10);
+      expect(read.map((e) => [...e.payload.subarray(0, 3)])).toEqual([
+        [0xee, 0xff, 1],
+        [0xee, 0xff, 2],
+        [0xee, 0xff, 3],
+      ]);
+      expect(read.every((e) => e.payload.length === 902)).toBe(true);
+      await store.ack("outbox:b.example", 3n);
+      await store.ack("feed:g", 3n);
+      expect(count("SELECT count(*) FROM queue_payloads")).toBe(3);
+      await store.ack("outbox:c.example", 2n);
+      expect(count("SELECT count(*) FROM queue_payloads")).toBe(1);
+      await store.ack("outbox:c.example", 3n);
+      expect(count("SELECT count(*) FROM queue_payloads")).toBe(0);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("a feed's message is counted only once copied into members' queues, and freed with the last copy", async () => {
+    const store = (await openStore(tempDir())) as SqliteStore;
+    try {
+      const db = store.database;
+      const count = (sql: string): number => Number(db.prepare(sql).pluck().get());
+      await store.apply({ ops: [{ kind: "createGroup", groupId: "g", epoch: 0n, snapshot: new Uint8Array([1]) }] });
+      await store.apply({ ops: ["ann", "ben", "cid"].map((clientId) => ({ kind: "joinFeed" as const, groupId: "g", clientId })) });
+      for (let i = 0; i < 4; i++) await store.apply({ ops: [{ kind: "append", queue: "feed:g", payload: new Uint8Array(500).fill(i) }] });
+      expect(count("SELECT count(*) FROM queue_payloads")).toBe(4);
+      expect(count("SELECT count(*) FROM queue_payload_refs")).toBe(0);
+      for (const c of ["ann", "ben", "cid"]) await store.apply({ ops: [{ kind: "pullFeeds", clientId: c }] });
+      // Every member pulled: the feed entries are gone, three copies name each message.
+      expect(count("SELECT count(*) FROM queue_entries WHERE queue = 'feed:g'")).toBe(0);
+      expect(count("SELECT min(refs) FROM queue_payload_refs")).toBe(3);
+      await store.ack(clientQueue("ann"), 4n);
+      await store.ack(clientQueue("ben"), 2n);
+      expect(count("SELECT count(*) FROM queue_payloads")).toBe(4);
+      await store.ack(clientQueue("cid"), 4n);
+      expect(count("SELECT count(*) FROM queue_payloads")).toBe(2);
+      expect((await store.read(clientQueue("ben"), 0n, 10)).map((e) => e.payload[0])).toEqual([2, 3]);
+      await store.ack(clientQueue("ben"), 4n);
+      expect(count("SELECT count(*) FROM queue_payloads")).toBe(0);
+      expect(count("SELECT count(*) FROM queue_payload_refs")).toBe(0);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("migrates a version 8 database: entries, prefixes and accept-once records kept, leaked payloads freed", async () => {
+    const dir = tempDir();
+    const path = join(dir, SQLITE_FILE_NAME);
+    const old = new Database(path);
+    migrate(old, MIGRATIONS.slice(0, 8));
+    const now = Date.now();
+    const later = now + 3_600_000;
+    old.exec(`
+      INSERT INTO groups (group_id, epoch, created_at, updated_at) VALUES ('g', 3, 0, 0);
+      INSERT INTO group_snapshots (group_id, epoch, state) VALUES ('g', 3, x'01');
+      INSERT INTO queues (queue, last_seq) VALUES ('feed:g', 1), ('outbox:b.example', 2), ('client:bob', 1);
+      INSERT INTO entry_prefixes (id, group_id, ref, epoch, data) VALUES (1, 'g', 'r', 3, CAST('HEAD' AS BLOB));
+      -- What version 8 wrote for a message to the feed and one outbox: the payload counted twice, named once.
+      INSERT INTO queue_payloads (id, data, refs) VALUES (1, CAST('shared' AS BLOB), 2);
+      INSERT INTO queue_entries (queue, seq, payload, payload_id, enqueued_at) VALUES ('feed:g', 1, x'', 1, 0);
+      INSERT INTO queue_entries (queue, seq, payload, enqueued_at, prefix_id) VALUES ('outbox:b.example', 1, CAST('shared' AS BLOB), 0, 1);
+      INSERT INTO queue_entries (queue, seq, payload, enqueued_at, prefix_id) VALUES ('outbox:b.example', 2, CAST('other' AS BLOB), 0, 1);
+      INSERT INTO queue_entries (queue, seq, payload, enqueued_at) VALUES ('client:bob', 1, CAST('hello' AS BLOB), 0);
+      INSERT INTO processed (source, last_seq) VALUES ('fanout:hub.example', 7);
+    `);
+    const seen = old.prepare("INSERT INTO seen_requests (key, group_id, epoch, expires_at) VALUES (?, ?, ?, ?)");
+    const key = (n: number): Buffer => Buffer.alloc(32, n);
+    seen.run(key(1), "g", 3, later);
+    seen.run(key(2), "g", null, later);
+    seen.run(key(3), null, null, later);
+    old.close();
+
+    const store = (await openStore(dir)) as SqliteStore;
+    try {
+      const db = store.database;
+      expect(Number(db.pragma("user_version", { simple: true }))).toBe(SCHEMA_VERSION);
+      const text = (b: Uint8Array): string => Buffer.from(b).toString();
+      expect((await store.read("outbox:b.example", 0n, 10)).map((e) => [e.seq, text(e.payload)])).toEqual([
+        [1n, "HEADshared"],
+        [2n, "HEADother"],
+      ]);
+      expect((await store.read("client:bob", 0n, 10)).map((e) => text(e.payload))).toEqual(["hello"]);
+      // One user left: no count row (the entry that names it is the one).
+      expect(db.prepare("SELECT refs FROM queue_payload_refs WHERE id = 1").get()).toBeUndefined();
+      expect(Number(db.prepare("SELECT count(*) FROM queue_payloads WHERE id = 1").pluck().get())).toBe(1);
+      expect(await store.isProcessed("fanout:hub.example", 7n)).toBe(true);
+      expect(await store.isProcessed("fanout:hub.example", 8n)).toBe(false);
+      expect((await store.apply({ ops: [{ kind: "markProcessed", source: "fanout:hub.example", sequence: 7n }] })).duplicate).toBe(true);
+      // Sequences continue from the counters.
+      const appended = await store.apply({ ops: [{ kind: "append", queue: "outbox:b.example", payload: new Uint8Array([1]) }] });
+      expect(appended.appended).toEqual([{ queue: "outbox:b.example", seq: 3n }]);
+
+      const record = (k: Buffer, extra: { groupId?: string; epoch?: bigint; forgetBefore?: bigint } = {}) =>
+        store.apply({ ops: [{ kind: "recordRequest", key: k, expiresAt: later, ...extra }] });
+      expect((await record(key(1), { groupId: "g", epoch: 3n })).duplicate).toBe(true);
+      expect((await record(key(2), { groupId: "g" })).duplicate).toBe(true);
+      expect((await record(key(3))).duplicate).toBe(true);
+      await record(key(4), { groupId: "g", epoch: 5n, forgetBefore: 4n });
+      expect((await record(key(1), { groupId: "g", epoch: 3n })).duplicate).toBe(false); // its epoch was forgotten
+      expect((await record(key(2), { groupId: "g" })).duplicate).toBe(true); // no epoch: kept
+
+      // The payload that version 8 leaked goes with the feed entry, its last user.
+      await store.ack("feed:g", 1n);
+      expect(Number(db.prepare("SELECT count(*) FROM queue_payloads").pluck().get())).toBe(0);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("the schema a fresh database gets is the one pinned in test/fixtures (a change comes with its migration)", () => {
+    const file = join(import.meta.dirname, "..", "fixtures", `sqlite-schema-v${SCHEMA_VERSION}.sql`);
+    const fresh = new Database(":memory:");
+    migrate(fresh);
+    const dump = (db: Database.Database): string =>
+      (db.prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY type, name").pluck().all() as string[])
+        .map((sql) => sql.replace(/\s+/g, " ").trim() + ";")
+        .join("\n") + "\n";
+    const schema = dump(fresh);
+    fresh.close();
+    if (process.env.MIMI_WRITE_GOLDEN === "1" || !existsSync(file)) {
+      if (process.env.CI === "true" && !existsSync(file)) throw new Error(`${file} is missing`);
+      writeFileSync(file, schema);
+    }
+    expect(schema).toBe(readFileSync(file, "utf8"));
   });
 
   it("parses store URIs", () => {

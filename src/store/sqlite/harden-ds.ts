@@ -7,15 +7,19 @@ import type { Stmt } from "./statements.js";
 export function prepareHardening(db: Database.Database) {
   const p = (sql: string): Stmt => db.prepare(sql) as unknown as Stmt;
   return {
-    getSeenRequest: p("SELECT expires_at FROM seen_requests WHERE key = ?"),
+    // Keyed by (scope, epoch, key) (migration "clustered queue entries, accept-once by
+    // group epoch"): scope is the group or '', epoch -1 a group record without one, -2 no group.
+    getSeenRequest: p("SELECT expires_at FROM seen_requests WHERE scope = ? AND epoch = ? AND key = ?"),
     upsertSeenRequest: p(
-      "INSERT INTO seen_requests (key, group_id, epoch, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET group_id = excluded.group_id, epoch = excluded.epoch, expires_at = excluded.expires_at",
+      "INSERT INTO seen_requests (scope, epoch, key, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT (scope, epoch, key) DO UPDATE SET expires_at = excluded.expires_at",
     ),
-    forgetSeenRequestsBefore: p("DELETE FROM seen_requests WHERE group_id = ? AND epoch < ?"),
-    deleteSeenRequestsOfGroup: p("DELETE FROM seen_requests WHERE group_id = ?"),
+    forgetSeenRequestsBefore: p("DELETE FROM seen_requests WHERE scope = ? AND epoch >= 0 AND epoch < ?"),
+    deleteSeenRequestsOfGroup: p("DELETE FROM seen_requests WHERE scope = ? AND epoch >= -1"),
     purgeSeenRequests: p("DELETE FROM seen_requests WHERE expires_at <= ?"),
     /** Each new record takes a few expired ones with it, so the table stays bounded without a scheduled purge. */
-    purgeSomeSeenRequests: p("DELETE FROM seen_requests WHERE key IN (SELECT key FROM seen_requests WHERE expires_at <= ? LIMIT 8)"),
+    purgeSomeSeenRequests: p(
+      "DELETE FROM seen_requests WHERE (scope, epoch, key) IN (SELECT scope, epoch, key FROM seen_requests WHERE expires_at <= ? LIMIT 8)",
+    ),
     countOwnedGroups: p("SELECT count(*) AS n FROM groups WHERE owner = ?"),
     setGroupOwner: p("UPDATE groups SET owner = ? WHERE group_id = ?"),
     /** Queues named prefix..prefix+U+FFFF (the name range of the prefix). */

@@ -254,6 +254,80 @@ export const MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    // Issue 16, KB written per message (docs/performance.md "Fewer B-trees
+    // per message"). A WAL commit writes every page it touched, so each
+    // B-tree a message lands in costs a page per commit:
+    // - queue entries are clustered by (queue, seq): one B-tree instead of a
+    //   rowid table and its (queue, seq) index;
+    // - accept-once records are keyed by (scope, epoch, key): forgetting a
+    //   group's old epochs is a range of the key, so the (group, epoch) index
+    //   goes. scope is the group ('' for none); epoch -1 is "no epoch" of a
+    //   group record, -2 a record of no group.
+    // - a shared payload's reference count lives in its own small table, so
+    //   that acknowledging or pulling an entry dirties a page of counts, not
+    //   the page holding the message again (no count row: one user);
+    // - the guest's at-most-once marks move into the queue counters, as
+    //   queue 'processed:<source>': one page of counters per commit, not two.
+    // Prefixed outbox entries now share the batch's stored payload; before,
+    // a payload shared by a feed entry and prefixed entries was counted for
+    // all of them but named by the feed entry only, so it was never freed:
+    // the reference counts are recomputed here.
+    name: "clustered queue entries, accept-once by group epoch",
+    up(db) {
+      db.exec(`
+        CREATE TABLE queue_entries_clustered (
+          queue       TEXT NOT NULL,
+          seq         INTEGER NOT NULL,
+          payload     BLOB NOT NULL,
+          enqueued_at INTEGER NOT NULL,
+          payload_id  INTEGER,
+          except_ids  TEXT,
+          prefix_id   INTEGER,
+          PRIMARY KEY (queue, seq)
+        ) WITHOUT ROWID;
+        INSERT INTO queue_entries_clustered (queue, seq, payload, enqueued_at, payload_id, except_ids, prefix_id)
+          SELECT queue, seq, payload, enqueued_at, payload_id, except_ids, prefix_id FROM queue_entries;
+        DROP TABLE queue_entries;
+        ALTER TABLE queue_entries_clustered RENAME TO queue_entries;
+        CREATE INDEX queue_entries_by_prefix ON queue_entries (prefix_id) WHERE prefix_id IS NOT NULL;
+
+        CREATE TEMP TABLE payload_users (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);
+        INSERT INTO payload_users (id, n) SELECT payload_id, count(*) FROM queue_entries WHERE payload_id IS NOT NULL GROUP BY payload_id;
+        DELETE FROM queue_payloads WHERE id NOT IN (SELECT id FROM payload_users);
+        CREATE TABLE queue_payload_refs (
+          id   INTEGER PRIMARY KEY,
+          refs INTEGER NOT NULL
+        );
+        INSERT INTO queue_payload_refs (id, refs) SELECT u.id, u.n FROM payload_users u JOIN queue_payloads p ON p.id = u.id WHERE u.n > 1;
+        DROP TABLE payload_users;
+        ALTER TABLE queue_payloads DROP COLUMN refs;
+        CREATE TRIGGER queue_entries_release_payload AFTER DELETE ON queue_entries
+        WHEN old.payload_id IS NOT NULL
+        BEGIN
+          UPDATE queue_payload_refs SET refs = refs - 1 WHERE id = old.payload_id;
+          DELETE FROM queue_payloads WHERE id = old.payload_id AND coalesce((SELECT refs FROM queue_payload_refs WHERE id = old.payload_id), 0) <= 0;
+          DELETE FROM queue_payload_refs WHERE id = old.payload_id AND refs <= 0;
+        END;
+
+        INSERT INTO queues (queue, last_seq) SELECT 'processed:' || source, last_seq FROM processed;
+        DROP TABLE processed;
+
+        CREATE TABLE seen_requests_by_epoch (
+          scope      TEXT NOT NULL,
+          epoch      INTEGER NOT NULL,
+          key        BLOB NOT NULL,
+          expires_at INTEGER NOT NULL,
+          PRIMARY KEY (scope, epoch, key)
+        ) WITHOUT ROWID;
+        INSERT INTO seen_requests_by_epoch (scope, epoch, key, expires_at)
+          SELECT coalesce(group_id, ''), CASE WHEN group_id IS NULL THEN -2 ELSE coalesce(epoch, -1) END, key, expires_at FROM seen_requests;
+        DROP TABLE seen_requests;
+        ALTER TABLE seen_requests_by_epoch RENAME TO seen_requests;
+        CREATE INDEX seen_requests_by_expiry ON seen_requests (expires_at);
+      `);
+    },
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

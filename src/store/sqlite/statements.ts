@@ -175,9 +175,11 @@ export function prepare(db: Database.Database) {
       "INSERT INTO queues (queue, last_seq) VALUES (?, 1) ON CONFLICT (queue) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq",
     ),
     insertEntry: p("INSERT INTO queue_entries (queue, seq, payload, enqueued_at) VALUES (?, ?, ?, ?)"),
-    insertPayload: p("INSERT INTO queue_payloads (data, refs) VALUES (?, ?) RETURNING id"),
+    insertPayload: p("INSERT INTO queue_payloads (data) VALUES (?) RETURNING id"),
+    insertPayloadRefs: p("INSERT INTO queue_payload_refs (id, refs) VALUES (?, ?)"),
+    // No count row means one user (the entry that stored it).
     insertFeedEntry: p("INSERT INTO queue_entries (queue, seq, payload, payload_id, enqueued_at, except_ids) VALUES (?, ?, x'', ?, ?, ?)"),
-    addPayloadRef: p("UPDATE queue_payloads SET refs = refs + 1 WHERE id = ?"),
+    addPayloadRef: p("INSERT INTO queue_payload_refs (id, refs) VALUES (?, 2) ON CONFLICT (id) DO UPDATE SET refs = refs + 1"),
     feedEntries: p("SELECT seq, payload_id, except_ids FROM queue_entries WHERE queue = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?"),
     getFeedMember: p("SELECT group_id, cursor, until FROM feed_members WHERE client_id = ? AND group_id = ?"),
     upsertFeedMember: p(
@@ -204,6 +206,7 @@ export function prepare(db: Database.Database) {
     prefixId: p("SELECT id FROM entry_prefixes WHERE group_id = ? AND ref = ?"),
     insertPrefix: p("INSERT INTO entry_prefixes (group_id, ref, epoch, data) VALUES (?, ?, ?, ?) RETURNING id"),
     insertPrefixedEntry: p("INSERT INTO queue_entries (queue, seq, payload, enqueued_at, prefix_id) VALUES (?, ?, ?, ?, ?)"),
+    insertSharedPrefixedEntry: p("INSERT INTO queue_entries (queue, seq, payload, payload_id, enqueued_at, prefix_id) VALUES (?, ?, x'', ?, ?, ?)"),
     prefixData: p("SELECT data FROM entry_prefixes WHERE id = ?"),
     sweepPrefixesBefore: p(
       "DELETE FROM entry_prefixes WHERE group_id = ? AND epoch < ? AND NOT EXISTS (SELECT 1 FROM queue_entries e WHERE e.prefix_id = entry_prefixes.id)",
@@ -221,9 +224,11 @@ export function prepare(db: Database.Database) {
     queueStats: p("SELECT min(seq) AS first, count(*) AS n FROM queue_entries WHERE queue = ?"),
     deleteQueueEntries: p("DELETE FROM queue_entries WHERE queue = ?"),
     deleteQueue: p("DELETE FROM queues WHERE queue = ?"),
-    getProcessed: p("SELECT last_seq FROM processed WHERE source = ?"),
+    // At-most-once marks live beside the queue counters (migration "clustered queue entries, ..."):
+    // a guest's commit then touches one page of counters, not two.
+    getProcessed: p("SELECT last_seq FROM queues WHERE queue = 'processed:' || ?"),
     upsertProcessed: p(
-      "INSERT INTO processed (source, last_seq) VALUES (?, ?) ON CONFLICT (source) DO UPDATE SET last_seq = excluded.last_seq",
+      "INSERT INTO queues (queue, last_seq) VALUES ('processed:' || ?, ?) ON CONFLICT (queue) DO UPDATE SET last_seq = excluded.last_seq",
     ),
     getRate: p("SELECT window_start, count FROM rate_limits WHERE key = ?"),
     upsertRate: p(

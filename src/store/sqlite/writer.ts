@@ -271,15 +271,21 @@ export class SqliteWriter {
           const shared = sharedPayloads.get(op.payload);
           if (op.prefix !== undefined) {
             if (isGroupFeed(op.queue)) throw new StoreError(`append to ${op.queue}: group feed entries take no prefix`);
-            s.insertPrefixedEntry.run(op.queue, seq, op.payload, now, this.#prefixId(op.prefix));
+            const prefixId = this.#prefixId(op.prefix);
+            if (shared === undefined) s.insertPrefixedEntry.run(op.queue, seq, op.payload, now, prefixId);
+            else {
+              // The message of a feed entry and of outbox entries: stored once (its count includes this entry).
+              shared.id ??= this.#storePayload(op.payload, shared.refs);
+              s.insertSharedPrefixedEntry.run(op.queue, seq, shared.id, now, prefixId);
+            }
           } else if (isGroupFeed(op.queue)) {
             // Feed payloads always live in queue_payloads: members' copies point at them.
-            const id = shared?.id ?? big((s.insertPayload.get(op.payload, shared?.refs ?? 1) as Row).id);
+            const id = shared?.id ?? this.#storePayload(op.payload, shared?.refs ?? 1);
             if (shared !== undefined) shared.id = id;
             s.insertFeedEntry.run(op.queue, seq, id, now, op.except !== undefined && op.except.length > 0 ? op.except.join("\n") : null);
           } else if (shared === undefined) s.insertEntry.run(op.queue, seq, op.payload, now);
           else {
-            if (shared.id === undefined) shared.id = big((s.insertPayload.get(op.payload, shared.refs) as Row).id);
+            shared.id ??= this.#storePayload(op.payload, shared.refs);
             s.insertSharedEntry.run(op.queue, seq, shared.id, now);
           }
           appended.push({ queue: op.queue, seq });
@@ -338,10 +344,11 @@ export class SqliteWriter {
           break;
         }
         case "recordRequest": {
-          const seen = s.getSeenRequest.get(op.key) as Row | undefined;
+          const scope = op.groupId ?? "";
+          const epoch = op.groupId === undefined ? -2n : op.epoch !== undefined ? checkUint63("epoch", op.epoch) : -1n;
+          const seen = s.getSeenRequest.get(scope, epoch, op.key) as Row | undefined;
           if (seen !== undefined && num(seen.expires_at) > now) throw new DuplicateBatch();
-          const epoch = op.epoch !== undefined ? checkUint63("epoch", op.epoch) : null;
-          s.upsertSeenRequest.run(op.key, op.groupId ?? null, epoch, op.expiresAt);
+          s.upsertSeenRequest.run(scope, epoch, op.key, op.expiresAt);
           s.purgeSomeSeenRequests.run(now);
           if (op.groupId !== undefined && op.forgetBefore !== undefined) s.forgetSeenRequestsBefore.run(op.groupId, checkUint63("epoch", op.forgetBefore));
           break;
@@ -376,6 +383,13 @@ export class SqliteWriter {
       s.pruneLog.run(groupId, epoch);
     }
     s.upsertSnapshot.run(groupId, epoch, state);
+  }
+
+  /** A payload stored once for `refs` entries; its count is kept apart (queue_payload_refs), and only from two. */
+  #storePayload(payload: Uint8Array, refs: number): bigint {
+    const id = big((this.#s.insertPayload.get(payload) as Row).id);
+    if (refs > 1) this.#s.insertPayloadRefs.run(id, refs);
+    return id;
   }
 
   /** The stored prefix's id, inserting it if it is not stored (yet, or any more). */
