@@ -16,6 +16,7 @@ import {
   openStore,
   sqlitePathOf,
 } from "../../src/store/index.js";
+import { prng } from "../helpers/prng.js";
 import { runStoreContract } from "./contract.js";
 import { runScaleContract } from "./contract-scale.js";
 
@@ -54,6 +55,29 @@ for (const writer of ["thread", "inline"] as const) {
       dispose: async () => rmSync(dir, { recursive: true, force: true }),
     };
   });
+}
+
+/**
+ * The stored payloads' reference counts as schema v9 keeps them: a count row
+ * only for a payload two or more entries name, holding exactly that number;
+ * every other payload named by exactly one entry; none named by no entry.
+ */
+function expectPayloadCounts(db: Database.Database): void {
+  const rows = db
+    .prepare(
+      `SELECT p.id, r.refs, (SELECT count(*) FROM queue_entries e WHERE e.payload_id = p.id) AS users
+       FROM queue_payloads p LEFT JOIN queue_payload_refs r ON r.id = p.id`,
+    )
+    .all() as { id: bigint | number; refs: bigint | number | null; users: bigint | number }[];
+  for (const r of rows) {
+    const users = Number(r.users);
+    if (r.refs === null) expect(users, `payload ${r.id}: no count row, so one user`).toBe(1);
+    else {
+      expect(Number(r.refs), `payload ${r.id}: a count row only from two`).toBeGreaterThanOrEqual(2);
+      expect(Number(r.refs), `payload ${r.id}: its count`).toBe(users);
+    }
+  }
+  expect(Number(db.prepare("SELECT count(*) FROM queue_payload_refs WHERE id NOT IN (SELECT id FROM queue_payloads)").pluck().get())).toBe(0);
 }
 
 describe("SQLite adapter", () => {
@@ -98,9 +122,14 @@ describe("SQLite adapter", () => {
       const count = (sql: string): number => Number(db.prepare(sql).pluck().get());
       expect(count("SELECT count(*) FROM queue_payloads")).toBe(1);
       expect(count("SELECT sum(length(payload)) FROM queue_entries")).toBe(0);
+      expectPayloadCounts(db);
       await store.ack("a", 1n);
+      expect(count("SELECT refs FROM queue_payload_refs")).toBe(2);
       await store.apply({ ops: [{ kind: "deleteQueue", queue: "b" }] });
-      expect(count("SELECT refs FROM queue_payload_refs")).toBe(1);
+      // One user left: no count row.
+      expect(count("SELECT count(*) FROM queue_payload_refs")).toBe(0);
+      expect(count("SELECT count(*) FROM queue_payloads")).toBe(1);
+      expectPayloadCounts(db);
       await store.ack("c", 1n);
       expect(count("SELECT count(*) FROM queue_payloads")).toBe(0);
     } finally {
@@ -134,9 +163,13 @@ describe("SQLite adapter", () => {
         [0xee, 0xff, 3],
       ]);
       expect(read.every((e) => e.payload.length === 902)).toBe(true);
+      expectPayloadCounts(db);
       await store.ack("outbox:b.example", 3n);
+      expectPayloadCounts(db);
       await store.ack("feed:g", 3n);
+      expectPayloadCounts(db);
       expect(count("SELECT count(*) FROM queue_payloads")).toBe(3);
+      expect(count("SELECT count(*) FROM queue_payload_refs")).toBe(0);
       await store.ack("outbox:c.example", 2n);
       expect(count("SELECT count(*) FROM queue_payloads")).toBe(1);
       await store.ack("outbox:c.example", 3n);
@@ -160,10 +193,13 @@ describe("SQLite adapter", () => {
       // Every member pulled: the feed entries are gone, three copies name each message.
       expect(count("SELECT count(*) FROM queue_entries WHERE queue = 'feed:g'")).toBe(0);
       expect(count("SELECT min(refs) FROM queue_payload_refs")).toBe(3);
+      expectPayloadCounts(db);
       await store.ack(clientQueue("ann"), 4n);
       await store.ack(clientQueue("ben"), 2n);
+      expectPayloadCounts(db);
       expect(count("SELECT count(*) FROM queue_payloads")).toBe(4);
       await store.ack(clientQueue("cid"), 4n);
+      expectPayloadCounts(db);
       expect(count("SELECT count(*) FROM queue_payloads")).toBe(2);
       expect((await store.read(clientQueue("ben"), 0n, 10)).map((e) => e.payload[0])).toEqual([2, 3]);
       await store.ack(clientQueue("ben"), 4n);
@@ -171,6 +207,86 @@ describe("SQLite adapter", () => {
       expect(count("SELECT count(*) FROM queue_payload_refs")).toBe(0);
     } finally {
       await store.close();
+    }
+  });
+
+  it("random feeds, shared batches, prefixed outboxes, pulls, acks and deletes: every entry reads back as appended, counts stay exact, nothing leaks", async () => {
+    for (const seed of [1, 2, 3, 4]) {
+      const rnd = prng(seed);
+      const pick = <T,>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)]!;
+      const store = (await openStore(tempDir())) as SqliteStore;
+      try {
+        const db = store.database;
+        const members = ["ann", "ben", "cid"];
+        const head = new Uint8Array([0xee, 0xff, seed]);
+        const prefix = { groupId: "g", epoch: 0n, ref: "head-0", bytes: head };
+        // The model: per queue, what each live sequence must read back as.
+        const model = new Map<string, { acked: bigint; last: bigint; entries: Map<bigint, Uint8Array> }>();
+        const q = (name: string) => model.get(name) ?? model.set(name, { acked: 0n, last: 0n, entries: new Map() }).get(name)!;
+        const push = (name: string, bytes: Uint8Array) => {
+          const m = q(name);
+          m.last += 1n;
+          m.entries.set(m.last, bytes);
+        };
+        const feed: Uint8Array[] = [];
+        const cursor = new Map(members.map((c) => [c, 0]));
+        await store.apply({ ops: [{ kind: "createGroup", groupId: "g", epoch: 0n, snapshot: new Uint8Array([1]) }] });
+        await store.apply({ ops: members.map((clientId) => ({ kind: "joinFeed" as const, groupId: "g", clientId })) });
+        const pull = async (c: string) => {
+          await store.apply({ ops: [{ kind: "pullFeeds", clientId: c }] });
+          for (const msg of feed.slice(cursor.get(c))) push(clientQueue(c), msg);
+          cursor.set(c, feed.length);
+        };
+        let n = 0;
+        for (let step = 0; step < 150; step++) {
+          const r = rnd();
+          const message = new Uint8Array(200 + Math.floor(rnd() * 900)).fill(++n % 251);
+          if (r < 0.35) {
+            // A message to the group: the feed, and the outboxes of some guest domains (prefixed).
+            const outboxes = ["outbox:b.example", "outbox:c.example"].filter(() => rnd() < 0.7);
+            await store.apply({
+              ops: [{ kind: "append", queue: "feed:g", payload: message }, ...outboxes.map((queue) => ({ kind: "append" as const, queue, payload: message, prefix }))],
+            });
+            feed.push(message);
+            for (const o of outboxes) push(o, new Uint8Array([...head, ...message]));
+          } else if (r < 0.5) {
+            // One payload to several queues in one batch (shared).
+            const queues = ["q1", "q2", "q3"].filter(() => rnd() < 0.6);
+            if (queues.length === 0) continue;
+            await store.apply({ ops: queues.map((queue) => ({ kind: "append" as const, queue, payload: message })) });
+            for (const name of queues) push(name, message);
+          } else if (r < 0.65) await pull(pick(members));
+          else if (r < 0.9) {
+            const name = pick([...model.keys()].filter((k) => model.get(k)!.last > model.get(k)!.acked));
+            if (name === undefined) continue;
+            const m = q(name);
+            const upTo = m.acked + 1n + BigInt(Math.floor(rnd() * Number(m.last - m.acked)));
+            await store.ack(name, upTo);
+            for (let sq = m.acked + 1n; sq <= upTo; sq++) m.entries.delete(sq);
+            m.acked = upTo;
+          } else {
+            const name = pick(["q1", "q2", "q3"]);
+            await store.apply({ ops: [{ kind: "deleteQueue", queue: name }] });
+            model.delete(name);
+          }
+          expectPayloadCounts(db);
+          if (step % 10 === 9 || step === 149)
+            for (const [name, m] of model) {
+              const read = await store.read(name, m.acked, 1000);
+              expect(read.map((e) => e.seq), `seed ${seed} step ${step}: ${name}`).toEqual([...m.entries.keys()]);
+              for (const e of read) expect(Buffer.from(e.payload).equals(Buffer.from(m.entries.get(e.seq)!)), `seed ${seed}: ${name} ${e.seq}`).toBe(true);
+            }
+        }
+        // Everyone reads and acknowledges everything: nothing is left stored.
+        for (const c of members) await pull(c);
+        for (const [name, m] of model) if (m.last > m.acked) await store.ack(name, m.last);
+        const count = (sql: string): number => Number(db.prepare(sql).pluck().get());
+        expect(count("SELECT count(*) FROM queue_entries"), `seed ${seed}`).toBe(0);
+        expect(count("SELECT count(*) FROM queue_payloads"), `seed ${seed}`).toBe(0);
+        expect(count("SELECT count(*) FROM queue_payload_refs"), `seed ${seed}`).toBe(0);
+      } finally {
+        await store.close();
+      }
     }
   });
 

@@ -266,7 +266,7 @@ export const MIGRATIONS: readonly Migration[] = [
     //   group record, -2 a record of no group.
     // - a shared payload's reference count lives in its own small table, so
     //   that acknowledging or pulling an entry dirties a page of counts, not
-    //   the page holding the message again (no count row: one user);
+    //   the page holding the message again (no count row: one user, so the row goes when one is left);
     // - the guest's at-most-once marks move into the queue counters, as
     //   queue 'processed:<source>': one page of counters per commit, not two.
     // Prefixed outbox entries now share the batch's stored payload; before,
@@ -305,9 +305,9 @@ export const MIGRATIONS: readonly Migration[] = [
         CREATE TRIGGER queue_entries_release_payload AFTER DELETE ON queue_entries
         WHEN old.payload_id IS NOT NULL
         BEGIN
+          DELETE FROM queue_payloads WHERE id = old.payload_id AND NOT EXISTS (SELECT 1 FROM queue_payload_refs WHERE id = old.payload_id);
           UPDATE queue_payload_refs SET refs = refs - 1 WHERE id = old.payload_id;
-          DELETE FROM queue_payloads WHERE id = old.payload_id AND coalesce((SELECT refs FROM queue_payload_refs WHERE id = old.payload_id), 0) <= 0;
-          DELETE FROM queue_payload_refs WHERE id = old.payload_id AND refs <= 0;
+          DELETE FROM queue_payload_refs WHERE id = old.payload_id AND refs <= 1;
         END;
 
         INSERT INTO queues (queue, last_seq) SELECT 'processed:' || source, last_seq FROM processed;
