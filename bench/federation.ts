@@ -62,7 +62,7 @@ import { fanoutSource, guestFeedId } from "../src/delivery/guest.js";
 import { HubIdentity } from "../src/ds/hub-identity.js";
 import { openStore, outboxQueue, type Store } from "../src/store/index.js";
 import { decodeDSResponse, encodeDSRequest, encodeMLSMessage } from "../src/wire/index.js";
-import { storeFloorKBPerMessage } from "./storefloor.js";
+import { checkpointBytes, storeFloorKBPerMessage } from "./storefloor.js";
 import { devCerts, fmt, freePort, hubSender, log, median, quantile, sleep, startServe, type ServeProcess } from "./lib.js";
 
 export interface FedConfig {
@@ -95,7 +95,10 @@ export interface ProcessDelta {
   readonly domain: string;
   /** utime + stime, ms. */
   readonly cpuMs: number;
-  /** Bytes the process caused to be written to storage (/proc/<pid>/io write_bytes). */
+  /**
+   * Bytes the process caused to be written to storage (/proc/<pid>/io write_bytes); in the stores
+   * phase plus the checkpoint that ends the window (the window's WAL pages copied into the database).
+   */
   readonly writeBytes: number;
   /** SQLite transactions its store committed. */
   readonly transactions: number;
@@ -436,6 +439,11 @@ class Fed {
       transactions,
       benchCpu: cpuUsageMs(),
     };
+  }
+
+  /** Checkpoints every DS's store from this process (bench/storefloor.ts checkpointBytes): the bytes each took. */
+  checkpoint(): number[] {
+    return this.nodes.map((n) => checkpointBytes(n.sqlite));
   }
 
   rows(): Record<string, number>[] {
@@ -847,16 +855,20 @@ async function runConfig(c: FedConfig, o: Required<Omit<FederationOptions, "quic
       // ---- into the stores (no stream open)
       const stores = async (): Promise<StoresResult> => {
         const rows0 = fed.rows();
+        // The window starts with every store checkpointed (earlier phases' WAL pages are not its writes)
+        // and ends with a checkpoint counted as the process's (this window's pages copied once).
+        fed.checkpoint();
         const s0 = await fed.snapshot();
         const acceptedAt = await pipelined(0, M);
         const domainDone = await fed.guestsCaughtUp();
         const done = Math.max(acceptedAt, ...Object.values(domainDone));
         await sleep(SETTLE_MS); // the guests' acknowledgements, the last group commits
         const s1 = await fed.snapshot();
+        const checkpointed = fed.checkpoint();
         const rows1 = fed.rows();
         const domainDoneMs: Record<string, number> = {};
         for (const [d, t] of Object.entries(domainDone)) domainDoneMs[d] = t - s0.t;
-        const processes = fed.deltas(s0, s1, rows0, rows1);
+        const processes = fed.deltas(s0, s1, rows0, rows1).map((p, i) => ({ ...p, writeBytes: p.writeBytes + checkpointed[i]! }));
         // Measured while the servers are idle, on the same disk (their temp root).
         const floorKBPerMsg = processes.map((p) => storeFloorKBPerMessage(fed.root, M, p.transactions, MESSAGE_BYTES));
         return { count: M, elapsedMs: done - s0.t, acceptedMs: acceptedAt - s0.t, domainDoneMs, processes, floorKBPerMsg, benchCpuMs: s1.benchCpu - s0.benchCpu };

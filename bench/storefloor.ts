@@ -11,10 +11,11 @@
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import { openConnection } from "../src/store/sqlite/statements.js";
 
 /** Bytes this process has caused to be written to storage. */
-function ownWriteBytes(): number {
+export function ownWriteBytes(): number {
   const m = /^write_bytes:\s*(\d+)/m.exec(readFileSync("/proc/self/io", "utf8"));
   return m ? Number(m[1]) : Number.NaN;
 }
@@ -48,5 +49,26 @@ export function storeFloorKBPerMessage(dir: string, messages: number, transactio
   } finally {
     db.close();
     rmSync(root, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Checkpoints another process's SQLite file from here (WAL copied into the
+ * database, the WAL truncated) and returns the bytes that cost, so that a
+ * measuring window can start with no earlier phase's checkpoint debt and end
+ * with its own pages counted once in the database: WAL frames written in the
+ * window (the server's write_bytes) plus this copy. Call it while the server
+ * is idle; it waits for its readers and writers (busy_timeout).
+ */
+export function checkpointBytes(file: string): number {
+  const db = new Database(file, { fileMustExist: true });
+  try {
+    db.pragma("busy_timeout = 10000");
+    const before = ownWriteBytes();
+    const [r] = db.pragma("wal_checkpoint(TRUNCATE)") as { busy: number; log: number; checkpointed: number }[];
+    if (r !== undefined && r.busy !== 0) throw new Error(`${file}: the checkpoint was blocked (${r.checkpointed} of ${r.log} frames)`);
+    return ownWriteBytes() - before;
+  } finally {
+    db.close();
   }
 }
