@@ -6,7 +6,7 @@
 // streams the two keep, seen in their metrics.
 import { X509Certificate } from "node:crypto";
 import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
+import { reservedPort } from "../helpers/ports.js";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -18,14 +18,6 @@ const B = "b.example";
 let root: string;
 const servers = new Map<string, ServeProcess>();
 const ports = new Map<string, number>();
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 interface PeerEntry {
   domain: string;
@@ -51,7 +43,7 @@ async function scrape(domain: string): Promise<string> {
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), "mimi-ds-fedsetup-"));
-  for (const d of [A, B]) ports.set(d, await freePort());
+  for (const d of [A, B]) ports.set(d, await reservedPort());
 
   // 1. Certificates (one trial CA, as in the docs), the endpoint's host as an extra name.
   for (const d of [A, B]) await ok(["dev-certs", "--out", certs(), "--domain", d, "--san", `ds.${d}`]);

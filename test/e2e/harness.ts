@@ -2,7 +2,7 @@
 // development CA, each configured with the others as peers (mutual TLS,
 // fanout signature keys); and clients of each domain talking to their own DS.
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
+import { reservedPort } from "../helpers/ports.js";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ExternalSender } from "ts-mls";
@@ -12,14 +12,6 @@ import { generateIssuerKeyPair, issueRegistrationCredential, parseIssuerPrivateK
 import { decodeWith, externalSenderCodec } from "../../src/wire/index.js";
 import { makeDevCa, type DevCa } from "../helpers/devca.js";
 import { spawnServe, type ServeProcess } from "../helpers/process.js";
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 interface DomainNode {
   readonly domain: string;
@@ -116,7 +108,7 @@ export class Federation {
       const dataDir = join(root, domain);
       // The hub key file is made ahead so that every peer can be told its fanout key.
       keys.set(domain, (await HubIdentity.open(domain, join(dataDir, "hub-keys.json"))).fanoutPublicKey);
-      nodes.set(domain, { domain, port: await freePort(), dataDir });
+      nodes.set(domain, { domain, port: await reservedPort(), dataDir });
     }
     const f = new Federation(ca, root, nodes);
     for (const n of nodes.values()) {

@@ -7,7 +7,7 @@
 // against the model and against the servers themselves (docs/testing.md).
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
+import { reservedPort } from "../helpers/ports.js";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
@@ -78,14 +78,6 @@ const sha = (b: Uint8Array): string => createHash("sha256").update(b).digest("he
 export const groupName = (id: Uint8Array): string => Buffer.from(id).toString("utf8").replace(/^(.{6}).*@/, "$1…@");
 
 // ---------------------------------------------------------------- domains
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 /** One DS: its serve process (restartable on the same port and data), a client-facing transport and the operator's AdminService. */
 export class SimDomain {
@@ -372,7 +364,7 @@ export class SimWorld {
       const dataDir = join(root, d);
       // The hub key file is made first so every peer can be told the fanout key.
       keys.set(d, (await HubIdentity.open(d, join(dataDir, "hub-keys.json"))).fanoutPublicKey);
-      w.domains.set(d, new SimDomain(d, await freePort(), dataDir, w));
+      w.domains.set(d, new SimDomain(d, await reservedPort(), dataDir, w));
     }
     for (const n of w.domains.values()) {
       const peers = [...w.domains.values()]
