@@ -62,7 +62,7 @@ import { fanoutSource, guestFeedId } from "../src/delivery/guest.js";
 import { HubIdentity } from "../src/ds/hub-identity.js";
 import { openStore, outboxQueue, type Store } from "../src/store/index.js";
 import { decodeDSResponse, encodeDSRequest, encodeMLSMessage } from "../src/wire/index.js";
-import { checkpointBytes, storeFloorKBPerMessage } from "./storefloor.js";
+import { checkpointBytes, storeFloorKBPerMessage, writeBytesOf } from "./storefloor.js";
 import { devCerts, fmt, freePort, hubSender, log, median, quantile, sleep, startServe, type ServeProcess } from "./lib.js";
 
 export interface FedConfig {
@@ -286,15 +286,6 @@ function cpuMsOf(pid: number): number {
     // Fields after "(comm)": state is field 3, utime field 14, stime field 15.
     const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     return ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
-  } catch {
-    return Number.NaN;
-  }
-}
-
-function writeBytesOf(pid: number): number {
-  try {
-    const m = /^write_bytes:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/io`, "utf8"));
-    return m ? Number(m[1]) : Number.NaN;
   } catch {
     return Number.NaN;
   }

@@ -14,11 +14,16 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { openConnection } from "../src/store/sqlite/statements.js";
 
-/** Bytes this process has caused to be written to storage. */
-export function ownWriteBytes(): number {
-  const m = /^write_bytes:\s*(\d+)/m.exec(readFileSync("/proc/self/io", "utf8"));
-  return m ? Number(m[1]) : Number.NaN;
+/** Bytes a process (this one: "self") has caused to be written to storage; NaN where /proc is missing. */
+export function writeBytesOf(pid: number | "self"): number {
+  try {
+    const m = /^write_bytes:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/io`, "utf8"));
+    return m ? Number(m[1]) : Number.NaN;
+  } catch {
+    return Number.NaN;
+  }
 }
+const ownWriteBytes = (): number => writeBytesOf("self");
 
 /** Rows already in the table before measuring: appends go to a B-tree of realistic depth. */
 const WARM_ROWS = 2000;

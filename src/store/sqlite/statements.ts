@@ -174,7 +174,8 @@ export function prepare(db: Database.Database) {
     bumpQueue: p(
       "INSERT INTO queues (queue, last_seq) VALUES (?, 1) ON CONFLICT (queue) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq",
     ),
-    insertEntry: p("INSERT INTO queue_entries (queue, seq, payload, enqueued_at) VALUES (?, ?, ?, ?)"),
+    // prefix_id: the entry's stored prefix (entry_prefixes), or null.
+    insertEntry: p("INSERT INTO queue_entries (queue, seq, payload, enqueued_at, prefix_id) VALUES (?, ?, ?, ?, ?)"),
     insertPayload: p("INSERT INTO queue_payloads (data) VALUES (?) RETURNING id"),
     insertPayloadRefs: p("INSERT INTO queue_payload_refs (id, refs) VALUES (?, ?)"),
     // No count row means one user (the entry that stored it).
@@ -196,7 +197,7 @@ export function prepare(db: Database.Database) {
     ),
     feedMembersOfGroup: p("SELECT client_id FROM feed_members WHERE group_id = ? AND until IS NULL ORDER BY client_id"),
     lowestFeedCursor: p("SELECT min(cursor) AS low FROM feed_members WHERE group_id = ?"),
-    insertSharedEntry: p("INSERT INTO queue_entries (queue, seq, payload, payload_id, enqueued_at) VALUES (?, ?, x'', ?, ?)"),
+    insertSharedEntry: p("INSERT INTO queue_entries (queue, seq, payload, payload_id, enqueued_at, prefix_id) VALUES (?, ?, x'', ?, ?, ?)"),
     readQueue: p(
       "SELECT e.seq, coalesce(p.data, e.payload) AS payload, e.enqueued_at, e.prefix_id FROM queue_entries e LEFT JOIN queue_payloads p ON p.id = e.payload_id WHERE e.queue = ? AND e.seq > ? ORDER BY e.seq LIMIT ?",
     ),
@@ -205,8 +206,6 @@ export function prepare(db: Database.Database) {
     upsertFeedSet: p("INSERT INTO feed_sets (group_id, set_id) VALUES (?, ?) ON CONFLICT (group_id) DO UPDATE SET set_id = excluded.set_id"),
     prefixId: p("SELECT id FROM entry_prefixes WHERE group_id = ? AND ref = ?"),
     insertPrefix: p("INSERT INTO entry_prefixes (group_id, ref, epoch, data) VALUES (?, ?, ?, ?) RETURNING id"),
-    insertPrefixedEntry: p("INSERT INTO queue_entries (queue, seq, payload, enqueued_at, prefix_id) VALUES (?, ?, ?, ?, ?)"),
-    insertSharedPrefixedEntry: p("INSERT INTO queue_entries (queue, seq, payload, payload_id, enqueued_at, prefix_id) VALUES (?, ?, x'', ?, ?, ?)"),
     prefixData: p("SELECT data FROM entry_prefixes WHERE id = ?"),
     sweepPrefixesBefore: p(
       "DELETE FROM entry_prefixes WHERE group_id = ? AND epoch < ? AND NOT EXISTS (SELECT 1 FROM queue_entries e WHERE e.prefix_id = entry_prefixes.id)",

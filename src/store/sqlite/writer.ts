@@ -268,25 +268,17 @@ export class SqliteWriter {
         case "append": {
           const row = s.bumpQueue.get(op.queue) as Row;
           const seq = big(row.last_seq);
+          const feed = isGroupFeed(op.queue);
+          if (feed && op.prefix !== undefined) throw new StoreError(`append to ${op.queue}: group feed entries take no prefix`);
+          // Stored apart (queue_payloads), once: a payload the batch shares among entries (a message to the
+          // feed and the outboxes, counted for all of them), and every feed payload (members' copies point at it).
           const shared = sharedPayloads.get(op.payload);
-          if (op.prefix !== undefined) {
-            if (isGroupFeed(op.queue)) throw new StoreError(`append to ${op.queue}: group feed entries take no prefix`);
-            const prefixId = this.#prefixId(op.prefix);
-            if (shared === undefined) s.insertPrefixedEntry.run(op.queue, seq, op.payload, now, prefixId);
-            else {
-              // The message of a feed entry and of outbox entries: stored once (its count includes this entry).
-              shared.id ??= this.#storePayload(op.payload, shared.refs);
-              s.insertSharedPrefixedEntry.run(op.queue, seq, shared.id, now, prefixId);
-            }
-          } else if (isGroupFeed(op.queue)) {
-            // Feed payloads always live in queue_payloads: members' copies point at them.
-            const id = shared?.id ?? this.#storePayload(op.payload, shared?.refs ?? 1);
-            if (shared !== undefined) shared.id = id;
-            s.insertFeedEntry.run(op.queue, seq, id, now, op.except !== undefined && op.except.length > 0 ? op.except.join("\n") : null);
-          } else if (shared === undefined) s.insertEntry.run(op.queue, seq, op.payload, now);
+          const payloadId = shared !== undefined ? (shared.id ??= this.#storePayload(op.payload, shared.refs)) : feed ? this.#storePayload(op.payload, 1) : undefined;
+          if (feed) s.insertFeedEntry.run(op.queue, seq, payloadId, now, op.except !== undefined && op.except.length > 0 ? op.except.join("\n") : null);
           else {
-            shared.id ??= this.#storePayload(op.payload, shared.refs);
-            s.insertSharedEntry.run(op.queue, seq, shared.id, now);
+            const prefixId = op.prefix === undefined ? null : this.#prefixId(op.prefix);
+            if (payloadId === undefined) s.insertEntry.run(op.queue, seq, op.payload, now, prefixId);
+            else s.insertSharedEntry.run(op.queue, seq, payloadId, now, prefixId);
           }
           appended.push({ queue: op.queue, seq });
           lastByQueue.set(op.queue, seq);
@@ -428,7 +420,7 @@ export class SqliteWriter {
       cursor = big(e.seq);
       if (e.except_ids != null && String(e.except_ids).split("\n").includes(clientId)) continue;
       const seq = big((s.bumpQueue.get(queue) as Row).last_seq);
-      s.insertSharedEntry.run(queue, seq, e.payload_id, now);
+      s.insertSharedEntry.run(queue, seq, e.payload_id, now, null);
       s.addPayloadRef.run(e.payload_id);
       lastByQueue.set(queue, seq);
       copied++;
